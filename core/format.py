@@ -1,0 +1,121 @@
+"""The conversation format: how turns become token ids and a loss mask, for training and for replies.
+
+One class renders both, so the trainer and the bot can never disagree about a prompt:
+
+* `render(turns)` → `Rendered(ids, mask)` for training. **mask=1** marks tokens the model learns to
+  produce: every speaker's message text, the burst separators inside it and the end-of-turn token.
+  **mask=0** marks what is given, never predicted: speaker headers, the BOS token and the newline between
+  turns. Loss on every speaker (not only the owner) lets the model play any persona later.
+* `prompt(turns, persona)` → the ids of `render(turns)` followed by `persona`'s header: exactly the prefix
+  the model saw in training before `persona` spoke. Generation stops at the end-of-turn token.
+
+Example with a ChatML tokenizer (Qwen) — the owner `alice` answers `bob` in a burst of two messages:
+
+    <|im_start|>bob\n          mask 0  (header)
+    are you coming?<|im_end|>   mask 1  (text + end-of-turn)
+    \n<|im_start|>alice\n      mask 0
+    yes\n---\n10 min<|im_end|>  mask 1  ("\n---\n" separates the burst's messages)
+
+Llama-3 tokenizers use `<|start_header_id|>name<|end_header_id|>\n\n ... <|eot_id|>`; a tokenizer with
+neither uses `### name:\n ... </s>` (its EOS). No token is ever added: vLLM cannot serve LoRA adapters
+that train embeddings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+BURST_SEP = "\n---\n"
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """One speaker's burst, as the format sees it: a header name (persona slug) and its messages."""
+
+    speaker: str
+    messages: tuple[str, ...]
+
+
+@dataclass
+class Rendered:
+    ids: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)  # 1 = learn to produce this token, 0 = given
+    turn_starts: list[int] = field(default_factory=list)  # index in ids where each turn's header begins
+
+
+def join_burst(messages: Sequence[str]) -> str:
+    """A burst's messages joined by the separator; a separator inside a message is defused."""
+    return BURST_SEP.join(m.strip().replace(BURST_SEP, "\n--\n") for m in messages)
+
+
+def split_burst(text: str) -> list[str]:
+    """Generated text → the messages of a burst (blank parts dropped)."""
+    return [part.strip() for part in text.split(BURST_SEP) if part.strip()]
+
+
+class ChatFormat:
+    """Renders turns with one tokenizer. Build it once per tokenizer and share it."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        vocab = tokenizer.get_vocab()
+        if "<|im_start|>" in vocab and "<|im_end|>" in vocab:
+            self.style = "chatml"
+            self._open, self._close, self.eot_id = [vocab["<|im_start|>"]], "\n", vocab["<|im_end|>"]
+        elif all(t in vocab for t in ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")):
+            self.style = "llama3"
+            self._open, self.eot_id = [vocab["<|start_header_id|>"]], vocab["<|eot_id|>"]
+            self._close = [vocab["<|end_header_id|>"]]
+        elif tokenizer.eos_token_id is not None:
+            self.style = "plain"
+            self._open, self._close, self.eot_id = [], ":\n", tokenizer.eos_token_id
+        else:
+            raise ValueError("the tokenizer has no chat-turn tokens and no EOS token: pick another base model")
+        bos = tokenizer.bos_token_id
+        # Only prepend BOS where the tokenizer would add it itself (Llama does, Qwen has none).
+        adds_bos = bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+        self._bos = [bos] if adds_bos else []
+        self._turn_gap = self._encode("\n")
+
+    def _encode(self, text: str) -> list[int]:
+        # split_special_tokens: a message that types "<|im_end|>" must not end its turn.
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    def header(self, speaker: str, first: bool) -> list[int]:
+        """The ids that open `speaker`'s turn (mask 0)."""
+        gap = [] if first else self._turn_gap
+        if self.style == "chatml":
+            return gap + self._open + self._encode(f"{speaker}\n")
+        if self.style == "llama3":
+            return gap + self._open + self._encode(speaker) + self._close + self._encode("\n\n")
+        return gap + self._encode(f"### {speaker}{self._close}")
+
+    def render(self, turns: Sequence[ChatTurn]) -> Rendered:
+        out = Rendered(ids=list(self._bos), mask=[0] * len(self._bos))
+        for i, turn in enumerate(turns):
+            out.turn_starts.append(len(out.ids))
+            head = self.header(turn.speaker, first=i == 0)
+            body = self._encode(join_burst(turn.messages)) + [self.eot_id]
+            out.ids += head + body
+            out.mask += [0] * len(head) + [1] * len(body)
+        return out
+
+    def prompt(self, turns: Sequence[ChatTurn], persona: str) -> list[int]:
+        """Context turns, then `persona`'s header: the model continues as `persona`."""
+        return self.render(turns).ids + self.header(persona, first=not turns)
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        return [self.eot_id]
+
+    def decode_reply(self, ids: Sequence[int]) -> list[str]:
+        """Generated ids (up to, maybe including, end-of-turn) → the burst's messages."""
+        ids = list(ids)
+        if self.eot_id in ids:
+            ids = ids[: ids.index(self.eot_id)]
+        return split_burst(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def text(self, turns: Sequence[ChatTurn]) -> str:
+        """Human-readable rendering (for docs, `--dry-run` and debugging)."""
+        return self.tokenizer.decode(self.render(turns).ids)

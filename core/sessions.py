@@ -1,0 +1,102 @@
+"""Sessions: a dialog's messages cut where the silence exceeds the session gap, bursts merged into turns.
+
+Pure functions over plain message dicts (as storage returns them), shared by import, collector, trainer
+and the bot, so every part agrees on where a conversation starts and who said what.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# About 5% of sessions are held out for evaluation, chosen by a hash of the id so a session never moves.
+EVAL_PER_MILLE = 50
+
+
+@dataclass
+class Turn:
+    """Consecutive messages of one speaker (a burst). `messages` keeps each message apart."""
+
+    speaker_id: int
+    messages: list[str] = field(default_factory=list)
+    message_ids: list[int] = field(default_factory=list)
+
+
+def split_by_gap(messages: Sequence[dict[str, Any]], gap_seconds: float) -> list[list[dict[str, Any]]]:
+    """Cut date-ordered messages wherever two neighbours are more than `gap_seconds` apart."""
+    sessions: list[list[dict[str, Any]]] = []
+    for msg in messages:
+        if sessions and msg["date"] - sessions[-1][-1]["date"] <= gap_seconds:
+            sessions[-1].append(msg)
+        else:
+            sessions.append([msg])
+    return sessions
+
+
+def is_trainable(msg: dict[str, Any]) -> bool:
+    """Only a person's own words train the twin: no forwards, no empty (media-only) messages."""
+    return bool(msg.get("text") and msg["text"].strip()) and not msg.get("forwarded")
+
+
+def merge_bursts(messages: Iterable[dict[str, Any]]) -> list[Turn]:
+    """Consecutive trainable messages of one sender become one turn that keeps its message boundaries."""
+    turns: list[Turn] = []
+    for msg in messages:
+        if not is_trainable(msg):
+            continue
+        if turns and turns[-1].speaker_id == msg["sender_id"]:
+            turns[-1].messages.append(msg["text"])
+            turns[-1].message_ids.append(msg["id"])
+        else:
+            turns.append(Turn(msg["sender_id"], [msg["text"]], [msg["id"]]))
+    return turns
+
+
+def session_id(dialog_id: int, first_message_id: int) -> str:
+    return f"{dialog_id}-{first_message_id}"
+
+
+def split_of(sid: str) -> str:
+    """'eval' for a stable ~5% of session ids, else 'train'."""
+    bucket = int.from_bytes(hashlib.sha256(sid.encode()).digest()[:4], "big") % 1000
+    return "eval" if bucket < EVAL_PER_MILLE else "train"
+
+
+def content_hash(turns: Sequence[Turn]) -> str:
+    """Hash of who said what, to recognise the same conversation under another id (leak checks)."""
+    h = hashlib.sha256()
+    for turn in turns:
+        h.update(str(turn.speaker_id).encode())
+        for text in turn.messages:
+            h.update(b"\x1f" + text.encode())
+        h.update(b"\x1e")
+    return h.hexdigest()
+
+
+def session_rows(
+    dialog_id: int, messages: Sequence[dict[str, Any]], gap_seconds: float, now: float
+) -> list[dict[str, Any]]:
+    """The storage rows of a dialog's sessions. A session is closed once its last message is older than
+    the gap: no later message can join it, so it is safe to train on."""
+    rows = []
+    for chunk in split_by_gap(messages, gap_seconds):
+        turns = merge_bursts(chunk)
+        sid = session_id(dialog_id, chunk[0]["id"])
+        rows.append(
+            {
+                "id": sid,
+                "dialog_id": dialog_id,
+                "first_message_id": chunk[0]["id"],
+                "last_message_id": chunk[-1]["id"],
+                "start": chunk[0]["date"],
+                "end": chunk[-1]["date"],
+                "n_messages": len(chunk),
+                "n_turns": len(turns),
+                "closed": int(now - chunk[-1]["date"] > gap_seconds),
+                "split": split_of(sid),
+                "content_hash": content_hash(turns),
+            }
+        )
+    return rows

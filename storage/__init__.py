@@ -1,0 +1,6 @@
+"""SQLite storage: the only package that knows table names and SQL."""
+
+from .db import BUSY_TIMEOUT_MS, SCHEMA_VERSION, SchemaTooNew
+from .store import MESSAGE_COLUMNS, Storage, UnknownPersona
+
+__all__ = ["BUSY_TIMEOUT_MS", "MESSAGE_COLUMNS", "SCHEMA_VERSION", "SchemaTooNew", "Storage", "UnknownPersona"]

@@ -1,0 +1,183 @@
+"""The SQLite database: connection, transactions and forward migrations.
+
+This package is the only place that knows table names and SQL. The file is created 0600 (SQLite gives its
+-wal/-shm files the same mode) and runs in WAL mode with a busy timeout, so the bot, a separate
+`twin collect` and a training subprocess can share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import sqlite_utils
+
+from core.errors import UserError
+
+# A writer waits this long for another writer before "database is locked" (training holds short txns only).
+BUSY_TIMEOUT_MS = 30_000
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["people"].create(
+        {
+            "id": int,  # Telegram user id (negative: synthesised for exports that name no id)
+            "first_name": str,
+            "last_name": str,
+            "username": str,
+            "name": str,  # display name as last seen
+            "slug": str,  # persona slug: stable, ASCII, unique
+            "published": int,  # the owner lets non-owners pick this persona in the bot
+            "updated_at": int,
+        },
+        pk="id",
+        not_null={"slug"},
+        defaults={"published": 0},
+    )
+    db["people"].create_index(["slug"], unique=True)
+    db["dialogs"].create(
+        {
+            "id": int,  # peer id (the other user's id for a personal chat)
+            "type": str,  # personal_chat, private_group, ...
+            "name": str,
+            "person_id": int,  # the other person of a one-to-one dialog
+            "excluded": int,  # the owner asked the collector and trainer to skip it
+            "watermark": int,  # highest message id stored; the next sync fetches only ids above it
+            "last_sync_at": int,
+        },
+        pk="id",
+        defaults={"excluded": 0, "watermark": 0},
+    )
+    db["messages"].create(
+        {
+            "dialog_id": int,
+            "id": int,
+            "sender_id": int,
+            "date": int,  # unix seconds, UTC
+            "text": str,
+            "out": int,  # sent by the owner
+            "reply_to": int,
+            "forwarded": int,  # not the sender's own words: stored, never trained on as theirs
+            "forwarded_from": str,
+            "media_type": str,
+            "edited": int,  # unix seconds of the last edit
+            "via_bot": int,
+            "source": str,  # export | telethon
+        },
+        pk=("dialog_id", "id"),
+        not_null={"dialog_id", "id", "date"},
+        defaults={"out": 0, "forwarded": 0},
+    )
+    db["messages"].create_index(["dialog_id", "date"])
+    db["messages"].create_index(["sender_id"])
+    db["sessions"].create(
+        {
+            "id": str,  # "{dialog_id}-{first_message_id}": stable while the session's first message is
+            "dialog_id": int,
+            "first_message_id": int,
+            "last_message_id": int,
+            "start": int,
+            "end": int,
+            "n_messages": int,
+            "n_turns": int,
+            "closed": int,  # last message older than the session gap: no message can join it any more
+            "split": str,  # train | eval, a stable hash of the id
+            "content_hash": str,
+        },
+        pk="id",
+    )
+    db["sessions"].create_index(["dialog_id"])
+
+
+# Forward migrations: MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(UserError):
+    pass
+
+
+def _create_private_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+class Database:
+    """A connection to twin.db plus a re-entrant write transaction.
+
+    Writes go through `transaction()`: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception, so a
+    failed import or a killed sync leaves the file as it was.
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            _create_private_file(self.path)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves (sqlite3's implicit transactions would
+        # commit half of a multi-step write). check_same_thread=False: the bot hands reads to threads.
+        self.conn = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        self.conn.row_factory = sqlite3.Row
+        self.db = sqlite_utils.Database(self.conn)
+        self._lock = threading.RLock()
+        self._depth = 0
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{self.path} has schema version {version}, newer than this twin ({SCHEMA_VERSION}): "
+                "upgrade twin (git pull && pip install -e .)"
+            )
+        for target in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                MIGRATIONS[target](self.db)
+                self.conn.execute(f"PRAGMA user_version = {target + 1}")
+
+    @property
+    def schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; nested calls join the outer one."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.conn
+                finally:
+                    self._depth -= 1
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        self.conn.close()

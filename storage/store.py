@@ -1,0 +1,227 @@
+"""Storage: people, dialogs, messages, sessions and meta, behind named methods (no SQL leaves here)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from core.errors import UserError
+from core.sessions import session_rows
+from core.personas import slug_base, unique_slug, validate_slug
+
+from .db import Database
+
+MESSAGE_COLUMNS = (
+    "dialog_id", "id", "sender_id", "date", "text", "out", "reply_to", "forwarded", "forwarded_from",
+    "media_type", "edited", "via_bot", "source",
+)  # fmt: skip
+SESSION_COLUMNS = (
+    "id", "dialog_id", "first_message_id", "last_message_id", "start", "end", "n_messages", "n_turns",
+    "closed", "split", "content_hash",
+)  # fmt: skip
+
+
+class UnknownPersona(UserError, LookupError):
+    pass
+
+
+def _dict(row) -> dict[str, Any]:
+    return dict(row) if row is not None else None
+
+
+class Storage(Database):
+    # -- meta -------------------------------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.query("SELECT value FROM meta WHERE key = ?", (key,))
+        return row[0]["value"] if row else default
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
+
+    # -- people -----------------------------------------------------------------------------------
+    def upsert_people(self, people: Iterable[dict[str, Any]]) -> int:
+        """Insert new people (giving each a unique slug) and refresh names of known ones.
+
+        A known person keeps their slug when their name or username changes: personas must be stable.
+        Returns how many people were new.
+        """
+        new = 0
+        now = int(time.time())
+        with self.transaction() as c:
+            taken = {r[0] for r in c.execute("SELECT slug FROM people")}
+            for p in people:
+                name = p.get("name") or " ".join(x for x in (p.get("first_name"), p.get("last_name")) if x)
+                existing = c.execute("SELECT id FROM people WHERE id = ?", (p["id"],)).fetchone()
+                if existing:
+                    c.execute(
+                        "UPDATE people SET first_name = coalesce(?, first_name),"
+                        " last_name = coalesce(?, last_name), username = coalesce(?, username),"
+                        " name = coalesce(?, name), updated_at = ? WHERE id = ?",
+                        (p.get("first_name"), p.get("last_name"), p.get("username"), name or None, now,
+                         p["id"]),
+                    )  # fmt: skip
+                    continue
+                slug = unique_slug(slug_base(p.get("username"), p.get("first_name") or name, p["id"]), taken)
+                taken.add(slug)
+                c.execute(
+                    "INSERT INTO people (id, first_name, last_name, username, name, slug, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (p["id"], p.get("first_name"), p.get("last_name"), p.get("username"), name, slug, now),
+                )
+                new += 1
+        return new
+
+    def person(self, id_or_slug: int | str) -> dict[str, Any] | None:
+        if isinstance(id_or_slug, int) or str(id_or_slug).lstrip("-").isdigit():
+            return _dict(next(iter(self.query("SELECT * FROM people WHERE id = ?", (int(id_or_slug),))), None))
+        return _dict(next(iter(self.query("SELECT * FROM people WHERE slug = ?", (id_or_slug,))), None))
+
+    def person_by_username(self, username: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM people WHERE lower(username) = lower(?)", (username.lstrip("@"),))
+        return _dict(rows[0]) if rows else None
+
+    def require_person(self, id_or_slug: int | str) -> dict[str, Any]:
+        person = self.person(id_or_slug)
+        if person is None:
+            raise UnknownPersona(f"no person {id_or_slug!r}: `twin personas` lists the persona names")
+        return person
+
+    def people(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.query("SELECT * FROM people ORDER BY id")]
+
+    def personas(self) -> list[dict[str, Any]]:
+        """People with their message and session counts, most active first."""
+        rows = self.query(
+            "SELECT p.id, p.slug, p.name, p.username, p.published,"
+            " (SELECT count(*) FROM messages m WHERE m.sender_id = p.id) AS messages,"
+            " (SELECT count(DISTINCT s.id) FROM sessions s JOIN messages m ON m.dialog_id = s.dialog_id"
+            "   AND m.id BETWEEN s.first_message_id AND s.last_message_id"
+            "   WHERE m.sender_id = p.id) AS sessions"
+            " FROM people p ORDER BY messages DESC, p.slug"
+        )
+        return [dict(r) for r in rows]
+
+    def rename_persona(self, old: str, new: str) -> None:
+        validate_slug(new)
+        with self.transaction() as c:
+            person = self.require_person(old)
+            if self.person(new) is not None:
+                raise UserError(f"persona {new!r} already exists: pick another name")
+            c.execute("UPDATE people SET slug = ? WHERE id = ?", (new, person["id"]))
+
+    def set_published(self, slug: str, published: bool) -> None:
+        with self.transaction() as c:
+            person = self.require_person(slug)
+            c.execute("UPDATE people SET published = ? WHERE id = ?", (int(published), person["id"]))
+
+    # -- dialogs ----------------------------------------------------------------------------------
+    def upsert_dialog(self, dialog: dict[str, Any]) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO dialogs (id, type, name, person_id) VALUES (:id, :type, :name, :person_id)"
+                " ON CONFLICT(id) DO UPDATE SET type = excluded.type, name = excluded.name,"
+                " person_id = coalesce(excluded.person_id, dialogs.person_id)",
+                {"type": None, "name": None, "person_id": None, **dialog},
+            )
+
+    def dialog(self, dialog_id: int) -> dict[str, Any] | None:
+        return _dict(next(iter(self.query("SELECT * FROM dialogs WHERE id = ?", (dialog_id,))), None))
+
+    def dialogs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.query("SELECT * FROM dialogs ORDER BY id")]
+
+    def dialog_of(self, id_or_slug: int | str) -> dict[str, Any]:
+        """The one-to-one dialog with a person (by slug or person id), or a dialog by its id."""
+        if str(id_or_slug).lstrip("-").isdigit() and self.dialog(int(id_or_slug)):
+            return self.dialog(int(id_or_slug))
+        person = self.require_person(id_or_slug)
+        rows = self.query("SELECT * FROM dialogs WHERE person_id = ? ORDER BY id", (person["id"],))
+        if not rows:
+            raise UnknownPersona(f"no dialog with {person['slug']!r}")
+        return dict(rows[0])
+
+    def set_excluded(self, dialog_id: int, excluded: bool) -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE dialogs SET excluded = ? WHERE id = ?", (int(excluded), dialog_id))
+
+    def advance_watermark(self, dialog_id: int, message_id: int) -> None:
+        """Move the sync watermark up (never down), stamping the sync time."""
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE dialogs SET watermark = max(coalesce(watermark, 0), ?), last_sync_at = ? WHERE id = ?",
+                (message_id, int(time.time()), dialog_id),
+            )
+
+    # -- messages ---------------------------------------------------------------------------------
+    def insert_messages(self, rows: Iterable[Sequence[Any] | dict[str, Any]], replace: bool = False) -> int:
+        """Bulk-insert messages (tuples in MESSAGE_COLUMNS order, or dicts); returns rows added or changed.
+
+        replace=False ignores messages already stored (an import is idempotent); replace=True overwrites
+        them (a re-read after edits).
+        """
+        cols = ", ".join(MESSAGE_COLUMNS)
+        marks = ", ".join("?" for _ in MESSAGE_COLUMNS)
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        tuples = (tuple(r[k] if k in r else None for k in MESSAGE_COLUMNS) if isinstance(r, dict) else r
+                  for r in rows)  # fmt: skip
+        with self.transaction() as c:
+            before = self.conn.total_changes
+            c.executemany(f"INSERT INTO messages ({cols}) VALUES ({marks})".replace("INSERT", verb, 1), tuples)
+            return self.conn.total_changes - before
+
+    def messages(self, dialog_id: int) -> list[dict[str, Any]]:
+        rows = self.query("SELECT * FROM messages WHERE dialog_id = ? ORDER BY date, id", (dialog_id,))
+        return [dict(r) for r in rows]
+
+    def message_ids_since(self, dialog_id: int, since: int) -> list[int]:
+        rows = self.query("SELECT id FROM messages WHERE dialog_id = ? AND date >= ?", (dialog_id, since))
+        return [r[0] for r in rows]
+
+    # -- sessions ---------------------------------------------------------------------------------
+    def replace_sessions(self, dialog_id: int, sessions: Iterable[dict[str, Any]]) -> None:
+        cols = ", ".join(SESSION_COLUMNS)
+        marks = ", ".join("?" for _ in SESSION_COLUMNS)
+        with self.transaction() as c:
+            c.execute("DELETE FROM sessions WHERE dialog_id = ?", (dialog_id,))
+            c.executemany(
+                f"INSERT INTO sessions ({cols}) VALUES ({marks})",
+                (tuple(s[k] for k in SESSION_COLUMNS) for s in sessions),
+            )
+
+    def rebuild_sessions(self, dialog_id: int, gap_seconds: float, now: float | None = None) -> int:
+        """Recompute a dialog's sessions from its messages (after an import or a sync); returns count."""
+        rows = session_rows(dialog_id, self.messages(dialog_id), gap_seconds, time.time() if now is None else now)
+        self.replace_sessions(dialog_id, rows)
+        return len(rows)
+
+    def sessions(self, closed: bool | None = None, split: str | None = None) -> list[dict[str, Any]]:
+        sql, params = "SELECT s.* FROM sessions s JOIN dialogs d ON d.id = s.dialog_id WHERE d.excluded = 0", []
+        if closed is not None:
+            sql += " AND s.closed = ?"
+            params.append(int(closed))
+        if split is not None:
+            sql += " AND s.split = ?"
+            params.append(split)
+        return [dict(r) for r in self.query(sql + " ORDER BY s.dialog_id, s.start", tuple(params))]
+
+    def session_messages(self, session: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = self.query(
+            "SELECT * FROM messages WHERE dialog_id = ? AND date BETWEEN ? AND ? ORDER BY date, id",
+            (session["dialog_id"], session["start"], session["end"]),
+        )
+        return [dict(r) for r in rows]
+
+    # -- status -----------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        one = lambda sql: self.query(sql)[0][0]  # noqa: E731
+        return {
+            "people": one("SELECT count(*) FROM people"),
+            "dialogs": one("SELECT count(*) FROM dialogs"),
+            "dialogs_excluded": one("SELECT count(*) FROM dialogs WHERE excluded = 1"),
+            "messages": one("SELECT count(*) FROM messages"),
+            "sessions_closed": one("SELECT count(*) FROM sessions WHERE closed = 1"),
+            "sessions_open": one("SELECT count(*) FROM sessions WHERE closed = 0"),
+            "sessions_eval": one("SELECT count(*) FROM sessions WHERE split = 'eval'"),
+        }
