@@ -19,6 +19,17 @@ persona_app = typer.Typer(help="Rename personas.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Export training data.", no_args_is_help=True)
 
 
+# Callbacks keep these groups (typer would collapse a one-command group into the command itself).
+@persona_app.callback()
+def _persona() -> None:
+    """Manage personas: twin persona rename OLD NEW."""
+
+
+@dataset_app.callback()
+def _dataset() -> None:
+    """Export training data: twin dataset export OUT.jsonl."""
+
+
 def open_storage(settings: Settings) -> Storage:
     settings.ensure_data_dir()
     return Storage(settings.db_path)

@@ -38,7 +38,8 @@ HOW_TO_GET = {
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TWIN_", env_file=".env", extra="ignore")
+    # env_ignore_empty: `TWIN_OWNER_ID=` as left in a fresh .env means "not set", not "invalid".
+    model_config = SettingsConfigDict(env_prefix="TWIN_", env_file=".env", extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Field(Path("data"), description="Holds twin.db, adapters/ and the Telethon session.")
     owner_id: int | None = Field(None, description="The owner's Telegram user id.")
