@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import click
 import typer
 from typer.testing import CliRunner
 
@@ -14,7 +13,7 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 def _commands(group: click.Group, prefix: str = ""):
     for name, cmd in group.commands.items():
         full = f"{prefix}{name}"
-        if isinstance(cmd, click.Group):
+        if hasattr(cmd, "commands"):
             yield from _commands(cmd, full + " ")
         else:
             yield full, cmd
