@@ -10,7 +10,7 @@ from core.cli import app
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
-def _commands(group: click.Group, prefix: str = ""):
+def _commands(group, prefix: str = ""):
     for name, cmd in group.commands.items():
         full = f"{prefix}{name}"
         if hasattr(cmd, "commands"):
