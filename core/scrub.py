@@ -1,0 +1,255 @@
+"""Privacy scrub: secrets and personal data in training text become typed placeholders.
+
+Applied wherever training text is produced (dataset export, training), so an adapter never learns a card
+number, a password or a token from the owner's chats. The rules lean towards scrubbing: a number wrongly
+taken for a phone costs one placeholder, a leaked phone cannot be taken back. Numbers that read as years, times, dates or
+prices are left alone, and cards and IBANs are checksum-verified so an order number stays readable.
+
+    >>> Scrubber(["Baker Street"]).scrub("mail me at bob@example.com, I live on baker street")
+    'mail me at <EMAIL>, I live on <REDACTED>'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+EMAIL, PHONE, CARD, IBAN, URL, SECRET, REDACTED = (
+    "<EMAIL>", "<PHONE>", "<CARD>", "<IBAN>", "<URL>", "<SECRET>", "<REDACTED>",
+)  # fmt: skip
+PLACEHOLDER_RE = re.compile(r"(<(?:EMAIL|PHONE|CARD|IBAN|URL|SECRET|REDACTED)>)")
+
+# Secrets with a recognisable shape: they are scrubbed wherever they appear, URLs included.
+KNOWN_SECRET_RE = re.compile(
+    r"\b\d{6,12}:[A-Za-z0-9_-]{30,}"  # Telegram bot token
+    r"|\bsk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_-]{20,}"  # OpenAI / Anthropic
+    r"|\b[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe
+    r"|\bgh[pousr]_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{22,}"  # GitHub
+    r"|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"  # AWS access key id
+    r"|\bxox[abposr]-[A-Za-z0-9-]{10,}"  # Slack
+    r"|\bAIza[A-Za-z0-9_-]{35}"  # Google API key
+    r"|\bhf_[A-Za-z0-9]{30,}"  # Hugging Face
+    r"|\bglpat-[A-Za-z0-9_-]{20,}"  # GitLab
+    r"|\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"  # JWT
+)
+PRIVATE_KEY_RE = re.compile(
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S
+)
+
+# A URL runs to the next space or quote; trailing punctuation belongs to the sentence.
+URL_RE = re.compile(
+    r"(?i)\b(?:https?://|www\.|t\.me/)[^\s<>\"'«»]+"
+    r"|(?<![@\w.])(?:[a-z0-9-]+\.)+[a-z]{2,}/[^\s<>\"'«»]*"
+)
+URL_TRAILING = ".,;:!?'\")]}»"
+# Query keys that carry credentials: ?token=, &sig=, &access_token=, &X-Amz-Signature= ...
+SECRET_PARAM_RE = re.compile(
+    r"(?i)(?:^|[_.-])(?:token|key|apikey|sig|signature|secret|password|passwd|pass|pwd|auth|authorization"
+    r"|credentials?|session|sessionid|sid|code|otp|hash|ticket)$|token|secret|passw"
+)
+UUID_RE = re.compile(r"(?i)\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
+ALNUM_RUN_RE = re.compile(r"[A-Za-z0-9]{16,}")
+TG_INVITE_RE = re.compile(r"(?i)\bt(?:elegram)?\.me/(?:\+|joinchat/)")  # an invite link is a key to a chat
+
+# "password: hunter2", "пароль от wifi: qwerty", "pwd=abc", "PIN — 1234": keep the label, drop the value.
+LABELED_SECRET_RE = re.compile(
+    r"(?i)(?P<label>\b(?:password|passwd|passphrase|passcode|pwd|pin(?:[ -]?code)?|secret|api[ _-]?key"
+    r"|access[ _-]?token|token|пароль|пароля|пассворд|пин(?:[ -]?код)?|секрет|токен|ключ(?: api)?)"
+    r"(?:\s+(?:от|для|к|for|to|of)\s+[\w.@-]+)?)"
+    r"(?P<sep>\s*[:=]\s*|\s+[—–]\s+)"
+    r"(?P<value>(?!<[A-Z]+>)(?:\"[^\"\n]*\"|'[^'\n]*'|«[^»\n]*»|\S+?(?=[.,;]*(?:\s|$))))"
+)
+# Login and confirmation codes are digits only: "code: 12345", "код: 4821".
+LABELED_CODE_RE = re.compile(r"(?i)(?P<label>\b(?:code|код))(?P<sep>\s*:\s*)(?P<value>\d[\d -]{2,8}\d)\b")
+
+EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}\b")
+IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+# A run of digit groups; the card itself is a Luhn-valid stretch of 13-19 of its digits.
+DIGIT_RUN_RE = re.compile(r"(?<![\w+.,-])\d+(?:[ -]\d+)*(?![\w])")
+PHONE_RE = re.compile(
+    # International: +CC then 7-14 more digits, single separators or brackets between them.
+    r"(?<![\w+])\+\d(?:[ .\-()]{0,2}\d){7,14}(?!\d)"
+    # Russian: 8 (916) 123-45-67, 8-800-555-35-35, 89161234567.
+    r"|(?<![\w+-])8[ -]?\(?\d{3}\)?[ -]?\d{3}[ -]?\d{2}[ -]?\d{2}(?![\w-])"
+    r"|(?<![\w+-])7[ -]?\(?9\d{2}\)?[ -]?\d{3}[ -]?\d{2}[ -]?\d{2}(?![\w-])"
+    # North American: (555) 123-4567, 555-123-4567, 555.123.4567.
+    r"|(?<![\w+(-])(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-])"
+    # City numbers: 123-45-67.
+    r"|(?<![\w+-])\d{3}-\d{2}-\d{2}(?![\w-])"
+)
+# Long random strings with upper, lower and digits (base64/base62), or long hex.
+HIGH_ENTROPY_RE = re.compile(r"(?<![\w+/=-])(?:[A-Za-z0-9+/_-]{24,}={0,2}|[0-9a-fA-F]{32,})(?![\w+/=-])")
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # the placeholder, e.g. "<EMAIL>"
+    text: str  # what it replaced
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def iban_ok(candidate: str) -> bool:
+    """ISO 13616: move the first four characters to the end, letters → 10..35, the number mod 97 is 1."""
+    s = candidate.replace(" ", "").upper()
+    if not (15 <= len(s) <= 34 and s[:2].isalpha() and s[2:4].isdigit()):
+        return False
+    return int("".join(str(int(c, 36)) for c in s[4:] + s[:4])) % 97 == 1
+
+
+def _entropy(s: str) -> float:
+    return -sum(n / len(s) * math.log2(n / len(s)) for n in Counter(s).values())
+
+
+def looks_random(s: str) -> bool:
+    """A long token that no human would type: mixed case and digits with high entropy, or long hex."""
+    if re.fullmatch(r"[0-9a-fA-F]{32,}", s):
+        return not s.isdigit()
+    core = s.rstrip("=")
+    return (
+        len(core) >= 24
+        and sum(c.isupper() for c in core) >= 2
+        and sum(c.islower() for c in core) >= 2
+        and sum(c.isdigit() for c in core) >= 2
+        and _entropy(core) >= 3.8
+    )
+
+
+def _random_segment(s: str) -> bool:
+    """A path or query run that reads as an id or a capability: letters mixed with digits, 16+ long."""
+    for run in ALNUM_RUN_RE.findall(s):
+        if sum(c.isdigit() for c in run) >= 2 and sum(c.isalpha() for c in run) >= 2:
+            return True
+    return bool(UUID_RE.search(s))
+
+
+def url_is_secret(url: str) -> bool:
+    """Does this URL carry a credential: a password, a token-like query key, a random path segment?"""
+    if KNOWN_SECRET_RE.search(url) or TG_INVITE_RE.search(url):
+        return True
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.password:
+        return True
+    # OAuth implicit flows put the token into the fragment: read it like a query.
+    params = parse_qsl(parts.query, keep_blank_values=True) + parse_qsl(
+        parts.fragment, keep_blank_values=True
+    )
+    if any(SECRET_PARAM_RE.search(key) for key, _ in params):
+        return True
+    return _random_segment(parts.path) or _random_segment(parts.query) or _random_segment(parts.fragment)
+
+
+class Scrubber:
+    """Replaces secrets and personal data with typed placeholders. Build once, call `scrub` per message.
+
+    `extra_words` (a surname, a street, a company) are scrubbed case-insensitively as whole words.
+    """
+
+    def __init__(self, extra_words: Iterable[str] = ()):
+        words = sorted({w.strip() for w in extra_words if w and w.strip()}, key=len, reverse=True)
+        alternatives = "|".join(r"\s+".join(map(re.escape, w.split())) for w in words)
+        self._extra = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.I) if words else None
+        # Order matters: a URL or a key is taken whole before its digits could look like a phone.
+        self._rules: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]]] = [
+            (PRIVATE_KEY_RE, lambda m: SECRET),
+            (URL_RE, self._url),
+            (KNOWN_SECRET_RE, lambda m: SECRET),
+            (LABELED_SECRET_RE, self._labeled),
+            (LABELED_CODE_RE, self._labeled),
+            (EMAIL_RE, lambda m: EMAIL),
+            (IBAN_RE, self._iban),
+            (DIGIT_RUN_RE, self._card),
+            (PHONE_RE, self._phone),
+            (HIGH_ENTROPY_RE, lambda m: SECRET if looks_random(m.group()) else None),
+        ]
+
+    def scrub(self, text: str) -> str:
+        return self._apply(text, None)
+
+    def __call__(self, text: str) -> str:
+        return self._apply(text, None)
+
+    def findings(self, text: str) -> list[Finding]:
+        """What `scrub` would replace, in the order the rules found it (for tests and `--dry-run`)."""
+        found: list[Finding] = []
+        self._apply(text, found)
+        return found
+
+    def _apply(self, text: str, found: list[Finding] | None) -> str:
+        for pattern, replace in self._rules:
+            text = pattern.sub(self._recording(replace, found), text)
+        if self._extra is not None:
+            # Never inside a placeholder: an extra word "secret" must not turn <SECRET> into <<REDACTED>>.
+            pieces = PLACEHOLDER_RE.split(text)
+            sub = self._recording(lambda m: REDACTED, found)
+            text = "".join(p if i % 2 else self._extra.sub(sub, p) for i, p in enumerate(pieces))
+        return text
+
+    @staticmethod
+    def _recording(replace, found: list[Finding] | None) -> Callable[[re.Match[str]], str]:
+        def sub(m: re.Match[str]) -> str:
+            new = replace(m)
+            if new is None:
+                return m.group()
+            if found is not None:
+                for kind in PLACEHOLDER_RE.findall(new):
+                    found.append(Finding(kind, m.group()))
+            return new
+
+        return sub
+
+    @staticmethod
+    def _url(m: re.Match[str]) -> str | None:
+        url = m.group()
+        tail = ""
+        while url and url[-1] in URL_TRAILING and not (url[-1] == ")" and url.count("(") >= url.count(")")):
+            url, tail = url[:-1], url[-1] + tail
+        return URL + tail if url_is_secret(url) else None
+
+    @staticmethod
+    def _labeled(m: re.Match[str]) -> str:
+        return f"{m.group('label')}{m.group('sep')}{SECRET}"
+
+    @staticmethod
+    def _iban(m: re.Match[str]) -> str | None:
+        # The match may run on into a following capitalised word: shorten it to a group boundary that checks.
+        text = m.group()
+        for end in range(len(text), 14, -1):
+            if (end == len(text) or text[end] == " ") and iban_ok(text[:end]):
+                return IBAN + text[end:]
+        return None
+
+    @staticmethod
+    def _card(m: re.Match[str]) -> str | None:
+        groups = re.split(r"([ -])", m.group())  # digits, sep, digits, sep, ...
+        numbers = groups[::2]
+        # The longest (then leftmost) stretch of whole groups that is a Luhn-valid 13-19 digit number.
+        best: tuple[int, int, int] | None = None
+        for i in range(len(numbers)):
+            digits = ""
+            for j in range(i + 1, len(numbers) + 1):
+                digits += numbers[j - 1]
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 13 and (best is None or len(digits) > best[0]):
+                    if luhn_ok(digits) and len(set(digits)) > 1:
+                        best = (len(digits), i, j)
+        if best is None:
+            return None
+        _, i, j = best
+        return "".join(groups[: 2 * i]) + CARD + "".join(groups[2 * j - 1 :])
+
+    @staticmethod
+    def _phone(m: re.Match[str]) -> str | None:
+        digits = sum(c.isdigit() for c in m.group())
+        return PHONE if 7 <= digits <= 15 else None

@@ -1,0 +1,194 @@
+"""The privacy scrub: what must become a placeholder, and what must stay as written."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.scrub import Scrubber, iban_ok, looks_random, luhn_ok
+
+
+@pytest.fixture(scope="module")
+def scrub():
+    return Scrubber().scrub
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("write to bob.smith+tg@example.co.uk today", "write to <EMAIL> today"),
+        ("пиши на иван@почта.рф", "пиши на <EMAIL>"),
+        ("звони +7 (916) 123-45-67", "звони <PHONE>"),
+        ("мой 8 916 123 45 67, рабочий 8-800-555-35-35", "мой <PHONE>, рабочий <PHONE>"),
+        ("номер 89161234567!", "номер <PHONE>!"),
+        ("call +1 (555) 123-4567 or 555.123.4567", "call <PHONE> or <PHONE>"),
+        ("London +44 20 7946 0958, Berlin +49 30 123456", "London <PHONE>, Berlin <PHONE>"),
+        ("домашний 123-45-67", "домашний <PHONE>"),
+    ],
+)
+def test_contacts_become_placeholders(scrub, text, expected):
+    assert scrub(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("card 4111 1111 1111 1111 ok", "card <CARD> ok"),
+        ("карта 5500-0000-0000-0004, срок 12/25", "карта <CARD>, срок 12/25"),
+        ("amex 378282246310005", "amex <CARD>"),
+        # The run continues into a year: only the Luhn-valid stretch is the card.
+        ("4111 1111 1111 1111 2025", "<CARD> 2025"),
+    ],
+)
+def test_luhn_valid_cards_become_placeholders(scrub, text, expected):
+    assert scrub(text) == expected
+
+
+def test_sixteen_digits_failing_luhn_are_not_a_card(scrub):
+    assert not luhn_ok("1234567890123456")
+    assert scrub("заказ 1234 5678 9012 3456 готов") == "заказ 1234 5678 9012 3456 готов"
+    assert scrub("order 1234567890123456") == "order 1234567890123456"
+
+
+def test_ibans_are_checked_mod_97(scrub):
+    assert iban_ok("DE89 3704 0044 0532 0130 00")
+    assert scrub("IBAN DE89 3704 0044 0532 0130 00, thanks") == "IBAN <IBAN>, thanks"
+    assert scrub("to GB82WEST12345698765432 OK") == "to <IBAN> OK"
+    assert not iban_ok("GB82WEST12345698765433")
+    assert scrub("to GB82WEST12345698765433") == "to GB82WEST12345698765433"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/reset?token=abc123",
+        "https://api.example.com/v1/data?user=1&api_key=zzz",
+        "https://s3.amazonaws.com/b/f.jpg?X-Amz-Signature=deadbeef&X-Amz-Expires=300",
+        "https://example.com/cb#access_token=abc&state=1",
+        "https://docs.google.com/document/d/1aBcD3fGh1JkLmN0pQrStUvWxYz/edit",
+        "https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1/getMe",
+        "https://user:hunter2@example.com/",
+        "t.me/+AbCdEfGhIjKl_mn0",
+        "https://t.me/joinchat/AAAAAEkk2WdoDrB4",
+    ],
+)
+def test_urls_carrying_credentials_become_placeholders(scrub, url):
+    assert scrub(f"глянь {url}.") == "глянь <URL>."
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://telegram.org",
+        "see https://en.wikipedia.org/wiki/Foo_(bar), ok",
+        "https://youtu.be/dQw4w9WgXcQ",
+        "https://www.youtube.com/watch?v=dQw4w9WgXcQ&t=42",
+        "https://x.com/user/status/1790000000000000000",
+        "https://example.com/blog/how-to-cook-pasta?utm_source=tg",
+        "https://ru.wikipedia.org/wiki/Москва",
+    ],
+)
+def test_plain_urls_stay(scrub, text):
+    assert scrub(text) == text
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1",  # Telegram bot token
+        "sk-proj-abcdefghijklmnopqrstuvwxyz123456",  # OpenAI
+        "sk-abcdefghijklmnopqrstuvwxyzABCD1234",
+        "ghp_abcdefghijklmnopqrstuvwxyz0123456789",  # GitHub
+        "AKIAIOSFODNN7EXAMPLE",  # AWS
+        "xoxb-123456789012-abcdefABCDEF",  # Slack
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",  # JWT
+        "d41d8cd98f00b204e9800998ecf8427e",  # long hex
+        "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZg==",  # base64
+        "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+    ],
+)
+def test_api_keys_and_tokens_become_secret(scrub, secret):
+    assert scrub(f"вот ключ {secret} не потеряй") == "вот ключ <SECRET> не потеряй"
+
+
+def test_private_key_block_becomes_secret(scrub):
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEA\n-----END OPENSSH PRIVATE KEY-----"
+    text = f"key:\n{key}\nbye"
+    assert scrub(text) == "key:\n<SECRET>\nbye"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("password: hunter2, don't tell", "password: <SECRET>, don't tell"),
+        ("Пароль: qwerty123", "Пароль: <SECRET>"),
+        ("пароль от вайфая: 12345678.", "пароль от вайфая: <SECRET>."),
+        ("login admin pwd=S3cr3t!", "login admin pwd=<SECRET>"),
+        ('passphrase = "correct horse battery staple"', "passphrase = <SECRET>"),
+        ("PIN — 4821", "PIN — <SECRET>"),
+        ("Код: 48213. Никому не сообщайте", "Код: <SECRET>. Никому не сообщайте"),
+        ("токен: abc-def", "токен: <SECRET>"),
+    ],
+)
+def test_labelled_secrets_keep_the_label(scrub, text, expected):
+    assert scrub(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "встречаемся в 19:30, не опаздывай",
+        "дедлайн 15.01.2024 или 2024-01-15, а может 01/15/2024",
+        "стоит 250 руб, со скидкой 1 500 000 ₽ за всё",
+        "в 2023 году было 42 человека, а в 2024-2025 — 100500",
+        "комната 305, этаж 3, код товара 12345",
+        "price $1,299.99 or 3.14159265358979",
+        "ISBN 978-3-16-148410-0, version 1.2.3",
+        "I will pass — thanks, the password is wrong anyway",
+        "a commit f2983de and a colour #ff00ff",
+        "Donaudampfschifffahrtsgesellschaftskapitän",
+        "你好，明天见！电话会议在 10:00",
+        "score 3-2, 10-15 минут, +15% к зарплате",
+    ],
+)
+def test_ordinary_text_and_numbers_stay(scrub, text):
+    assert scrub(text) == text
+
+
+def test_extra_words_are_whole_words_case_insensitive():
+    scrub = Scrubber(["Иванов", "Baker Street"]).scrub
+    assert scrub("Иванов и ИВАНОВ пришли") == "<REDACTED> и <REDACTED> пришли"
+    assert scrub("I live on baker  street, 221b") == "I live on <REDACTED>, 221b"
+    # Containing the word is not being the word.
+    assert scrub("Ивановы и Ивановский") == "Ивановы и Ивановский"
+    assert scrub("bakers streetwise") == "bakers streetwise"
+
+
+def test_extra_words_never_break_placeholders():
+    scrub = Scrubber(["secret", "email"]).scrub
+    assert scrub("my secret email is a@b.com") == "my <REDACTED> <REDACTED> is <EMAIL>"
+    assert scrub("password: x") == "password: <SECRET>"
+
+
+def test_empty_extra_words_are_ignored():
+    assert Scrubber(["", "  "]).scrub("nothing here") == "nothing here"
+
+
+def test_findings_name_what_was_replaced():
+    found = Scrubber().findings("call +7 916 123-45-67, card 4111 1111 1111 1111")
+    assert {(f.kind, f.text) for f in found} == {
+        ("<PHONE>", "+7 916 123-45-67"),
+        ("<CARD>", "4111 1111 1111 1111"),
+    }
+    assert Scrubber().findings("nothing to see at 19:30") == []
+
+
+def test_looks_random_tells_keys_from_words():
+    assert looks_random("aB3dE5gH7jK9mN1pQ2sT4vW6")
+    assert not looks_random("InternationalizationWords")
+    assert not looks_random("12345678901234567890123456789012")
+
+
+def test_scrubbing_is_idempotent(scrub):
+    text = "mail a@b.com, call +7 916 123-45-67, card 4111 1111 1111 1111, password: x"
+    once = scrub(text)
+    assert scrub(once) == once
