@@ -94,8 +94,50 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["sessions"].create_index(["dialog_id"])
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    """Training rounds, numbered adapters, which sessions each adapter saw, and crash-safe locks."""
+    db["training_runs"].create(
+        {
+            "id": int,
+            "started_at": int,
+            "finished_at": int,
+            "status": str,  # running | succeeded | failed
+            "error": str,
+            "pid": int,
+            "full": int,  # retrained from the base model on everything
+            "adapter_version": int,
+            "n_sessions": int,
+            "n_tokens": int,
+        },
+        pk="id",
+    )
+    db["adapters"].create(
+        {
+            "version": int,  # adapters/{version:04d}/ and vLLM's lora_int_id
+            "run_id": int,
+            "parent_version": int,  # the adapter this one continued from (None: from the base model)
+            "base_model": str,
+            "path": str,
+            "created_at": int,
+            "status": str,  # active | candidate | rejected | retired | deleted
+            "reason": str,  # why rejected / rolled back
+            "eval_loss": float,
+            "base_eval_loss": float,
+            "eval_json": str,  # all eval figures (per persona, ...) as JSON
+            "n_sessions": int,
+        },
+        pk="version",
+    )
+    db["trained_sessions"].create(
+        {"adapter_version": int, "session_id": str, "content_hash": str}, pk=("adapter_version", "session_id")
+    )
+    db["trained_sessions"].create_index(["session_id"])
+    db["trained_sessions"].create_index(["content_hash"])
+    db["locks"].create({"name": str, "pid": int, "host": str, "acquired_at": int}, pk="name")
+
+
 # Forward migrations: MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -11,6 +11,7 @@ from core.sessions import session_rows
 from core.personas import slug_base, unique_slug, validate_slug
 
 from .db import Database
+from .training import TrainingStore
 
 MESSAGE_COLUMNS = (
     "dialog_id", "id", "sender_id", "date", "text", "out", "reply_to", "forwarded", "forwarded_from",
@@ -30,7 +31,7 @@ def _dict(row) -> dict[str, Any]:
     return dict(row) if row is not None else None
 
 
-class Storage(Database):
+class Storage(TrainingStore, Database):
     # -- meta -------------------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.query("SELECT value FROM meta WHERE key = ?", (key,))
