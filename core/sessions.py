@@ -7,9 +7,12 @@ and the bot, so every part agrees on where a conversation starts and who said wh
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from core.format import ChatTurn
+from core.personas import slug_base
 
 # About 5% of sessions are held out for evaluation, chosen by a hash of the id so a session never moves.
 EVAL_PER_MILLE = 50
@@ -52,6 +55,23 @@ def merge_bursts(messages: Iterable[dict[str, Any]]) -> list[Turn]:
         else:
             turns.append(Turn(msg["sender_id"], [msg["text"]], [msg["id"]]))
     return turns
+
+
+def to_chat_turns(
+    turns: Sequence[Turn], slug_of: Mapping[int, str], scrub: Callable[[str], str] | None = None
+) -> list[ChatTurn]:
+    """Speaker ids → persona slugs (and, for training text, scrubbed messages): the turns the format renders.
+
+    The trainer and the bot both go through here, so a stored session and a live chat read the same. A
+    speaker storage does not know yet (a new group member) is named by id, as `slug_base` would name them.
+    """
+    return [
+        ChatTurn(
+            speaker=slug_of.get(turn.speaker_id) or slug_base(None, None, turn.speaker_id),
+            messages=tuple(scrub(m) for m in turn.messages) if scrub else tuple(turn.messages),
+        )
+        for turn in turns
+    ]
 
 
 def session_id(dialog_id: int, first_message_id: int) -> str:

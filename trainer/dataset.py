@@ -1,0 +1,117 @@
+"""Training data from storage: closed sessions as scrubbed chat turns, and their JSONL export.
+
+Only closed sessions of dialogs the owner has not excluded are read: an open session may still grow, and
+training on half of it would teach the model to stop mid-conversation. Every message is scrubbed here,
+before any text leaves storage for a trainer or a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from core.errors import UserError
+from core.format import ChatTurn
+from core.scrub import Scrubber
+from core.sessions import merge_bursts, to_chat_turns
+from core.settings import HOW_TO_GET, Settings
+from storage import Storage
+
+Split = Literal["train", "eval", "all"]
+SPLITS = ("train", "eval", "all")
+# A session needs a reply to teach anything: one speaker talking alone is not a conversation.
+MIN_TURNS = 2
+
+
+@dataclass
+class TrainingSession:
+    """One closed session, ready for the conversation format. `speaker_ids[i]` said `turns[i]`."""
+
+    id: str
+    dialog_id: int
+    split: str
+    content_hash: str
+    start: int
+    turns: list[ChatTurn]
+    speaker_ids: list[int]
+
+
+def load_session(
+    store: Storage, session: dict[str, Any], slug_of: Mapping[int, str], scrub: Callable[[str], str]
+) -> TrainingSession:
+    """A stored session → its turns: bursts merged (no forwards, no media-only), personas named, scrubbed."""
+    turns = merge_bursts(store.session_messages(session))
+    return TrainingSession(
+        id=session["id"],
+        dialog_id=session["dialog_id"],
+        split=session["split"],
+        content_hash=session["content_hash"],
+        start=session["start"],
+        turns=to_chat_turns(turns, slug_of, scrub),
+        speaker_ids=[t.speaker_id for t in turns],
+    )
+
+
+def iter_sessions(store: Storage, settings: Settings, split: Split = "train") -> Iterator[TrainingSession]:
+    """Closed sessions of non-excluded dialogs in `split`, oldest first per dialog; lone turns skipped."""
+    if split not in SPLITS:
+        raise UserError(f"split must be train, eval or all, not {split!r}")
+    scrubber = Scrubber(settings.scrub_words)
+    slug_of = {p["id"]: p["slug"] for p in store.people()}
+    for row in store.sessions(closed=True, split=None if split == "all" else split):
+        session = load_session(store, row, slug_of, scrubber.scrub)
+        if len(session.turns) >= MIN_TURNS:
+            yield session
+
+
+def owner_id_of(store: Storage, settings: Settings) -> int:
+    """The owner's user id from settings, else the one an import recorded; says how to set it if neither."""
+    owner = settings.owner_id if settings.owner_id is not None else store.get_meta("owner_id")
+    if owner is None or not str(owner).strip():
+        raise UserError(HOW_TO_GET["owner_id"])
+    return int(owner)
+
+
+def session_record(session: TrainingSession, owner_id: int) -> dict[str, Any]:
+    """The JSONL line of a session: the owner's turns are `assistant`, everyone else's `user`."""
+    return {
+        "session_id": session.id,
+        "dialog_id": session.dialog_id,
+        "messages": [
+            {
+                "role": "assistant" if speaker_id == owner_id else "user",
+                "name": turn.speaker,
+                "content": "\n".join(turn.messages),
+            }
+            for turn, speaker_id in zip(session.turns, session.speaker_ids, strict=True)
+        ],
+    }
+
+
+def export_jsonl(store: Storage, settings: Settings, out: Path, split: Split = "train") -> int:
+    """Write one closed, scrubbed session per line to `out`; returns how many.
+
+    The file appears whole or not at all: lines go to a private temp file beside `out`, renamed at the end.
+    """
+    owner_id = owner_id_of(store, settings)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp makes the file 0600: it holds private conversations, scrubbed or not.
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    n = 0
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for session in iter_sessions(store, settings, split):
+                f.write(orjson.dumps(session_record(session, owner_id)) + b"\n")
+                n += 1
+        os.replace(tmp_name, out)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return n
