@@ -136,8 +136,32 @@ def _v2(db: sqlite_utils.Database) -> None:
     db["locks"].create({"name": str, "pid": int, "host": str, "acquired_at": int}, pk="name")
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    """The bot: per-chat settings, the allowlist, and its own conversations (never training data)."""
+    db["chats"].create({"chat_id": int, "persona": str, "updated_at": int}, pk="chat_id")
+    db["access"].create(
+        {"id": int, "user_id": int, "username": str, "added_at": int},  # user_id or @username (or both)
+        pk="id",
+    )
+    db["access"].create_index(["user_id"], unique=True)
+    db["access"].create_index(["username"], unique=True)
+    db["bot_messages"].create(
+        {
+            "id": int,
+            "chat_id": int,
+            "user_id": int,  # who wrote it (None for the twin's replies)
+            "speaker": str,  # the persona slug or name in the prompt
+            "from_twin": int,
+            "date": int,
+            "text": str,
+        },
+        pk="id",
+    )
+    db["bot_messages"].create_index(["chat_id", "date"])
+
+
 # Forward migrations: MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

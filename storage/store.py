@@ -10,6 +10,7 @@ from core.errors import UserError
 from core.sessions import session_rows
 from core.personas import slug_base, unique_slug, validate_slug
 
+from .bot import BotStore
 from .db import Database
 from .training import TrainingStore
 
@@ -31,7 +32,7 @@ def _dict(row) -> dict[str, Any]:
     return dict(row) if row is not None else None
 
 
-class Storage(TrainingStore, Database):
+class Storage(BotStore, TrainingStore, Database):
     # -- meta -------------------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -175,6 +176,9 @@ class Storage(TrainingStore, Database):
     def messages(self, dialog_id: int) -> list[dict[str, Any]]:
         rows = self.query("SELECT * FROM messages WHERE dialog_id = ? ORDER BY date, id", (dialog_id,))
         return [dict(r) for r in rows]
+
+    def has_messages(self, dialog_id: int) -> bool:
+        return bool(self.query("SELECT 1 FROM messages WHERE dialog_id = ? LIMIT 1", (dialog_id,)))
 
     def message_ids_since(self, dialog_id: int, since: int) -> list[int]:
         rows = self.query("SELECT id FROM messages WHERE dialog_id = ? AND date >= ?", (dialog_id, since))
