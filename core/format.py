@@ -23,10 +23,12 @@ that train embeddings.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 BURST_SEP = "\n---\n"
+_SEP_LINE = re.compile(r"^---$", re.M)
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,12 @@ class Rendered:
 
 
 def join_burst(messages: Sequence[str]) -> str:
-    """A burst's messages joined by the separator; a separator inside a message is defused."""
-    return BURST_SEP.join(m.strip().replace(BURST_SEP, "\n--\n") for m in messages)
+    """A burst's messages joined by the separator; a `---` line inside a message is defused to `--`.
+
+    Every such line, also a first or last one: a message ending in a `---` line would otherwise merge
+    with the separator and split back at the wrong place.
+    """
+    return BURST_SEP.join(_SEP_LINE.sub("--", m.strip()) for m in messages)
 
 
 def split_burst(text: str) -> list[str]:
@@ -71,7 +77,9 @@ class ChatFormat:
             self.style = "plain"
             self._open, self._close, self.eot_id = [], ":\n", tokenizer.eos_token_id
         else:
-            raise ValueError("the tokenizer has no chat-turn tokens and no EOS token: pick another base model")
+            raise ValueError(
+                "the tokenizer has no chat-turn tokens and no EOS token: pick another base model"
+            )
         bos = tokenizer.bos_token_id
         # Only prepend BOS where the tokenizer would add it itself (Llama does, Qwen has none).
         adds_bos = bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
@@ -114,7 +122,9 @@ class ChatFormat:
         ids = list(ids)
         if self.eot_id in ids:
             ids = ids[: ids.index(self.eot_id)]
-        return split_burst(self.tokenizer.decode(ids, skip_special_tokens=True))
+        # No clean-up: it would turn "ну ?" into "ну?" (transformers < 5 applies it to BPE tokenizers too).
+        text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return split_burst(text)
 
     def text(self, turns: Sequence[ChatTurn]) -> str:
         """Human-readable rendering (for docs, `--dry-run` and debugging)."""

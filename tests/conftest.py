@@ -1,0 +1,34 @@
+"""Shared fixtures. The tiny model is built offline once per test session (a few seconds) and reused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random tiny Qwen2 + its ChatML BPE tokenizer, as an ordinary Hugging Face folder (see tests/tiny.py).
+
+    Shared by every test of the session: copy it before changing anything inside.
+    """
+    from tests.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    """The tiny model's tokenizer, loaded the way the trainer and the engine load a base model's."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def plain_tokenizer(tmp_path_factory):
+    """A tokenizer with no chat-turn tokens (only an EOS), for the format's plain-style fallback."""
+    from tests.tiny import build_tokenizer
+
+    return build_tokenizer(tmp_path_factory.mktemp("plain-tokenizer"), chat_tokens=False)
