@@ -2,8 +2,9 @@
 
 Applied wherever training text is produced (dataset export, training), so an adapter never learns a card
 number, a password or a token from the owner's chats. The rules lean towards scrubbing: a number wrongly
-taken for a phone costs one placeholder, a leaked phone cannot be taken back. Numbers that read as years, times, dates or
-prices are left alone, and cards and IBANs are checksum-verified so an order number stays readable.
+taken for a phone costs one placeholder, a leaked phone cannot be taken back. Numbers that read as years,
+times, dates or prices are left alone, and cards and IBANs are checksum-verified so an order number stays
+readable.
 
     >>> Scrubber(["Baker Street"]).scrub("mail me at bob@example.com, I live on baker street")
     'mail me at <EMAIL>, I live on <REDACTED>'
@@ -40,10 +41,11 @@ PRIVATE_KEY_RE = re.compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S
 )
 
-# A URL runs to the next space or quote; trailing punctuation belongs to the sentence.
+# A URL runs to the next space or quote; trailing punctuation belongs to the sentence. A host label starts
+# with a letter or digit: a long run of dashes must not be tried as a host from every position.
 URL_RE = re.compile(
     r"(?i)\b(?:https?://|www\.|t\.me/)[^\s<>\"'«»]+"
-    r"|(?<![@\w.])(?:[a-z0-9-]+\.)+[a-z]{2,}/[^\s<>\"'«»]*"
+    r"|(?<![@\w.-])(?:[a-z0-9][a-z0-9-]*\.)+[a-z]{2,}/[^\s<>\"'«»]*"
 )
 URL_TRAILING = ".,;:!?'\")]}»"
 # Query keys that carry credentials: ?token=, &sig=, &access_token=, &X-Amz-Signature= ...
@@ -234,12 +236,14 @@ class Scrubber:
         groups = re.split(r"([ -])", m.group())  # digits, sep, digits, sep, ...
         numbers = groups[::2]
         # The longest (then leftmost) stretch of whole groups that is a Luhn-valid 13-19 digit number.
+        # Cards are printed in groups of 3+ digits (4-4-4-4, 4-6-5): shorter groups end a stretch, which
+        # also keeps a long list of small numbers from costing a Luhn check per position.
         best: tuple[int, int, int] | None = None
         for i in range(len(numbers)):
             digits = ""
             for j in range(i + 1, len(numbers) + 1):
                 digits += numbers[j - 1]
-                if len(digits) > 19:
+                if len(digits) > 19 or len(numbers[j - 1]) < 3:
                     break
                 if len(digits) >= 13 and (best is None or len(digits) > best[0]):
                     if luhn_ok(digits) and len(set(digits)) > 1:
