@@ -122,7 +122,7 @@ def message_to_row(message: Any, dialog_id: int, owner_id: int, keep_stickers: b
         "forwarded_from": _forwarded_from(message),
         "media_type": media_type,
         "edited": int(edited.timestamp()) if edited else None,
-        "via_bot": message.via_bot_id or None,
+        "via_bot": int(bool(message.via_bot_id)),  # 1/0, as the Telegram Desktop import stores it
         "source": "telethon",
     }
 

@@ -55,7 +55,7 @@ def test_reply_forward_and_via_bot_are_kept():
     row = message_to_row(_message(_account(), text="look", fwd_from=fwd, reply_to_id=7, via_bot_id=55),
                          ALICE, OWNER)  # fmt: skip
     assert row["reply_to"] == 7 and row["forwarded"] == 1 and row["forwarded_from"] == "Some Channel"
-    assert row["via_bot"] == 55
+    assert row["via_bot"] == 1
 
 
 def test_forward_from_a_known_user_names_them():
