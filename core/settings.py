@@ -39,7 +39,9 @@ HOW_TO_GET = {
 
 class Settings(BaseSettings):
     # env_ignore_empty: `TWIN_OWNER_ID=` as left in a fresh .env means "not set", not "invalid".
-    model_config = SettingsConfigDict(env_prefix="TWIN_", env_file=".env", extra="ignore", env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        env_prefix="TWIN_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     data_dir: Path = Field(Path("data"), description="Holds twin.db, adapters/ and the Telethon session.")
     owner_id: int | None = Field(None, description="The owner's Telegram user id.")
@@ -47,17 +49,68 @@ class Settings(BaseSettings):
     engine: EngineName = Field("auto", description="auto | vllm | remote | transformers")
     engine_url: str | None = Field(None, description="vLLM OpenAI-compatible server for TWIN_ENGINE=remote.")
 
+    # -- the reply engine (engine/): vLLM options and decoding ------------------------------------------
+    # 0.5: leaves half the GPU to `twin train` on the same card; raise it on a GPU that only serves.
+    vllm_gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="Share of GPU memory for vLLM.")
+    # >1 splits the model over that many GPUs: only for models that do not fit on one.
+    vllm_tensor_parallel_size: int = Field(1, ge=1, description="GPUs the model is split over.")
+    # 4096: a chat's recent turns fit easily; a shorter window leaves more KV cache for concurrent chats.
+    vllm_max_model_len: int = Field(4096, ge=256, description="Prompt + reply tokens (oldest turns dropped).")
+    # auto = the model's dtype (bf16 on GPU); use float32 on CPUs without bf16 support.
+    vllm_dtype: str = Field("auto", description="auto | bfloat16 | float16 | float32")
+    # Empty = detected from the model folder (AWQ/GPTQ checkpoints); bitsandbytes quantizes at load time.
+    vllm_quantization: str | None = Field(
+        None, description="e.g. awq, gptq, bitsandbytes, fp8; empty = auto."
+    )
+    # 3: the active adapter, the one being promoted (old requests finish on it) and a spare; each costs memory.
+    vllm_max_loras: int = Field(3, ge=1, description="Adapters served in one batch.")
+    # Empty = the largest rank of the adapters found at start-up, at least 16; a bigger one needs a restart.
+    vllm_max_lora_rank: int | None = Field(None, description="Largest LoRA rank the engine accepts.")
+    # Decoding. 0.7 keeps the persona's usual words but varies replies; 0 = greedy (the same reply each time).
+    reply_temperature: float = Field(0.7, ge=0, description="Sampling temperature; 0 = greedy.")
+    # 0.9 cuts the long tail of unlikely tokens (typos, other languages) that plain sampling picks up.
+    reply_top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling share.")
+    # 1.0 = off: it would also penalise the persona's habitual words and emoji already in the context.
+    reply_repetition_penalty: float = Field(1.0, gt=0, description="Penalty on tokens already seen.")
+    # 96 tokens: a burst of a few chat messages; a runaway reply costs at most this much time.
+    reply_max_new_tokens: int = Field(96, ge=8, description="Longest reply (tokens).")
+
     bot_token: SecretStr | None = Field(None, description="Bot token from @BotFather.")
-    bot_api_url: str | None = Field(None, description="Self-hosted Bot API server, e.g. http://localhost:8081.")
+    bot_api_url: str | None = Field(
+        None, description="Self-hosted Bot API server, e.g. http://localhost:8081."
+    )
     api_id: int | None = Field(None, description="Telegram API id from my.telegram.org (collector).")
-    api_hash: SecretStr | None = Field(None, description="Telegram API hash from my.telegram.org (collector).")
-    session: SecretStr | None = Field(None, description="Telethon StringSession; else data_dir/owner.session.")
+    api_hash: SecretStr | None = Field(
+        None, description="Telegram API hash from my.telegram.org (collector)."
+    )
+    session: SecretStr | None = Field(
+        None, description="Telethon StringSession; else data_dir/owner.session."
+    )
+
+    # -- the bot (`twin serve`) ------------------------------------------------------------------------
+    bot_webhook_url: str | None = Field(
+        None, description="Public HTTPS URL Telegram posts updates to; empty = long polling (no open port)."
+    )
+    bot_webhook_listen: str = Field("127.0.0.1:8080", description="host:port the webhook server binds.")
+    bot_webhook_secret: SecretStr | None = Field(None, description="Checked on every webhook request.")
+    # Empty = silence: a stranger learns nothing, not even that the bot is alive.
+    bot_stranger_reply: str = Field("", description="The one line a stranger gets; empty = no answer.")
+    # 120 s: a cold CPU engine answers in tens of seconds; longer only keeps a user staring at "typing".
+    bot_reply_timeout: float = Field(120.0, gt=0, description="Longest wait for the engine (seconds).")
+    # Seconds of "typing…" before a 100-character message (shorter ones less); 0 = send at once.
+    bot_typing_delay: float = Field(1.5, ge=0, description="Human-like pause per message (seconds).")
+    # More turns give the model more context, but a longer prompt costs time on every reply.
+    bot_context_turns: int = Field(20, ge=1, description="Recent turns of the conversation in the prompt.")
+    # 60 min: new chats reach the twin within the hour; each sync costs a few API requests per dialog.
+    sync_interval_minutes: float = Field(60.0, ge=0, description="Scheduled sync period; 0 = off.")
 
     # 60 min: a reply after lunch still sees its question; a next-day chat starts a fresh session.
     session_gap_minutes: float = Field(60.0, gt=0, description="Silence that ends a session (minutes).")
     # Stickers carry tone ("😂") that is part of how people write; drop them if they drown the text.
     keep_stickers: bool = Field(True, description="Import stickers as their emoji.")
-    scrub_words: list[str] = Field(default_factory=list, description="Extra words scrubbed from training text.")
+    scrub_words: list[str] = Field(
+        default_factory=list, description="Extra words scrubbed from training text."
+    )
 
     @property
     def db_path(self) -> Path:

@@ -4,4 +4,12 @@ from .db import BUSY_TIMEOUT_MS, SCHEMA_VERSION, SchemaTooNew
 from .store import MESSAGE_COLUMNS, Storage, UnknownPersona
 from .training import LockHeld
 
-__all__ = ["LockHeld", "BUSY_TIMEOUT_MS", "MESSAGE_COLUMNS", "SCHEMA_VERSION", "SchemaTooNew", "Storage", "UnknownPersona"]
+__all__ = [
+    "LockHeld",
+    "BUSY_TIMEOUT_MS",
+    "MESSAGE_COLUMNS",
+    "SCHEMA_VERSION",
+    "SchemaTooNew",
+    "Storage",
+    "UnknownPersona",
+]

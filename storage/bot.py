@@ -52,12 +52,15 @@ class BotStore:
                 (user_id, username.lower()),
             )
             return cur.rowcount > 0 or bool(
-                c.execute("SELECT 1 FROM access WHERE username = ? AND user_id = ?",
-                          (username.lower(), user_id)).fetchone()  # fmt: skip
+                c.execute(
+                    "SELECT 1 FROM access WHERE username = ? AND user_id = ?", (username.lower(), user_id)
+                ).fetchone()  # fmt: skip
             )
 
     def allowed(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.query("SELECT user_id, username, added_at FROM access ORDER BY added_at")]
+        return [
+            dict(r) for r in self.query("SELECT user_id, username, added_at FROM access ORDER BY added_at")
+        ]
 
     # -- the bot's own conversations ------------------------------------------------------------------
     def add_bot_message(self, chat_id: int, user_id: int | None, speaker: str, text: str,

@@ -4,20 +4,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 from core.errors import UserError
-from core.sessions import session_rows
 from core.personas import slug_base, unique_slug, validate_slug
+from core.sessions import session_rows
 
 from .bot import BotStore
 from .db import Database
+from .forget import ForgetStore
 from .training import TrainingStore
 
 MESSAGE_COLUMNS = (
     "dialog_id", "id", "sender_id", "date", "text", "out", "reply_to", "forwarded", "forwarded_from",
     "media_type", "edited", "via_bot", "source",
 )  # fmt: skip
+# Messages per INSERT in insert_many_messages: 76 × 13 values stays under SQLite's oldest limit of 999.
+BULK_ROWS = 999 // len(MESSAGE_COLUMNS)
+# A plain text message (no reply, forward, media, edit or bot) binds only the columns it fills.
+_PLAIN_FIXED = {"reply_to": None, "forwarded": 0, "forwarded_from": None, "media_type": None, "edited": None,
+                "via_bot": 0}  # fmt: skip
+_PLAIN_BOUND = itemgetter(*(i for i, k in enumerate(MESSAGE_COLUMNS) if k not in _PLAIN_FIXED))
+_PLAIN_PART = itemgetter(*(MESSAGE_COLUMNS.index(k) for k in _PLAIN_FIXED))
+_PLAIN_VALUES = tuple(_PLAIN_FIXED.values())
+_PLAIN_COLUMNS = tuple(k for k in MESSAGE_COLUMNS if k not in _PLAIN_FIXED) + tuple(_PLAIN_FIXED)
+_PLAIN_LITERALS = tuple("NULL" if v is None else str(v) for v in _PLAIN_VALUES)
 SESSION_COLUMNS = (
     "id", "dialog_id", "first_message_id", "last_message_id", "start", "end", "n_messages", "n_turns",
     "closed", "split", "content_hash",
@@ -28,11 +41,23 @@ class UnknownPersona(UserError, LookupError):
     pass
 
 
+def _insert_batched(c, columns: Sequence[str], literals: Sequence[str], rows: Sequence[Sequence[Any]]):
+    """INSERT OR IGNORE messages: `rows` hold the first columns, `literals` fill the rest; BULK_ROWS each."""
+    insert = f"INSERT OR IGNORE INTO messages ({', '.join(columns)}) VALUES "
+    one = "(" + ", ".join(["?"] * (len(columns) - len(literals)) + list(literals)) + ")"
+    full = len(rows) - len(rows) % BULK_ROWS
+    c.executemany(
+        insert + ", ".join([one] * BULK_ROWS),
+        (tuple(chain.from_iterable(rows[i : i + BULK_ROWS])) for i in range(0, full, BULK_ROWS)),
+    )
+    c.executemany(insert + one, rows[full:])
+
+
 def _dict(row) -> dict[str, Any]:
     return dict(row) if row is not None else None
 
 
-class Storage(BotStore, TrainingStore, Database):
+class Storage(BotStore, ForgetStore, TrainingStore, Database):
     # -- meta -------------------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -77,7 +102,9 @@ class Storage(BotStore, TrainingStore, Database):
 
     def person(self, id_or_slug: int | str) -> dict[str, Any] | None:
         if isinstance(id_or_slug, int) or str(id_or_slug).lstrip("-").isdigit():
-            return _dict(next(iter(self.query("SELECT * FROM people WHERE id = ?", (int(id_or_slug),))), None))
+            return _dict(
+                next(iter(self.query("SELECT * FROM people WHERE id = ?", (int(id_or_slug),))), None)
+            )
         return _dict(next(iter(self.query("SELECT * FROM people WHERE slug = ?", (id_or_slug,))), None))
 
     def person_by_username(self, username: str) -> dict[str, Any] | None:
@@ -170,7 +197,25 @@ class Storage(BotStore, TrainingStore, Database):
                   for r in rows)  # fmt: skip
         with self.transaction() as c:
             before = self.conn.total_changes
-            c.executemany(f"INSERT INTO messages ({cols}) VALUES ({marks})".replace("INSERT", verb, 1), tuples)
+            c.executemany(
+                f"INSERT INTO messages ({cols}) VALUES ({marks})".replace("INSERT", verb, 1), tuples
+            )
+            return self.conn.total_changes - before
+
+    def insert_many_messages(self, rows: Sequence[Sequence[Any]]) -> int:
+        """insert_messages(rows) for a big import (MESSAGE_COLUMNS tuples, INSERT OR IGNORE), about twice
+        as fast; rows must not repeat a (dialog_id, id). Returns how many were added.
+
+        Binding values and running one statement per row is most of the cost: plain text messages bind
+        only the columns they fill, and every statement inserts BULK_ROWS rows.
+        """
+        plain, other = [], []
+        for row in rows:
+            (plain if _PLAIN_PART(row) == _PLAIN_VALUES else other).append(row)
+        with self.transaction() as c:
+            before = self.conn.total_changes
+            _insert_batched(c, MESSAGE_COLUMNS, (), other)
+            _insert_batched(c, _PLAIN_COLUMNS, _PLAIN_LITERALS, list(map(_PLAIN_BOUND, plain)))
             return self.conn.total_changes - before
 
     def messages(self, dialog_id: int) -> list[dict[str, Any]]:
@@ -197,12 +242,17 @@ class Storage(BotStore, TrainingStore, Database):
 
     def rebuild_sessions(self, dialog_id: int, gap_seconds: float, now: float | None = None) -> int:
         """Recompute a dialog's sessions from its messages (after an import or a sync); returns count."""
-        rows = session_rows(dialog_id, self.messages(dialog_id), gap_seconds, time.time() if now is None else now)
+        rows = session_rows(
+            dialog_id, self.messages(dialog_id), gap_seconds, time.time() if now is None else now
+        )
         self.replace_sessions(dialog_id, rows)
         return len(rows)
 
     def sessions(self, closed: bool | None = None, split: str | None = None) -> list[dict[str, Any]]:
-        sql, params = "SELECT s.* FROM sessions s JOIN dialogs d ON d.id = s.dialog_id WHERE d.excluded = 0", []
+        sql, params = (
+            "SELECT s.* FROM sessions s JOIN dialogs d ON d.id = s.dialog_id WHERE d.excluded = 0",
+            [],
+        )
         if closed is not None:
             sql += " AND s.closed = ?"
             params.append(int(closed))

@@ -34,7 +34,9 @@ class TrainingStore:
             row = c.execute("SELECT pid, host, acquired_at FROM locks WHERE name = ?", (name,)).fetchone()
             if row and row["pid"] != pid and (row["host"] != host or _pid_alive(row["pid"])):
                 since = time.strftime("%H:%M", time.localtime(row["acquired_at"]))
-                raise LockHeld(f"{name} is already running (pid {row['pid']} on {row['host']}, since {since})")
+                raise LockHeld(
+                    f"{name} is already running (pid {row['pid']} on {row['host']}, since {since})"
+                )
             c.execute(
                 "INSERT OR REPLACE INTO locks (name, pid, host, acquired_at) VALUES (?, ?, ?, ?)",
                 (name, pid, host, int(time.time())),
@@ -117,11 +119,15 @@ class TrainingStore:
                              (version,)).fetchone():  # fmt: skip
                 raise UserError(f"no adapter {version}: `twin adapters` lists them")
             c.execute("UPDATE adapters SET status = 'retired' WHERE status = 'active'")
-            c.execute("UPDATE adapters SET status = 'active', reason = ? WHERE version = ?", (reason, version))
+            c.execute(
+                "UPDATE adapters SET status = 'active', reason = ? WHERE version = ?", (reason, version)
+            )
 
     def set_adapter_status(self, version: int, status: str, reason: str | None = None) -> None:
         with self.transaction() as c:
-            c.execute("UPDATE adapters SET status = ?, reason = ? WHERE version = ?", (status, reason, version))
+            c.execute(
+                "UPDATE adapters SET status = ?, reason = ? WHERE version = ?", (status, reason, version)
+            )
 
     def trained_session_ids(self, versions: Iterable[int] | None = None) -> set[str]:
         if versions is None:
@@ -129,7 +135,8 @@ class TrainingStore:
         versions = list(versions)
         marks = ", ".join("?" for _ in versions)
         rows = self.query(
-            f"SELECT DISTINCT session_id FROM trained_sessions WHERE adapter_version IN ({marks})", tuple(versions)
+            f"SELECT DISTINCT session_id FROM trained_sessions WHERE adapter_version IN ({marks})",
+            tuple(versions),
         )
         return {r[0] for r in rows}
 

@@ -17,12 +17,18 @@ def test_gap_equal_to_limit_stays_in_session():
 
 def test_bursts_merge_and_keep_message_boundaries():
     turns = merge_bursts([m(1, 1, 0, "hi"), m(2, 1, 1, "you there?"), m(3, 2, 2, "yes"), m(4, 1, 3, "ok")])
-    assert [(t.speaker_id, t.messages) for t in turns] == [(1, ["hi", "you there?"]), (2, ["yes"]), (1, ["ok"])]
+    assert [(t.speaker_id, t.messages) for t in turns] == [
+        (1, ["hi", "you there?"]),
+        (2, ["yes"]),
+        (1, ["ok"]),
+    ]
     assert turns[0].message_ids == [1, 2]
 
 
 def test_forwards_and_media_only_are_not_anyones_words():
-    turns = merge_bursts([m(1, 1, 0, "mine"), m(2, 1, 1, "theirs", forwarded=1), m(3, 1, 2, ""), m(4, 2, 3, "ok")])
+    turns = merge_bursts(
+        [m(1, 1, 0, "mine"), m(2, 1, 1, "theirs", forwarded=1), m(3, 1, 2, ""), m(4, 2, 3, "ok")]
+    )
     assert [t.messages for t in turns] == [["mine"], ["ok"]]
 
 
