@@ -104,6 +104,16 @@ class Settings(BaseSettings):
     # 60 min: new chats reach the twin within the hour; each sync costs a few API requests per dialog.
     sync_interval_minutes: float = Field(60.0, ge=0, description="Scheduled sync period; 0 = off.")
 
+    # -- training rounds (trainer/) ----------------------------------------------------------------------
+    # Empty = the defaults in trainer/config.py (`twin train --show-config` lists every knob and its why).
+    train_config: Path | None = Field(None, description="TOML file overriding training knobs.")
+    # 24 h: a day's chats are a meaningful update; rounds more often mostly re-read old data.
+    train_interval_hours: float = Field(24.0, ge=0, description="Scheduled training period; 0 = off.")
+    # A cron line such as "0 4 * * *" (04:00 nightly, when the GPU is idle); set, it replaces the interval.
+    train_cron: str | None = Field(None, description="Cron schedule for training rounds (overrides the interval).")
+    # 20: fewer new sessions barely move the adapter and still cost a full evaluation.
+    train_min_new_sessions: int = Field(20, ge=1, description="New closed sessions a scheduled round needs.")
+
     # 60 min: a reply after lunch still sees its question; a next-day chat starts a fresh session.
     session_gap_minutes: float = Field(60.0, gt=0, description="Silence that ends a session (minutes).")
     # Stickers carry tone ("😂") that is part of how people write; drop them if they drown the text.
