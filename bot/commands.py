@@ -1,22 +1,26 @@
-"""`twin serve`: runs the bot, the engine and the scheduled jobs."""
+"""`twin serve`: runs the bot, the engine and the scheduled jobs in one process."""
 
 from __future__ import annotations
+
+import asyncio
 
 import typer
 
 from core.cli import friendly_errors, settings_of
-from core.errors import UserError
 
 
 @friendly_errors
 def serve_cmd(ctx: typer.Context) -> None:
-    """Start the Telegram bot with the latest promoted adapter, plus periodic sync and training.
+    """Start the Telegram bot with the active adapter, plus periodic sync and training. Stops on Ctrl-C or
+    SIGTERM after the replies in flight went out.
+
+    Needs TWIN_BOT_TOKEN, TWIN_OWNER_ID and TWIN_BASE_MODEL; TWIN_ENGINE picks vllm | transformers | remote.
 
     Example: twin serve
     """
-    settings = settings_of(ctx)
-    settings.require("bot_token")
-    raise UserError("the bot is not built yet in this version of twin: use `twin import` and `twin status`")
+    from bot.serve import serve
+
+    asyncio.run(serve(settings_of(ctx)))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,140 @@
+"""Per-chat reply rounds: every chat has a queue and at most one worker, so replies keep the chat's order.
+
+A message is queued at once (the handler returns); the chat's worker takes everything queued so far as
+one round: it stores those messages, builds the prompt from the current conversation, asks the engine
+(bounded wait, typing shown meanwhile) and sends the burst as separate messages with human-like pauses.
+Messages that arrive during a round are answered by the next one, oldest first; none is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from aiogram import Bot
+from aiogram.enums import ChatAction
+from aiogram.exceptions import TelegramAPIError
+from aiogram.utils.chat_action import ChatActionSender
+
+from bot.conversation import conversation_turns
+from bot.delivery import send_text, typing_pause
+from bot.personas import chat_persona, partner_name
+from core.settings import Settings
+from engine.base import AdapterRef, Engine
+from storage import Storage
+
+log = logging.getLogger(__name__)
+
+# What a user sees when the engine fails or times out; the chat goes on with the next message.
+ENGINE_FAILED = "Sorry, I can't answer right now. Try again in a minute."
+# Stored messages read per round: enough for `bot_context_turns` bursts of several messages each.
+ROWS_PER_TURN = 4
+# Telegram shows "typing…" for 5 s; renewing a little sooner keeps it on without a gap.
+TYPING_RENEW = 4.5
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A user's message as the twin will remember it."""
+
+    chat_id: int
+    user_id: int
+    speaker: str  # the user's persona slug (or a name from their first name)
+    text: str
+    date: int  # unix seconds, as Telegram stamped it
+    addressed: bool = True  # in a group: the twin was mentioned or replied to; else only remembered
+
+
+class Conversations:
+    """The chats' queues and workers. Handlers `submit`; `drain` waits for in-flight rounds at shutdown."""
+
+    def __init__(self, settings: Settings, store: Storage, engine: Engine, bot: Bot):
+        self.settings, self.store, self.engine, self.bot = settings, store, engine, bot
+        self.owner_id: int = settings.require("owner_id")
+        self._queues: dict[int, list[Incoming]] = {}
+        self._workers: dict[int, asyncio.Task] = {}
+        self._adapters: dict[int, AdapterRef] = {}
+
+    def submit(self, message: Incoming) -> None:
+        """Queue a message for its chat's next round (starting the chat's worker if it is idle)."""
+        self._queues.setdefault(message.chat_id, []).append(message)
+        if message.chat_id not in self._workers:
+            self._workers[message.chat_id] = asyncio.create_task(self._work(message.chat_id))
+
+    @property
+    def busy_chats(self) -> int:
+        return len(self._workers)
+
+    async def drain(self, timeout: float) -> None:
+        """Let the rounds in flight finish (graceful shutdown); give up on them after `timeout` seconds."""
+        if self._workers:
+            log.info("waiting for replies in %d chat(s)", len(self._workers))
+            await asyncio.wait(list(self._workers.values()), timeout=timeout)
+
+    async def _work(self, chat_id: int) -> None:
+        try:
+            while batch := self._queues.pop(chat_id, None):
+                try:
+                    await self.reply_round(chat_id, batch)
+                except Exception:  # one broken round must not stall the chat
+                    log.exception("reply round in chat %d failed", chat_id)
+        finally:
+            del self._workers[chat_id]
+
+    async def reply_round(self, chat_id: int, batch: list[Incoming]) -> None:
+        for m in batch:
+            self.store.add_bot_message(chat_id, m.user_id, m.speaker, m.text, from_twin=False, date=m.date)
+        if not any(m.addressed for m in batch):
+            return
+        last = batch[-1]
+        persona = chat_persona(self.store, chat_id, last.user_id, self.owner_id)
+        limit = self.settings.bot_context_turns * ROWS_PER_TURN
+        rows = self.store.recent_bot_messages(chat_id, since=0, limit=limit)
+        turns = conversation_turns(rows, persona, self.settings.session_gap_seconds, self.settings.bot_context_turns)
+        adapter = self.active_adapter()
+        replies = await self._generate(chat_id, turns, persona, partner_name(last.speaker, persona), adapter)
+        if replies is None:
+            await send_text(self.bot, chat_id, ENGINE_FAILED)
+            return
+        for i, text in enumerate(replies):
+            pause = typing_pause(text, self.settings.bot_typing_delay) if i else 0.0
+            await send_text(self.bot, chat_id, text, pause)
+            self.store.add_bot_message(chat_id, None, persona, text, from_twin=True, date=int(time.time()))
+
+    async def _generate(self, chat_id, turns, persona, partner, adapter) -> list[str] | None:
+        """The engine's reply within the bounded wait, or None when it failed or took too long."""
+        started = time.monotonic()
+        # "typing…" at once, then renewed while the engine works; a lost indicator is no reason to stop.
+        with contextlib.suppress(TelegramAPIError):
+            await self.bot.send_chat_action(chat_id, ChatAction.TYPING)
+        try:
+            async with ChatActionSender.typing(
+                bot=self.bot, chat_id=chat_id, interval=TYPING_RENEW, initial_sleep=TYPING_RENEW
+            ):
+                replies = await asyncio.wait_for(
+                    self.engine.reply(turns, persona, partner, adapter), self.settings.bot_reply_timeout
+                )
+        except TimeoutError:
+            log.error("engine timed out after %.0f s in chat %d", self.settings.bot_reply_timeout, chat_id)
+            return None
+        except Exception as exc:
+            log.error("engine failed in chat %d: %s", chat_id, type(exc).__name__, exc_info=True)
+            return None
+        log.info(
+            "chat %d: %d message(s) as %s with adapter %s in %.1f s",
+            chat_id, len(replies), persona, adapter.version if adapter else "none (base model)",
+            time.monotonic() - started,
+        )  # fmt: skip
+        return replies
+
+    def active_adapter(self) -> AdapterRef | None:
+        """Read per round: a promotion or /rollback takes effect from the next reply on."""
+        row = self.store.active_adapter()
+        if row is None:
+            return None
+        if row["version"] not in self._adapters:
+            self._adapters[row["version"]] = AdapterRef.from_row(row, self.settings.data_dir)
+        return self._adapters[row["version"]]

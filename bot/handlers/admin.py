@@ -1,0 +1,89 @@
+"""The owner's access and data commands: /allow /deny /allowed /publish /unpublish /exclude /include."""
+
+from __future__ import annotations
+
+import re
+
+from aiogram import Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import Message
+
+from core.errors import UserError
+from storage import Storage
+
+USERNAME = re.compile(r"^@?[A-Za-z][A-Za-z0-9_]{3,31}$")
+
+
+def parse_target(args: str | None, store: Storage) -> tuple[int | None, str | None]:
+    """`123` (a user or group id), `@username`, or a persona name → (user_id, username)."""
+    arg = (args or "").strip()
+    if re.fullmatch(r"-?\d+", arg):
+        return int(arg), None
+    if not arg.startswith("@") and (person := store.person(arg.lower())):
+        return int(person["id"]), person.get("username")
+    if USERNAME.match(arg):
+        return None, arg.lstrip("@")
+    raise UserError("give a Telegram user id, a group id (negative), an @username or a persona name, "
+                    "e.g. /allow @sasha")  # fmt: skip
+
+
+def _who(user_id: int | None, username: str | None) -> str:
+    return " ".join(x for x in (str(user_id) if user_id else None, f"@{username}" if username else None) if x)
+
+
+async def allow(message: Message, command: CommandObject, store: Storage) -> None:
+    user_id, username = parse_target(command.args, store)
+    store.allow(user_id=user_id, username=username)
+    await message.answer(f"{_who(user_id, username)} may talk to me now.")
+
+
+async def deny(message: Message, command: CommandObject, store: Storage) -> None:
+    user_id, username = parse_target(command.args, store)
+    removed = store.deny(user_id=user_id, username=username)
+    who = _who(user_id, username)
+    await message.answer(f"{who} may no longer talk to me." if removed else f"{who} was not on the list.")
+
+
+async def allowed(message: Message, store: Storage) -> None:
+    rows = store.allowed()
+    lines = [_who(r["user_id"], r["username"]) for r in rows]
+    await message.answer("Allowed: " + ", ".join(lines) if lines else "Only you. /allow ID or @username adds someone.")
+
+
+def _slug(command: CommandObject, example: str) -> str:
+    slug = (command.args or "").strip().lstrip("@").lower()
+    if not slug:
+        raise UserError(f"which persona? e.g. /{command.command} {example} (/personas lists them)")
+    return slug
+
+
+async def publish(message: Message, command: CommandObject, store: Storage) -> None:
+    slug = _slug(command, "sasha")
+    store.set_published(slug, True)
+    await message.answer(f"Others may pick {slug} now (/persona {slug}).")
+
+
+async def unpublish(message: Message, command: CommandObject, store: Storage) -> None:
+    slug = _slug(command, "sasha")
+    store.set_published(slug, False)
+    await message.answer(f"{slug} is yours only again; chats that picked it get your persona back.")
+
+
+async def exclude(message: Message, command: CommandObject, store: Storage) -> None:
+    dialog = store.dialog_of(_slug(command, "sasha"))
+    store.set_excluded(dialog["id"], True)
+    await message.answer(f"Skipping {dialog['name'] or dialog['id']} when syncing and training from now on.")
+
+
+async def include(message: Message, command: CommandObject, store: Storage) -> None:
+    dialog = store.dialog_of(_slug(command, "sasha"))
+    store.set_excluded(dialog["id"], False)
+    await message.answer(f"Syncing and training on {dialog['name'] or dialog['id']} again.")
+
+
+def router() -> Router:
+    r = Router(name="owner-admin")
+    for name, handler in (("allow", allow), ("deny", deny), ("allowed", allowed), ("publish", publish),
+                          ("unpublish", unpublish), ("exclude", exclude), ("include", include)):  # fmt: skip
+        r.message.register(handler, Command(name))
+    return r

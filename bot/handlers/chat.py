@@ -1,0 +1,57 @@
+"""Ordinary messages: queued for the chat's next reply round (bot.chats.Conversations)."""
+
+from __future__ import annotations
+
+from aiogram import Bot, F, Router
+from aiogram.enums import ChatType
+from aiogram.types import Message
+
+from bot.chats import Conversations, Incoming
+from bot.personas import speaker_slug
+from storage import Storage
+
+
+def message_text(message: Message) -> str | None:
+    """What the twin reads of a message: its text or caption, or a sticker's emoji (as in training)."""
+    if message.text or message.caption:
+        return message.text or message.caption
+    if message.sticker and message.sticker.emoji:
+        return message.sticker.emoji
+    return None
+
+
+async def addressed_in_group(message: Message, bot: Bot, text: str) -> tuple[bool, str]:
+    """In a group the twin answers only when mentioned or replied to; the mention is cut from the text."""
+    me = await bot.me()
+    mention = f"@{me.username}" if me.username else None
+    if mention and mention.lower() in text.lower():
+        start = text.lower().index(mention.lower())
+        return True, (text[:start] + text[start + len(mention) :]).strip()
+    reply = message.reply_to_message
+    return bool(reply and reply.from_user and reply.from_user.id == me.id), text
+
+
+async def on_message(message: Message, bot: Bot, store: Storage, conversations: Conversations) -> None:
+    text = message_text(message)
+    if not text:
+        return
+    addressed = True
+    if message.chat.type != ChatType.PRIVATE:
+        addressed, text = await addressed_in_group(message, bot, text)
+    conversations.submit(
+        Incoming(
+            chat_id=message.chat.id,
+            user_id=message.from_user.id,
+            speaker=speaker_slug(store, message.from_user),
+            text=text,
+            date=int(message.date.timestamp()),
+            addressed=addressed,
+        )
+    )
+
+
+def router() -> Router:
+    r = Router(name="chat")
+    r.message.filter(F.chat.type.in_({ChatType.PRIVATE, ChatType.GROUP, ChatType.SUPERGROUP}))
+    r.message.register(on_message, F.text | F.caption | F.sticker)
+    return r

@@ -1,0 +1,114 @@
+"""The owner's model and data jobs: /status /sync /retrain /adapters /rollback."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from aiogram import Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import FSInputFile, Message
+
+from bot.chats import Conversations
+from bot.jobs import Jobs
+from core.errors import UserError
+from core.settings import Settings
+from engine.base import AdapterRef
+from storage import Storage
+
+
+def _when(unix: str | int | None) -> str:
+    return dt.datetime.fromtimestamp(int(float(unix))).strftime("%Y-%m-%d %H:%M") if unix else "never"
+
+
+def _loss(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "—"
+
+
+def status_text(store: Storage, jobs: Jobs, conversations: Conversations) -> str:
+    c = store.counts()
+    lines = [
+        f"People: {c['people']}; dialogs: {c['dialogs']} ({c['dialogs_excluded']} excluded)",
+        f"Messages: {c['messages']}; sessions: {c['sessions_closed']} closed, {c['sessions_open']} open",
+        f"Last sync: {_when(store.get_meta('last_sync_at'))}; last import: {_when(store.get_meta('last_import_at'))}",
+    ]
+    active = store.active_adapter()
+    if active:
+        lines.append(f"Active adapter: {active['version']:04d} (eval loss {_loss(active['eval_loss'])}, "
+                     f"base {_loss(active['base_eval_loss'])}, {active['n_sessions'] or 0} sessions)")  # fmt: skip
+    else:
+        lines.append("Active adapter: none, I answer with the base model (/retrain)")
+    lines.append(f"Running: {', '.join(jobs.running()) or 'nothing'}; chats being answered: {conversations.busy_chats}")
+    return "\n".join(lines)
+
+
+def loss_curve(store: Storage, settings: Settings) -> Path | None:
+    """The active adapter's loss-curve image, when its folder has one."""
+    active = store.active_adapter()
+    if not active or not active.get("path"):
+        return None
+    folder = AdapterRef.from_row(active, settings.data_dir).path
+    images = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    return images[0] if images else None
+
+
+async def status(message: Message, store: Storage, settings: Settings, jobs: Jobs,
+                 conversations: Conversations) -> None:  # fmt: skip
+    await message.answer(status_text(store, jobs, conversations))
+    if image := loss_curve(store, settings):
+        await message.answer_photo(FSInputFile(image), caption="Loss curve of the active adapter")
+
+
+async def sync(message: Message, jobs: Jobs) -> None:
+    if jobs.start_sync():
+        await message.answer("Syncing… I'll report when it is done.")
+    else:
+        await message.answer("A sync is running already; I'll report when it is done.")
+
+
+async def retrain(message: Message, jobs: Jobs) -> None:
+    if jobs.start_training():
+        await message.answer("Training a new adapter… I'll report progress here.")
+    else:
+        await message.answer("A training round is running already; I'll report when it is done.")
+
+
+def adapters_text(store: Storage) -> str:
+    from trainer.registry import adapter_listing
+
+    rows = adapter_listing(store)
+    if not rows:
+        return "No adapters yet: /retrain trains the first one."
+    lines = [
+        f"{r['version']:04d} {r['status']}: eval loss {_loss(r['eval_loss'])} (base {_loss(r['base_eval_loss'])}), "
+        f"{r['n_sessions'] or 0} sessions, {_when(r['created_at'])}"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+async def list_adapters(message: Message, store: Storage) -> None:
+    await message.answer(adapters_text(store))
+
+
+async def rollback(message: Message, command: CommandObject, store: Storage, jobs: Jobs) -> None:
+    from trainer.registry import rollback as activate_earlier
+
+    arg = (command.args or "").strip()
+    if arg and not arg.isdigit():
+        raise UserError("give an adapter version, e.g. /rollback 3 (/adapters lists them)")
+    if "training" in jobs.running():
+        raise UserError("a training round is running: wait for it to finish, then roll back")
+    old, new = activate_earlier(store, int(arg) if arg else None)
+    was = f" (was {old:04d})" if old else ""
+    await message.answer(f"Adapter {new:04d} is active now{was}; the next reply uses it.")
+
+
+def router() -> Router:
+    r = Router(name="owner-model")
+    r.message.register(status, Command("status"))
+    r.message.register(sync, Command("sync"))
+    r.message.register(retrain, Command("retrain"))
+    r.message.register(list_adapters, Command("adapters"))
+    r.message.register(rollback, Command("rollback"))
+    return r

@@ -1,0 +1,153 @@
+"""Background work of `twin serve`: syncs (collector) and training rounds (trainer, in a subprocess).
+
+One of each kind at a time. The scheduler and the owner's /sync and /retrain start the same jobs; a
+job's result or failure goes to the owner's chat and never into the process (the bot keeps running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bot.reporting import OwnerReports, Progress
+from core.errors import UserError
+from core.settings import Settings
+from engine.base import AdapterRef, Engine
+from storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+def describe_training(result: Any) -> str:
+    """One line for the owner: the new version, its eval loss, promoted or not (and why)."""
+    if result.version is None:
+        return f"Training finished without a new adapter: {result.reason}"
+    loss = f"eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "no eval loss"
+    verdict = "promoted: I answer with it from now on" if result.promoted else "not promoted"
+    return f"Adapter {result.version:04d}: {loss}, {verdict} ({result.reason})."
+
+
+class Jobs:
+    """Starts and tracks the background jobs. `sync_client` opens a logged-in Telethon client and
+    `train` runs one training round (defaults: collector's connected_client, trainer's subprocess)."""
+
+    def __init__(self, settings: Settings, store: Storage, reports: OwnerReports, engine: Engine | None = None,
+                 *, sync_client: Callable | None = None, train: Callable | None = None):  # fmt: skip
+        from collector.sync_lock import SyncGuard
+
+        self.settings, self.store, self.reports, self.engine = settings, store, reports, engine
+        self._sync_client = sync_client
+        self._train = train
+        self._guard = SyncGuard(settings.data_dir)
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._last_failure: dict[str, str] = {}
+        self._full_after = False  # a full round is due once the running one ends (see retrain_full)
+        self.after_training: list[Callable[[], Awaitable[bool]]] = []
+
+    # -- bookkeeping ------------------------------------------------------------------------------------
+    def running(self) -> list[str]:
+        return [name for name, task in self._tasks.items() if not task.done()]
+
+    def _start(self, name: str, coro) -> bool:
+        if name in self.running():
+            coro.close()
+            return False
+        self._tasks[name] = asyncio.create_task(coro, name=f"twin-{name}")
+        return True
+
+    async def close(self) -> None:
+        """Stop what is running (a training subprocess is terminated by its runner on cancel)."""
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _report_failure(self, name: str, exc: BaseException, scheduled: bool) -> None:
+        text = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__} (the log has details)"
+        if not isinstance(exc, UserError):
+            log.error("%s failed", name, exc_info=exc)
+        # A scheduled job that keeps failing the same way is reported once, not every period.
+        if scheduled and self._last_failure.get(name) == text:
+            return
+        self._last_failure[name] = text
+        await self.reports.say(f"{name.capitalize()} failed: {text}")
+
+    # -- sync -------------------------------------------------------------------------------------------
+    def start_sync(self, scheduled: bool = False) -> bool:
+        """Start a sync now; False when one is running already."""
+        return self._start("sync", self._sync_job(scheduled))
+
+    async def sync(self):
+        """One sync with the owner's Telethon client; returns the collector's SyncSummary."""
+        from collector.telethon_client import connected_client
+        from collector.telethon_sync import sync
+
+        connect = self._sync_client or connected_client
+        async with connect(self.settings) as client:
+            return await sync(client, self.store, self.settings, progress=False, guard=self._guard)
+
+    async def _sync_job(self, scheduled: bool) -> None:
+        try:
+            summary = await self.sync()
+        except Exception as exc:
+            await self._report_failure("sync", exc, scheduled)
+            return
+        self._last_failure.pop("sync", None)
+        if not scheduled or summary.new_messages:
+            await self.reports.say("Sync done.\n" + summary.describe())
+
+    # -- training ---------------------------------------------------------------------------------------
+    def start_training(self, full: bool = False, scheduled: bool = False) -> bool:
+        """Start a training round now; False when one is running already."""
+        return self._start("training", self._training_job(full, scheduled))
+
+    async def train(self, full: bool, progress: Progress | None = None):
+        """One round in a subprocess; returns the trainer's result (version, eval_loss, promoted, reason)."""
+        from trainer.runner import run_training_subprocess
+
+        async def on_progress(event: dict) -> None:
+            if progress is not None and event.get("text"):
+                await progress.update(event["text"])
+
+        train = self._train or run_training_subprocess
+        return await train(self.settings, full=full, on_progress=on_progress)
+
+    def retrain_full(self) -> None:
+        """A full round from the base model: now, or right after the running one (which may have read
+        data that is gone since, e.g. after /forget)."""
+        if not self.start_training(full=True):
+            self._full_after = True
+
+    async def _training_job(self, full: bool, scheduled: bool) -> None:
+        while True:
+            await self._training_round(full, scheduled)
+            if not self._full_after:
+                return
+            self._full_after, full, scheduled = False, True, False
+
+    async def _training_round(self, full: bool, scheduled: bool) -> None:
+        progress = None if scheduled else self.reports.progress()
+        try:
+            result = await self.train(full, progress)
+        except Exception as exc:
+            await self._report_failure("training", exc, scheduled)
+            return
+        self._last_failure.pop("training", None)
+        await self._load_promoted(result)
+        if not scheduled or result.version is not None:
+            await self.reports.say(describe_training(result))
+        # Checks that wait for a round (e.g. /forget's "no active adapter has their data"): True = done.
+        self.after_training = [check for check in self.after_training if not await check()]
+
+    async def _load_promoted(self, result: Any) -> None:
+        """Load a promoted adapter into the engine now, so its smoke check runs before the next reply."""
+        if not (self.engine and result.promoted and result.version):
+            return
+        row = self.store.adapter(result.version)
+        if row and not await self.engine.load(AdapterRef.from_row(row, self.settings.data_dir)):
+            reason = self.engine.rejected.get(result.version, "failed the smoke check")
+            await self.reports.say(f"Adapter {result.version:04d} is not served: {reason}")

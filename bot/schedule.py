@@ -1,0 +1,50 @@
+"""The periodic jobs of `twin serve` on an apscheduler AsyncIOScheduler: sync (collector) and training.
+
+The scheduler only starts jobs (bot.jobs.Jobs); a job still running when its next turn comes is skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.jobs import Jobs
+from core.settings import Settings
+from storage import Storage
+
+log = logging.getLogger(__name__)
+
+# The first scheduled sync waits this long after start: the bot answers first, then the collector runs.
+FIRST_SYNC_DELAY = dt.timedelta(minutes=1)
+
+
+def build_scheduler(settings: Settings, store: Storage, jobs: Jobs) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler()
+    add_sync_job(scheduler, settings, jobs)
+    add_training_job(scheduler, settings, store, jobs)
+    return scheduler
+
+
+def add_sync_job(scheduler: AsyncIOScheduler, settings: Settings, jobs: Jobs) -> None:
+    if not settings.sync_interval_minutes:
+        log.info("scheduled sync is off (TWIN_SYNC_INTERVAL_MINUTES=0)")
+        return
+    if settings.api_id is None or settings.api_hash is None:
+        log.info("no scheduled sync: TWIN_API_ID / TWIN_API_HASH are not set (see `twin login --help`)")
+        return
+    scheduler.add_job(
+        jobs.start_sync,
+        "interval",
+        minutes=settings.sync_interval_minutes,
+        kwargs={"scheduled": True},
+        id="sync",
+        next_run_time=dt.datetime.now() + FIRST_SYNC_DELAY,
+        coalesce=True,
+        max_instances=1,
+    )
+
+
+def add_training_job(scheduler: AsyncIOScheduler, settings: Settings, store: Storage, jobs: Jobs) -> None:
+    """Filled in from the trainer's job definition (interval and the minimum of new closed sessions)."""

@@ -1,0 +1,250 @@
+"""Owner commands, personas and the refusal of owner commands to everyone else (real Dispatcher)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from aiogram.filters import Command
+
+from bot.handlers.forget import ForgetButton
+from bot.handlers.guard import REFUSAL
+from bot.menu import OWNER_COMMANDS, PUBLIC_COMMANDS, set_menu
+from collector.telethon_client import NotLoggedIn
+from tests.bot_fakes import OWNER, TwinUnderTest, fake_sync_client
+from tests.fake_telegram import FakeAccount, FakeTelegramClient
+
+FRIEND, STRANGER, KIRA = 2000, 3000, 2001
+
+
+def add_history(store, person_id: int, n: int = 6) -> None:
+    store.upsert_dialog({"id": person_id, "type": "personal_chat", "name": f"p{person_id}", "person_id": person_id})
+    store.insert_messages([{"dialog_id": person_id, "id": i, "sender_id": (OWNER, person_id)[i % 2],
+                            "date": 1_000_000 + 60 * i, "text": f"m{i}"} for i in range(1, n + 1)])  # fmt: skip
+    store.rebuild_sessions(person_id, 3600)
+
+
+def add_adapter(store, version: int, status: str, eval_loss: float, sessions=()) -> None:
+    store.add_adapter({"version": version, "run_id": version, "base_model": "tiny", "path": f"adapters/{version:04d}",
+                       "status": status, "eval_loss": eval_loss, "n_sessions": len(sessions)},
+                      [(sid, "h") for sid in sessions])  # fmt: skip
+
+
+class FakeTraining:
+    """The trainer's subprocess round, as the bot sees it: progress events, then a result."""
+
+    def __init__(self, store):
+        self.store, self.calls, self.error = store, [], None
+
+    async def __call__(self, settings, full, on_progress):
+        self.calls.append(full)
+        await on_progress({"text": "step 1/2"})
+        if self.error:
+            raise self.error
+        version = self.store.next_adapter_version()
+        add_adapter(self.store, version, "candidate", 1.5)
+        self.store.activate_adapter(version)
+        return SimpleNamespace(version=version, eval_loss=1.5, promoted=True, reason="eval loss 1.5 <= 2.0")
+
+
+@pytest.fixture
+def account():
+    acc = FakeAccount(me_id=OWNER, first_name="Olga", username="olga")
+    acc.add_user(FRIEND, "Sasha")
+    acc.add_messages(FRIEND, 4)
+    return acc
+
+
+@pytest.fixture
+def twin(tmp_path, account):
+    holder = {}
+    t = TwinUnderTest(tmp_path / "data", train=lambda *a, **k: holder["train"](*a, **k),
+                      sync_client=fake_sync_client(FakeTelegramClient(account)))  # fmt: skip
+    holder["train"] = t.training = FakeTraining(t.store)
+    t.store.upsert_people([{"id": OWNER, "first_name": "Olga", "username": "olga"},
+                           {"id": FRIEND, "first_name": "Sasha"}, {"id": KIRA, "first_name": "Кира"}])  # fmt: skip
+    add_history(t.store, FRIEND)
+    add_history(t.store, KIRA)
+    t.store.allow(user_id=FRIEND)
+    yield t
+    t.close()
+
+
+def dispatcher_commands(dp) -> set[str]:
+    """Every command any handler of the dispatcher's router tree reacts to."""
+    found, routers = set(), [dp]
+    while routers:
+        router = routers.pop()
+        routers += router.sub_routers
+        for handler in router.message.handlers:
+            for f in handler.filters or []:
+                if isinstance(f.callback, Command):
+                    found |= {c for c in f.callback.commands if isinstance(c, str)}
+    return found
+
+
+def snapshot(store) -> list[str]:
+    return list(store.conn.iterdump())
+
+
+ARGS = {"allow": "5555", "deny": str(FRIEND), "rollback": "1", "publish": "kira", "forget": "sasha"}
+
+
+def test_every_command_is_public_or_listed_as_the_owners(twin):
+    commands = dispatcher_commands(twin.dp)
+    assert commands - set(PUBLIC_COMMANDS) == set(OWNER_COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(OWNER_COMMANDS))
+@pytest.mark.parametrize("who", ["allowed friend", "stranger", "owner in a group"])
+async def test_owner_commands_are_refused_to_everyone_else_with_no_side_effect(twin, command, who):
+    add_adapter(twin.store, 1, "retired", 2.0)
+    add_adapter(twin.store, 2, "active", 1.8)
+    twin.store.set_published("sasha", True)
+    twin.store.allow(user_id=-700)
+    before = snapshot(twin.store)
+    user, chat = {"allowed friend": (FRIEND, FRIEND), "stranger": (STRANGER, STRANGER),
+                  "owner in a group": (OWNER, -700)}[who]  # fmt: skip
+    text = f"/{command} {ARGS.get(command, 'sasha')}"
+    await twin.say(user, text, chat_id=chat, chat_type="private" if chat > 0 else "group")
+    await asyncio.sleep(0.05)
+    assert snapshot(twin.store) == before
+    assert twin.training.calls == [] and twin.engine.calls == [] and twin.jobs.running() == []
+    sent = [s for s in twin.session.sent if s.method != "sendChatAction"]
+    expected = [] if who == "stranger" else [REFUSAL]
+    assert [s.data.get("text") for s in sent] == expected
+
+
+async def test_a_forged_forget_button_from_someone_else_does_nothing(twin):
+    before = snapshot(twin.store)
+    data = ForgetButton(person_id=FRIEND, confirm=True).pack()
+    await twin.feed(twin.button(FRIEND, data))
+    await twin.feed(twin.button(OWNER, data, chat_id=FRIEND))  # the owner's id, but not in the owner's chat
+    await twin.settle()
+    assert snapshot(twin.store) == before and twin.training.calls == []
+
+
+async def test_menu_shows_owner_commands_only_in_the_owners_chat(twin):
+    await set_menu(twin.bot, OWNER)
+    default, owner = twin.session.calls("setMyCommands")
+    assert default.data["scope"]["type"] == "default"
+    assert {c["command"] for c in default.data["commands"]} == set(PUBLIC_COMMANDS)
+    assert owner.data["scope"] == {"type": "chat", "chat_id": OWNER}
+    assert {c["command"] for c in owner.data["commands"]} == set(PUBLIC_COMMANDS) | set(OWNER_COMMANDS)
+
+
+async def test_persona_switch_is_stored_and_used_for_replies(twin):
+    await twin.say(OWNER, "/persona")
+    assert "Here I'm olga" in twin.session.texts(OWNER)[-1] and "kira" in twin.session.texts(OWNER)[-1]
+    await twin.say(OWNER, "/persona sasha")
+    await twin.say(OWNER, "hey")
+    assert twin.store.chat_persona(OWNER) == "sasha"
+    assert twin.engine.calls[-1]["persona"] == "sasha" and twin.engine.calls[-1]["partner"] == "olga"
+
+
+async def test_others_may_pick_only_published_personas(twin):
+    await twin.say(FRIEND, "/persona kira")
+    assert "no persona 'kira'" in twin.session.texts(FRIEND)[-1]
+    await twin.say(OWNER, "/publish kira")
+    await twin.say(FRIEND, "/persona kira")
+    await twin.say(FRIEND, "hi")
+    assert twin.engine.calls[-1]["persona"] == "kira"
+    await twin.say(OWNER, "/unpublish kira")
+    await twin.say(FRIEND, "hi again")
+    assert twin.engine.calls[-1]["persona"] == "olga"  # back to the default once unpublished
+
+
+async def test_personas_lists_message_counts(twin):
+    await twin.say(OWNER, "/personas")
+    listing = twin.session.texts(OWNER)[-1]
+    assert "olga — 6 messages (here now, default)" in listing and "kira — 3 messages" in listing
+
+
+async def test_allow_deny_allowed(twin):
+    await twin.say(OWNER, "/allow @mira")
+    await twin.say(OWNER, "/allow kira")
+    await twin.say(OWNER, "/allowed")
+    assert twin.session.texts(OWNER)[-1] == f"Allowed: {FRIEND}, @mira, {KIRA}"
+    await twin.say(OWNER, "/deny @mira")
+    assert twin.store.is_allowed(9999, "mira") is False
+    await twin.say(OWNER, "/allow what is this")
+    assert "give a Telegram user id" in twin.session.texts(OWNER)[-1]
+
+
+async def test_exclude_and_include_a_dialog(twin):
+    await twin.say(OWNER, "/exclude kira")
+    assert twin.store.dialog(KIRA)["excluded"] == 1
+    await twin.say(OWNER, "/include kira")
+    assert twin.store.dialog(KIRA)["excluded"] == 0
+    await twin.say(OWNER, "/exclude nobody")
+    assert "no person 'nobody'" in twin.session.texts(OWNER)[-1]
+
+
+async def test_sync_runs_the_collector_and_reports_the_summary(twin):
+    await twin.say(OWNER, "/sync")
+    texts = twin.session.texts(OWNER)
+    assert texts[0].startswith("Syncing") and texts[-1].startswith("Sync done.") and "4 new" in texts[-1]
+
+
+async def test_a_failed_sync_is_reported_and_the_bot_goes_on(twin):
+    def broken(settings):
+        raise NotLoggedIn("the Telegram session is not logged in: run `twin login`")
+
+    twin.jobs._sync_client = broken
+    await twin.say(OWNER, "/sync")
+    assert twin.session.texts(OWNER)[-1] == "Sync failed: the Telegram session is not logged in: run `twin login`"
+    await twin.say(OWNER, "hey")
+    assert twin.session.texts(OWNER)[-1] == "olga re: hey"
+
+
+async def test_retrain_reports_progress_and_the_new_version_and_the_next_reply_uses_it(twin):
+    await twin.say(OWNER, "/retrain")
+    texts = twin.session.texts(OWNER)
+    assert texts[0].startswith("Training") and "step 1/2" in texts
+    assert texts[-1].startswith("Adapter 0001: eval loss 1.5000, promoted")
+    await twin.say(OWNER, "hey")
+    assert twin.engine.calls[-1]["adapter"].version == 1
+
+
+async def test_a_failed_training_is_reported(twin):
+    twin.training.error = RuntimeError("killed")
+    await twin.say(OWNER, "/retrain")
+    assert twin.session.texts(OWNER)[-1] == "Training failed: RuntimeError (the log has details)"
+
+
+async def test_status_adapters_and_rollback(twin, tmp_path):
+    add_adapter(twin.store, 1, "retired", 2.0)
+    add_adapter(twin.store, 2, "active", 1.8)
+    folder = twin.settings.data_dir / "adapters" / "0002"
+    folder.mkdir(parents=True)
+    (folder / "loss.png").write_bytes(b"\x89PNG\r\n")
+    await twin.say(OWNER, "/status")
+    assert "Active adapter: 0002 (eval loss 1.8000" in twin.session.texts(OWNER)[-1]
+    assert twin.session.calls("sendPhoto", OWNER)
+    await twin.say(OWNER, "/adapters")
+    assert twin.session.texts(OWNER)[-1].splitlines()[1].startswith("0002 active: eval loss 1.8000")
+    await twin.say(OWNER, "/rollback")
+    assert twin.session.texts(OWNER)[-1] == "Adapter 0001 is active now (was 0002); the next reply uses it."
+    assert twin.store.active_adapter()["version"] == 1
+
+
+async def test_forget_asks_then_deletes_and_retrains_in_full(twin):
+    add_adapter(twin.store, 1, "active", 2.0, sessions=[s["id"] for s in twin.store.sessions()])
+    await twin.say(OWNER, "/forget sasha")
+    ask = twin.session.calls("sendMessage", OWNER)[-1].data
+    assert ask["text"].startswith("Forget sasha? This deletes 6 messages in 1 sessions")
+    yes = ask["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    await twin.feed(twin.button(OWNER, yes))
+    await twin.settle()
+    assert twin.store.dialog(FRIEND)["excluded"] == 1 and not twin.store.messages(FRIEND)
+    assert twin.training.calls == [True]  # a full round
+    edited = twin.session.calls("editMessageText", OWNER)[0].data["text"]
+    assert edited.startswith("Forgot sasha: 6 messages") and "active adapter 0001 was trained on them" in edited
+    assert twin.session.texts(OWNER)[-1] == "No active adapter was trained on sasha's data any more."
+
+
+async def test_help_shows_owner_commands_only_to_the_owner(twin):
+    await twin.say(FRIEND, "/help")
+    await twin.say(OWNER, "/help")
+    assert "/retrain" not in twin.session.texts(FRIEND)[-1] and "/retrain" in twin.session.texts(OWNER)[-1]
