@@ -1,0 +1,109 @@
+"""The trainer as the bot runs it: a child process reporting JSON lines, killed or cancelled without harm,
+and the same round data-parallel over 2 CPU processes (torchrun + accelerate, gloo)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+from safetensors.torch import load_file
+
+from core.settings import Settings
+from storage import Storage
+from tests.train_corpus import Corpus
+from trainer.runner import run_training_subprocess
+from trainer.train import LOCK
+
+pytestmark = pytest.mark.slow
+
+KNOBS = "lora_r = 8\nlora_alpha = 16\nlearning_rate = 3e-3\nepochs = 1\npack_tokens = 256\nlora_dropout = 0.0\n"
+
+
+def _settings(tmp_path, tiny_model_dir, knobs: str = KNOBS, n_train: int = 12, n_eval: int = 3) -> Settings:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    toml = tmp_path / "train.toml"
+    toml.write_text(knobs)
+    settings = Settings(data_dir=tmp_path / "data", owner_id=1, base_model=str(tiny_model_dir), train_config=toml,
+                        train_min_new_sessions=5, _env_file=None)  # fmt: skip
+    settings.ensure_data_dir()
+    Corpus(Storage(settings.db_path)).add(n_train, n_eval)
+    return settings
+
+
+def test_subprocess_reports_json_progress_and_the_result(tmp_path, tiny_model_dir):
+    settings = _settings(tmp_path, tiny_model_dir)
+    events: list[dict] = []
+    outcome = asyncio.run(run_training_subprocess(settings, ["train", "--max-steps", "3"], events.append))
+    assert outcome.status == "done", outcome.stderr_tail
+    assert outcome.returncode == 0 and outcome.version == 1 and outcome.promoted and outcome.eval_loss > 0
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "plan" and kinds.count("step") == 3 and kinds[-2:] == ["eval", "done"]
+    assert Storage(settings.db_path).active_adapter()["version"] == 1
+
+
+def test_a_killed_trainer_leaves_the_database_as_it_was(tmp_path, tiny_model_dir):
+    settings = _settings(tmp_path, tiny_model_dir)
+    store = Storage(settings.db_path)
+
+    def kill_on_first_step(event: dict) -> None:
+        if event["event"] == "step" and event["step"] == 1:
+            os.kill(store.lock_holder(LOCK)["pid"], signal.SIGKILL)  # as the OOM killer would
+
+    outcome = asyncio.run(run_training_subprocess(settings, ["train", "--max-steps", "50"], kill_on_first_step))
+    assert outcome.status == "error" and outcome.returncode == -signal.SIGKILL
+    assert store.adapters() == [] and store.active_adapter() is None
+    assert store.lock_holder(LOCK) is None, "the lock of a dead process is stale"
+    assert store.fail_dead_runs() == 1 and store.runs()[0]["status"] == "failed"
+    assert not list(settings.adapters_dir.glob("*")) or all(
+        p.name.startswith(".tmp") for p in settings.adapters_dir.iterdir()
+    )
+    store.acquire_lock(LOCK)  # the next round may start
+
+
+def test_cancelling_stops_the_child_and_records_the_round_failed(tmp_path, tiny_model_dir):
+    settings = _settings(tmp_path, tiny_model_dir)
+
+    async def scenario():
+        started = asyncio.Event()
+        task = asyncio.create_task(
+            run_training_subprocess(
+                settings, ["train", "--max-steps", "50"], lambda e: e["event"] == "step" and started.set()
+            )
+        )
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    store = Storage(settings.db_path)
+    run = store.runs()[0]
+    assert run["status"] == "failed" and "terminated by signal 15" in run["error"]
+    assert store.lock_holder(LOCK) is None and store.adapters() == []
+
+
+def _lora_weights(settings: Settings, version: int) -> dict:
+    return load_file(str(settings.adapters_dir / f"{version:04d}" / "adapter_model.safetensors"))
+
+
+def test_two_process_data_parallel_round_equals_one_process_with_accumulation(tmp_path, tiny_model_dir):
+    """DDP over 2 processes (grad_accum 1) and 1 process with grad_accum 2 see the same packs per step and
+    weigh every token the same, so they must produce the same adapter."""
+    ddp = _settings(tmp_path / "ddp", tiny_model_dir, KNOBS + "grad_accum = 1\n")
+    single = _settings(tmp_path / "single", tiny_model_dir, KNOBS + "grad_accum = 2\n")
+    events: list[dict] = []
+    outcome = asyncio.run(
+        run_training_subprocess(ddp, ["train", "--num-processes", "2", "--max-steps", "3"], events.append)
+    )
+    assert outcome.status == "done", outcome.stderr_tail
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3], "only rank 0 reports"
+    assert asyncio.run(run_training_subprocess(single, ["train", "--max-steps", "3"])).status == "done"
+    a, b = _lora_weights(ddp, 1), _lora_weights(single, 1)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert (a[key] - b[key]).abs().max() < 1e-4, key
+    import json
+
+    assert json.loads((ddp.adapters_dir / "0001" / "meta.json").read_text())["processes"] == 2

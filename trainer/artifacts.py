@@ -1,0 +1,106 @@
+"""Adapter folders: `adapters/NNNN/` = peft weights + meta.json + loss.png, written whole or not at all.
+
+A round writes into `adapters/.tmp-NNNN-PID/` and renames it into place only when complete; leftovers of a
+crashed round (temp folders of dead processes, numbered folders no storage row knows) are removed by the
+next round. Old folders are pruned down to the last `keep` plus the active adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+def adapter_dir(adapters_dir: Path, version: int) -> Path:
+    return Path(adapters_dir) / f"{version:04d}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def plot_loss(history: Sequence[dict], figures: dict, path: Path) -> None:
+    """Training loss per step, with the eval losses of the new adapter and the base model as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="train loss")
+    for key, style in (("eval_loss", "--"), ("base_eval_loss", ":"), ("active_eval_loss", "-.")):
+        if figures.get(key) is not None:
+            ax.axhline(figures[key], linestyle=style, color="gray", label=key.replace("_", " "))
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_adapter(peft_model, adapters_dir: Path, version: int, meta: dict, history: Sequence[dict]) -> Path:
+    """Write the adapter's folder atomically; returns its final path."""
+    adapters_dir = Path(adapters_dir)
+    adapters_dir.mkdir(parents=True, exist_ok=True)
+    final = adapter_dir(adapters_dir, version)
+    if final.exists():
+        raise FileExistsError(f"{final} already exists: adapter versions are never overwritten")
+    tmp = adapters_dir / f".tmp-{version:04d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        peft_model.save_pretrained(str(tmp), selected_adapters=["default"])
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        (tmp / "history.json").write_text(json.dumps(list(history)))
+        plot_loss(history, meta.get("eval", {}), tmp / "loss.png")
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def remove_leftovers(store: Storage, adapters_dir: Path) -> list[Path]:
+    """Delete temp folders of dead rounds and numbered folders that storage has no row for."""
+    adapters_dir = Path(adapters_dir)
+    if not adapters_dir.is_dir():
+        return []
+    known = {a["version"] for a in store.adapters()}
+    removed = []
+    for path in adapters_dir.iterdir():
+        name = path.name
+        stale_tmp = name.startswith(".tmp-") and not _pid_alive(int(name.rsplit("-", 1)[-1] or 0))
+        orphan = name.isdigit() and int(name) not in known
+        if path.is_dir() and (stale_tmp or orphan):
+            log.warning("removing %s left by a crashed round", path)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def prune_adapters(store: Storage, keep: int) -> list[int]:
+    """Keep the newest `keep` adapter folders and the active one; delete the rest, marking them 'deleted'."""
+    alive = [a for a in store.adapters() if a["status"] != "deleted"]
+    keep_versions = {a["version"] for a in alive[-keep:]} | {a["version"] for a in alive if a["status"] == "active"}
+    pruned = []
+    for a in alive:
+        if a["version"] in keep_versions:
+            continue
+        shutil.rmtree(a["path"], ignore_errors=True)
+        store.set_adapter_status(a["version"], "deleted", f"pruned (keeping the last {keep}); was {a['status']}")
+        pruned.append(a["version"])
+    return pruned

@@ -1,0 +1,151 @@
+"""Trainer commands: train, adapters, rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.cli import friendly_errors, settings_of
+from core.settings import Settings
+from storage import Storage
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _open(settings: Settings) -> Storage:
+    settings.ensure_data_dir()
+    return Storage(settings.db_path)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _progress(event: dict) -> None:
+    """Human progress on stderr: the plan, about ten step lines, the eval figures."""
+    kind = event.get("event")
+    if kind == "plan":
+        err.print(f"plan: {event['reason']}; {event['train_sessions']} sessions, {event['tokens']:,} tokens, "
+                  f"{event['eval_sessions']} eval sessions, {event['steps']} steps", highlight=False)  # fmt: skip
+    elif kind == "step" and (event["step"] % max(1, event["of"] // 10) == 0 or event["step"] == event["of"]):
+        speed = f", {event['tokens_per_s']:,.0f} tok/s" if event.get("tokens_per_s") else ""
+        err.print(f"step {event['step']}/{event['of']} loss {event['loss']:.4f}{speed}", highlight=False)
+    elif kind == "eval":
+        err.print(f"eval loss {_fmt(event['eval_loss'])} (base {_fmt(event['base_eval_loss'])}, "
+                  f"active {_fmt(event['active_eval_loss'])})", highlight=False)  # fmt: skip
+
+
+def _report(final: dict | None) -> None:
+    if final is None:
+        return
+    kind = final.get("event")
+    if kind == "skipped":
+        out.print(f"nothing to train: {final['reason']}")
+    elif kind == "dry_run":
+        out.print("dry run (nothing trained or written):")
+        for key, value in final.items():
+            if key != "event":
+                out.print(f"  {key}: {value}", highlight=False)
+    elif kind == "error":
+        raise_user(final.get("error") or "the training round failed")
+    elif kind == "done":
+        for warning in final.get("warnings") or []:
+            err.print(f"[yellow]warning:[/yellow] {warning}")
+        state = "active" if final["promoted"] else "rejected"
+        out.print(f"adapter {final['version']} ({state}): eval loss {_fmt(final['eval_loss'])}, base "
+                  f"{_fmt(final['base_eval_loss'])}, previous {_fmt(final['active_eval_loss'])}; {final['reason']}",
+                  highlight=False)  # fmt: skip
+
+
+def raise_user(message: str):
+    from core.errors import UserError
+
+    raise UserError(message)
+
+
+@friendly_errors
+def train_cmd(
+    ctx: typer.Context,
+    full: bool = typer.Option(False, "--full", help="Retrain from the base model on every session."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop after N optimiser steps."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be trained; train nothing."),
+    if_needed: bool = typer.Option(False, "--if-needed", help="Only if enough new sessions wait (for cron)."),
+    num_processes: int = typer.Option(1, "--num-processes", help="Data-parallel processes (accelerate DDP)."),
+    strategy: str = typer.Option(None, "--strategy", help="ddp (default) or fsdp for models too big for one GPU."),
+    show_config: bool = typer.Option(False, "--show-config", help="Print every training knob and its why."),
+) -> None:
+    """Train one LoRA round on new closed sessions (plus a replay sample) and print the new adapter's version.
+
+    The adapter becomes active if its eval loss is not worse than the active one's. One round at a time.
+
+    Example: twin train --if-needed
+    """
+    from trainer.rounds import RoundOptions, round_once
+
+    settings = settings_of(ctx)
+    opts = RoundOptions(full, max_steps, dry_run, if_needed, num_processes, strategy)
+    if show_config:
+        table = Table("knob", "value", "why")
+        for name, value, why in opts.config(settings).whys():
+            table.add_row(name, str(value), why)
+        out.print(table)
+        return
+    settings.ensure_data_dir()
+    if num_processes > 1 and not dry_run:
+        from trainer.runner import run_training_subprocess
+
+        _report(asyncio.run(run_training_subprocess(settings, opts.to_args(), _progress)).final or None)
+        return
+    _report(round_once(settings, opts, _progress))
+
+
+@friendly_errors
+def adapters_cmd(
+    ctx: typer.Context,
+    personas: bool = typer.Option(False, "--personas", help="Also show eval loss per persona."),
+) -> None:
+    """List adapter versions with status, eval loss (vs the base model) and why they were kept or rejected.
+
+    Example: twin adapters --personas
+    """
+    from trainer.registry import adapter_listing
+
+    store = _open(settings_of(ctx))
+    store.fail_dead_runs()
+    columns = ["version", "status", "created", "from", "sessions", "eval loss", "base", "train loss", "reason"]
+    table = Table(*columns, *(["per persona"] if personas else []))
+    for a in adapter_listing(store):
+        when = dt.datetime.fromtimestamp(a["created_at"]).strftime("%Y-%m-%d %H:%M")
+        eval_loss = _fmt(a["eval_loss"]) if a["eval_loss"] is not None else "- (no eval sessions)"
+        row = [str(a["version"]), a["status"], when, str(a["parent_version"] or "base"), str(a["n_sessions"]),
+               eval_loss, _fmt(a["base_eval_loss"]), _fmt(a["train_loss"]), a["reason"] or ""]  # fmt: skip
+        if personas:
+            row.append(", ".join(f"{k} {v:.3f}" for k, v in a["per_persona"].items()))
+        table.add_row(*row)
+    out.print(table)
+
+
+@friendly_errors
+def rollback_cmd(
+    ctx: typer.Context,
+    version: int = typer.Argument(None, help="Adapter to activate (default: the previously active one)."),
+) -> None:
+    """Make an earlier adapter active again (the bot picks it up on its next reply).
+
+    Example: twin rollback 3
+    """
+    from trainer.registry import rollback
+
+    old, new = rollback(_open(settings_of(ctx)), version)
+    out.print(f"active adapter: {new} (was {old if old is not None else 'none'})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    app.command("adapters")(adapters_cmd)
+    app.command("rollback")(rollback_cmd)

@@ -1,0 +1,100 @@
+"""Training knobs: one model with a default and a one-line why for each (the field's description).
+
+Defaults suit a 0.5–3B instruct model on one GPU. Override any of them in a TOML file named by
+TWIN_TRAIN_CONFIG, e.g.
+
+    lora_r = 32
+    epochs = 3
+
+`twin train --show-config` prints every knob with its value and why.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.errors import UserError
+from core.settings import Settings
+
+Strategy = Literal["ddp", "fsdp"]
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # -- LoRA ---------------------------------------------------------------------------------------
+    lora_r: int = Field(16, ge=1, le=256, description="16 learns a person's style; higher costs memory, "
+                        "rarely helps on chat data, and vLLM must be started with max_lora_rank >= r.")  # fmt: skip
+    lora_alpha: int = Field(32, ge=1, description="2·r keeps the update scale steady when r changes.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="A little dropout: chats repeat a lot.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="Every linear projection (attention + MLP): best quality per parameter; "
+        "vLLM serves them all. No embeddings or lm_head: vLLM cannot serve trained embeddings."
+    )  # fmt: skip
+
+    # -- optimisation -------------------------------------------------------------------------------
+    learning_rate: float = Field(2e-4, gt=0, description="2e-4 is the usual LoRA rate; full fine-tunes use ~10x less.")
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="Cosine decays smoothly to 0, so the last steps polish instead of jumping."
+    )
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="A short warmup keeps the first updates from "
+                                "wrecking a freshly initialised (or inherited) adapter.")  # fmt: skip
+    weight_decay: float = Field(0.0, ge=0, description="LoRA's low rank already regularises; decay adds little.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Clipping guards against one odd pack blowing up a step.")
+    epochs: int = Field(2, ge=1, le=10, description="2 passes learn the style; more memorises the chats.")
+    pack_tokens: int = Field(2048, ge=64, description="Tokens per micro-batch (sessions packed, no padding): "
+                             "the batch size. Without flash-attention a pack's attention grows with its "
+                             "square, so ~2x the typical session is the sweet spot; lower it on OOM.")  # fmt: skip
+    grad_accum: int = Field(4, ge=1, description="Micro-batches per optimiser step: ~8k tokens a step is "
+                            "stable for LoRA without needing the memory for it at once.")  # fmt: skip
+    max_seq_len: int = Field(1024, ge=32, description="Longest window the model sees; longer sessions become "
+                             "overlapping windows. Chats rarely need more context than this.")  # fmt: skip
+    window_context: float = Field(0.5, ge=0, lt=1, description="Share of a window that repeats earlier text "
+                                  "as context (no loss) when a session is cut into windows.")  # fmt: skip
+    gradient_checkpointing: bool | None = Field(None, description="None: on for GPUs (fits 4k-token packs of a "
+                                                "3B model in 16 GB, ~30% slower), off on CPU.")  # fmt: skip
+    max_steps: int | None = Field(None, ge=1, description="Cap on optimiser steps (smoke tests, benches); "
+                                  "None trains the full epochs.")  # fmt: skip
+    seed: int = Field(0, description="Same data + same seed = same adapter; change it to re-roll a round.")
+
+    # -- rounds -------------------------------------------------------------------------------------
+    replay_ratio: float = Field(1.0, ge=0, description="Earlier sessions replayed per new one in an incremental "
+                                "round: 1.0 keeps old knowledge at twice the cost of new data alone.")  # fmt: skip
+    fresh_every: int = Field(10, ge=1, description="Every Nth round starts from the base model on all data, so "
+                             "drift from many small rounds never accumulates.")  # fmt: skip
+    promote_tolerance: float = Field(0.01, ge=0, description="A new adapter may be up to 1% worse in eval loss "
+                                     "and still be promoted: small eval sets are noisy.")  # fmt: skip
+    keep_adapters: int = Field(5, ge=1, description="Adapter folders kept on disk (plus the active one); older "
+                                "ones are deleted. A 1.5B r=16 adapter is ~70 MB.")  # fmt: skip
+    eval_pack_tokens: int = Field(8192, ge=64, description="Eval needs no gradients, so it packs more per pass.")
+
+    # -- scale-out ----------------------------------------------------------------------------------
+    strategy: Strategy = Field("ddp", description="ddp copies the model per process (fine up to ~8B with LoRA); "
+                               "fsdp shards it, for models that do not fit one device.")  # fmt: skip
+
+    def whys(self) -> list[tuple[str, object, str]]:
+        """(knob, value, why) for every knob, for `--show-config`."""
+        return [(name, getattr(self, name), f.description or "") for name, f in type(self).model_fields.items()]
+
+
+def load_config(settings: Settings, **overrides) -> TrainConfig:
+    """Defaults, then the TOML file named by settings.train_config, then `overrides` (CLI flags)."""
+    values: dict = {}
+    path = getattr(settings, "train_config", None)
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"TWIN_TRAIN_CONFIG={path} does not exist: create it or unset TWIN_TRAIN_CONFIG")
+        with path.open("rb") as f:
+            values = tomllib.load(f)
+        unknown = set(values) - set(TrainConfig.model_fields)
+        if unknown:
+            raise UserError(
+                f"{path}: unknown training knob(s) {sorted(unknown)}: `twin train --show-config` lists them"
+            )
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)

@@ -1,0 +1,83 @@
+"""A round as the CLI, `python -m trainer` and the scheduler ask for it: options → one final event.
+
+Every way of starting a round goes through `round_once`, so `twin train`, the bot's subprocess and cron
+apply the same rules (`--if-needed`, dry runs, what "nothing to train" means). Events are plain dicts:
+`plan`, `step`, `eval`, then one of `done` / `skipped` / `dry_run` (and `error` from `python -m trainer`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from core.settings import Settings
+from storage import Storage
+from trainer.config import TrainConfig, load_config
+from trainer.plan import NothingToTrain, count_new_sessions
+
+
+@dataclass
+class RoundOptions:
+    full: bool = False
+    max_steps: int | None = None
+    dry_run: bool = False
+    if_needed: bool = False
+    num_processes: int = 1
+    strategy: str | None = None  # ddp | fsdp; None: the config's
+
+    def to_args(self) -> list[str]:
+        """The `python -m trainer train ...` arguments that ask for these options."""
+        args = ["train"]
+        args += ["--full"] if self.full else []
+        args += ["--max-steps", str(self.max_steps)] if self.max_steps else []
+        args += ["--dry-run"] if self.dry_run else []
+        args += ["--if-needed"] if self.if_needed else []
+        args += ["--num-processes", str(self.num_processes)] if self.num_processes != 1 else []
+        args += ["--strategy", self.strategy] if self.strategy else []
+        return args
+
+    @classmethod
+    def parse(cls, argv: Sequence[str]) -> RoundOptions:
+        p = argparse.ArgumentParser(prog="python -m trainer", description="Run one training round (JSON lines).")
+        p.add_argument("command", nargs="?", default="train", choices=["train"])
+        p.add_argument("--full", action="store_true")
+        p.add_argument("--max-steps", type=int)
+        p.add_argument("--dry-run", action="store_true")
+        p.add_argument("--if-needed", action="store_true")
+        p.add_argument("--num-processes", type=int, default=1)
+        p.add_argument("--strategy", choices=["ddp", "fsdp"])
+        a = p.parse_args(list(argv))
+        return cls(a.full, a.max_steps, a.dry_run, a.if_needed, a.num_processes, a.strategy)
+
+    def config(self, settings: Settings) -> TrainConfig:
+        return load_config(settings, max_steps=self.max_steps, strategy=self.strategy)
+
+
+def training_needed(settings: Settings) -> tuple[bool, int, int]:
+    """(needed, new sessions, threshold): at least settings.train_min_new_sessions new closed sessions."""
+    store = Storage(settings.db_path)
+    try:
+        n = count_new_sessions(store)
+    finally:
+        store.close()
+    return n >= settings.train_min_new_sessions, n, settings.train_min_new_sessions
+
+
+def round_once(settings: Settings, opts: RoundOptions, on_event: Callable[[dict], None] | None = None) -> dict | None:
+    """Run (or plan, or skip) one round in this process; returns the final event (None on non-main ranks)."""
+    from trainer.train import dry_run, run_round
+
+    settings.require("base_model")
+    cfg = opts.config(settings)
+    if opts.if_needed:
+        needed, n, threshold = training_needed(settings)
+        if not needed:
+            return {"event": "skipped", "reason": f"{n} new closed sessions, fewer than {threshold}", "new_sessions": n}
+    try:
+        if opts.dry_run:
+            return {"event": "dry_run", **dry_run(settings, cfg, opts.full)}
+        result = run_round(settings, cfg, opts.full, on_event)
+    except NothingToTrain as exc:
+        return {"event": "skipped", "reason": str(exc)}
+    return result.as_event() if result is not None else None

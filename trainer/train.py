@@ -1,0 +1,275 @@
+"""One training round, as a recipe: guard → setup → train → evaluate → publish.
+
+    round = TrainingRound(settings, cfg, full=False, on_event=print)
+    with round.guarded():          # lock, run row; a failure is recorded and leaves everything as it was
+        round.setup()              # data plan, examples, packs, model + LoRA, optimiser
+        round.train()
+        round.evaluate()           # new adapter, base model (cached), active adapter on the same eval set
+        result = round.publish()   # adapters/NNNN/, storage rows, promotion, pruning
+
+In a data-parallel run (accelerate, N processes) only the main process touches storage and files: it plans
+the round and broadcasts the plan; every process trains on its share of each step; the main one evaluates
+and publishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from core.format import ChatFormat
+from core.settings import Settings
+from storage import Storage
+from trainer import artifacts
+from trainer import evaluate as ev
+from trainer import model as tm
+from trainer.config import TrainConfig
+from trainer.dataset import iter_sessions
+from trainer.loop import Trainer, make_optimizer, total_steps
+from trainer.packing import pack_examples
+from trainer.plan import RoundPlan, lora_shape, plan_round
+from trainer.registry import decide
+from trainer.windows import build_examples
+
+log = logging.getLogger(__name__)
+LOCK = "train"
+Event = Callable[[dict], None]
+
+
+@dataclass
+class RoundResult:
+    version: int | None
+    promoted: bool
+    eval_loss: float | None
+    base_eval_loss: float | None
+    active_eval_loss: float | None
+    reason: str
+    warnings: list[str] = field(default_factory=list)
+    run_id: int | None = None
+    counts: dict = field(default_factory=dict)
+
+    def as_event(self) -> dict:
+        return {"event": "done", **asdict(self)}
+
+
+def train_loss(history: list[dict], last: int = 5) -> float | None:
+    """Mean loss of the last few steps: what training ended at (noisy per step, so averaged)."""
+    tail = [h["loss"] for h in history[-last:]]
+    return round(sum(tail) / len(tail), 5) if tail else None
+
+
+def make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+
+    kwargs = {}
+    if cfg.strategy == "fsdp":
+        from accelerate import FullyShardedDataParallelPlugin
+
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
+    return Accelerator(cpu=not torch.cuda.is_available(), **kwargs)
+
+
+class TrainingRound:
+    def __init__(self, settings: Settings, cfg: TrainConfig, full: bool = False, on_event: Event | None = None):
+        self.settings, self.cfg, self.full = settings, cfg, full
+        self.base_model: str = settings.require("base_model")
+        self.acc = make_accelerator(cfg)
+        self.main = self.acc.is_main_process
+        self._emit = on_event if (on_event and self.main) else (lambda e: None)
+        self.store = Storage(settings.db_path)
+        self.run_id: int | None = None
+        self.warnings: list[str] = []
+
+    # -- guard ------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def guarded(self) -> Iterator[None]:
+        """One round at a time; a round that raises after it started is recorded failed with its error.
+        The lock is released however the round ends (and is stale once its process is gone)."""
+        if not self.main:
+            yield
+            return
+        self.store.fail_dead_runs()
+        self.store.acquire_lock(LOCK)
+        try:
+            artifacts.remove_leftovers(self.store, self.settings.adapters_dir)
+            try:
+                yield
+            except BaseException as exc:
+                if self.run_id is not None:
+                    self.store.finish_run(self.run_id, "failed", f"{type(exc).__name__}: {exc}")
+                raise
+        finally:
+            self.store.release_lock(LOCK)
+
+    # -- setup ------------------------------------------------------------------------------------------
+    def load_sessions(self) -> None:
+        self.fmt = ChatFormat(tm.load_tokenizer(self.base_model))
+        self.train_sessions = list(iter_sessions(self.store, self.settings, "train"))
+        self.eval_sessions = list(iter_sessions(self.store, self.settings, "eval"))
+
+    def make_plan(self) -> RoundPlan:
+        plan = (
+            plan_round(self.store, self.cfg, self.train_sessions, self.eval_sessions, self.full) if self.main else None
+        )
+        if self.acc.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            plan = broadcast_object_list([plan])[0]
+        return plan
+
+    def setup_data(self) -> None:
+        """Plan the round and turn its sessions into packs (no model yet: `--dry-run` stops here)."""
+        self.load_sessions()
+        self.plan = self.make_plan()
+        chosen = [s for s in self.train_sessions if s.id in self.plan.train_ids]
+        eval_ids = {s.id for s in self.eval_sessions}
+        assert all(s.split == "train" and s.id not in eval_ids for s in chosen), "eval session in training data"
+        self.chosen = chosen
+        window = (self.cfg.max_seq_len, self.cfg.window_context)
+        examples = list(build_examples(self.fmt, chosen, *window))
+        self.eval_examples = list(build_examples(self.fmt, self.eval_sessions, *window))
+        self.packs = pack_examples(examples, self.cfg.pack_tokens, self.cfg.seed)
+        self.steps = total_steps(len(self.packs), self.cfg, self.acc.num_processes)
+        self.counts = {
+            "new_sessions": len(self.plan.new_ids), "replay_sessions": len(self.plan.replay_ids),
+            "train_sessions": len(chosen), "eval_sessions": len(self.eval_sessions), "examples": len(examples),
+            "packs": len(self.packs), "steps": self.steps, "tokens": sum(len(e) for e in examples),
+            "loss_tokens": sum(p.n_loss for p in self.packs), "dropped_leaks": self.plan.dropped_leaks,
+        }  # fmt: skip
+        self._emit({"event": "plan", "full": self.plan.full, "parent_version": self.plan.parent_version,
+                    "reason": self.plan.reason, **self.counts})  # fmt: skip
+
+    def setup_model(self) -> None:
+        torch.manual_seed(self.cfg.seed)
+        self.dtype = tm.pick_dtype(self.acc.device)
+        base = tm.load_base(self.base_model, self.dtype, self.acc.device)
+        model = tm.attach_lora(base, self.cfg, self.plan.parent_path)
+        optimizer, self.scheduler = make_optimizer(model, self.cfg, self.steps)
+        self.model, self.optimizer = self.acc.prepare(model, optimizer)
+
+    def setup(self) -> None:
+        self.setup_data()
+        if self.main:
+            self.run_id = self.store.start_run(self.plan.full)
+        self.setup_model()
+
+    # -- train ------------------------------------------------------------------------------------------
+    def train(self) -> None:
+        trainer = Trainer(self.model, self.optimizer, self.scheduler, self.acc, self.cfg, self.dtype)
+        self.history = trainer.run(self.packs, on_step=lambda e: self._emit({"event": "step", **e}))
+        self.peft_model = self.acc.unwrap_model(self.model)
+
+    # -- evaluate ---------------------------------------------------------------------------------------
+    def _eval(self, fn, *args) -> dict | None:
+        return fn(self.peft_model, *args, self.eval_examples, self.cfg.eval_pack_tokens, self.dtype, self.acc.device)
+
+    def active_figures(self, key: str) -> dict | None:
+        """The active adapter's eval figures on this eval set: stored ones if the set is the same."""
+        active = self.store.active_adapter()
+        if active is None or not self.eval_examples:
+            return None
+        stored = json.loads(active["eval_json"] or "{}")
+        if stored.get("eval_set") == key and stored.get("eval"):
+            return stored["eval"]
+        tm.load_adapter_for_eval(self.peft_model, active["path"], "active")
+        try:
+            return self._eval(ev.evaluate_adapter, "active")
+        finally:
+            self.peft_model.delete_adapter("active")
+
+    def evaluate(self) -> None:
+        if not self.main:
+            return
+        self.eval_key = ev.eval_set_key(
+            self.base_model, self.eval_sessions, self.cfg.max_seq_len, self.cfg.window_context
+        )
+        self.new_figures = ev.evaluate(
+            self.peft_model, self.eval_examples, self.cfg.eval_pack_tokens, self.dtype, self.acc.device
+        )
+        base_args = (self.eval_examples, self.cfg.eval_pack_tokens, self.dtype, self.acc.device)
+        self.base_figures = ev.evaluate_base(self.peft_model, *base_args, self.store, self.eval_key)
+        self.active = self.store.active_adapter()
+        self.active_eval = self.active_figures(self.eval_key)
+        loss = lambda f: f["loss"] if f else None  # noqa: E731
+        self._emit({"event": "eval", "eval_loss": loss(self.new_figures), "base_eval_loss": loss(self.base_figures),
+                    "active_eval_loss": loss(self.active_eval)})  # fmt: skip
+
+    # -- publish ----------------------------------------------------------------------------------------
+    def meta(self, version: int) -> dict:
+        loss = lambda f: f["loss"] if f else None  # noqa: E731
+        return {
+            "version": version, "base_model": self.base_model, "parent_version": self.plan.parent_version,
+            "full": self.plan.full, "reason": self.plan.reason, "config": self.cfg.model_dump(),
+            "lora": lora_shape(self.cfg), "counts": self.counts, "processes": self.acc.num_processes,
+            "steps": len(self.history), "dtype": str(self.dtype).removeprefix("torch."),
+            "train_loss": train_loss(self.history),
+            "eval": {"eval_set": self.eval_key, "eval_loss": loss(self.new_figures),
+                     "base_eval_loss": loss(self.base_figures), "active_eval_loss": loss(self.active_eval),
+                     "active_version": self.active["version"] if self.active else None,
+                     "new": self.new_figures, "base": self.base_figures, "active": self.active_eval},
+        }  # fmt: skip
+
+    def publish(self) -> RoundResult | None:
+        if not self.main:
+            return None
+        new_loss, active_loss = (f["loss"] if f else None for f in (self.new_figures, self.active_eval))
+        decision = decide(new_loss, active_loss, self.active is not None, self.cfg.promote_tolerance)
+        if decision.warning:
+            log.info(decision.warning)
+            self.warnings.append(decision.warning)
+        version = self.store.next_adapter_version()
+        meta = self.meta(version)
+        path = artifacts.save_adapter(self.peft_model, self.settings.adapters_dir, version, meta, self.history)
+        row = {
+            "version": version, "run_id": self.run_id, "parent_version": self.plan.parent_version,
+            "base_model": self.base_model, "path": str(path), "status": "candidate" if decision.promote else "rejected",
+            "reason": decision.reason, "eval_loss": new_loss, "base_eval_loss": meta["eval"]["base_eval_loss"],
+            "eval_json": json.dumps({"eval_set": self.eval_key, "eval": self.new_figures, "base": self.base_figures,
+                                     "train_loss": meta["train_loss"]}),
+            "n_sessions": len(self.chosen),
+        }  # fmt: skip
+        # One transaction: the adapter row, what it saw, its promotion and the run's end appear together.
+        with self.store.transaction():
+            self.store.add_adapter(row, [(s.id, s.content_hash) for s in self.chosen])
+            if decision.promote:
+                self.store.activate_adapter(version, decision.reason)
+            self.store.finish_run(self.run_id, "succeeded", adapter_version=version,
+                                  n_sessions=len(self.chosen), n_tokens=self.counts["tokens"])  # fmt: skip
+        pruned = artifacts.prune_adapters(self.store, self.cfg.keep_adapters)
+        if pruned:
+            log.info("pruned adapters %s", pruned)
+        return RoundResult(version, decision.promote, new_loss, meta["eval"]["base_eval_loss"], active_loss,
+                           decision.reason, self.warnings, self.run_id, self.counts)  # fmt: skip
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def run_round(settings: Settings, cfg: TrainConfig, full: bool = False, on_event: Event | None = None):
+    """Run one round; the main process returns its RoundResult (other processes of a DDP run: None)."""
+    settings.ensure_data_dir()
+    round_ = TrainingRound(settings, cfg, full, on_event)
+    try:
+        with round_.guarded():
+            round_.setup()
+            round_.train()
+            round_.evaluate()
+            return round_.publish()
+    finally:
+        round_.close()
+
+
+def dry_run(settings: Settings, cfg: TrainConfig, full: bool = False) -> dict:
+    """What a round would train on (plan and counts), without a model, a lock or a write."""
+    round_ = TrainingRound(settings, cfg, full)
+    try:
+        round_.setup_data()
+        return {"full": round_.plan.full, "parent_version": round_.plan.parent_version,
+                "reason": round_.plan.reason, **round_.counts}  # fmt: skip
+    finally:
+        round_.close()

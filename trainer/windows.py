@@ -1,0 +1,77 @@
+"""Sessions → training examples: token ids, a loss mask, and who spoke each token.
+
+A session that fits `max_len` is one example whose loss mask is the format's mask (every speaker's text and
+end-of-turn, never headers). A longer session becomes windows: each window ends where the previous one
+ended plus a stride, starts `context` tokens earlier (snapped forward to a turn header when one is near),
+and has loss only on its new part — so every token is learned exactly once, always with context before it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from core.format import ChatFormat, Rendered
+from trainer.dataset import TrainingSession
+
+
+@dataclass
+class Example:
+    """One window of one session. loss[i]=1: ids[i] is a target; speaker[i] indexes `personas`."""
+
+    session_id: str
+    ids: list[int]
+    loss: list[int]
+    speaker: list[int]
+    personas: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_loss(self) -> int:
+        return sum(self.loss)
+
+
+def token_speakers(rendered: Rendered, n_turns: int) -> list[int]:
+    """The turn index each token belongs to (BOS counts as the first turn)."""
+    starts = rendered.turn_starts
+    return [max(0, min(n_turns - 1, bisect_right(starts, i) - 1)) for i in range(len(rendered.ids))]
+
+
+def window_bounds(n: int, turn_starts: list[int], max_len: int, context: float) -> list[tuple[int, int, int]]:
+    """(start, new_from, end) per window: ids[start:end] is fed, loss only on [new_from, end)."""
+    if n <= max_len:
+        return [(0, 0, n)]
+    stride = max(1, max_len - int(max_len * context))
+    bounds, new_from, end = [], 0, max_len
+    while True:
+        start = max(0, end - max_len)
+        # Prefer a context that begins at a speaker header over one that begins mid-message.
+        k = bisect_left(turn_starts, start)
+        if k < len(turn_starts) and turn_starts[k] <= new_from:
+            start = turn_starts[k]
+        bounds.append((start, new_from, end))
+        if end >= n:
+            return bounds
+        new_from, end = end, min(n, end + stride)
+
+
+def session_examples(fmt: ChatFormat, session: TrainingSession, max_len: int, context: float) -> list[Example]:
+    """A session's windows as examples (one example when it fits)."""
+    rendered = fmt.render(session.turns)
+    personas = tuple(t.speaker for t in session.turns)
+    speakers = token_speakers(rendered, len(personas))
+    out = []
+    for start, new_from, end in window_bounds(len(rendered.ids), rendered.turn_starts, max_len, context):
+        loss = [m if i >= new_from else 0 for i, m in enumerate(rendered.mask[start:end], start)]
+        out.append(Example(session.id, rendered.ids[start:end], loss, speakers[start:end], personas))
+    return out
+
+
+def build_examples(
+    fmt: ChatFormat, sessions: Iterable[TrainingSession], max_len: int, context: float
+) -> Iterator[Example]:
+    for session in sessions:
+        yield from session_examples(fmt, session, max_len, context)
