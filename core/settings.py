@@ -75,32 +75,6 @@ class Settings(BaseSettings):
     # 96 tokens: a burst of a few chat messages; a runaway reply costs at most this much time.
     reply_max_new_tokens: int = Field(96, ge=8, description="Longest reply (tokens).")
 
-    # -- the reply engine (engine/): vLLM options and decoding ------------------------------------------
-    # 0.5: leaves half the GPU to `twin train` on the same card; raise it on a GPU that only serves.
-    vllm_gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="Share of GPU memory for vLLM.")
-    # >1 splits the model over that many GPUs: only for models that do not fit on one.
-    vllm_tensor_parallel_size: int = Field(1, ge=1, description="GPUs the model is split over.")
-    # 4096: a chat's recent turns fit easily; a shorter window leaves more KV cache for concurrent chats.
-    vllm_max_model_len: int = Field(4096, ge=256, description="Prompt + reply tokens (oldest turns dropped).")
-    # auto = the model's dtype (bf16 on GPU); use float32 on CPUs without bf16 support.
-    vllm_dtype: str = Field("auto", description="auto | bfloat16 | float16 | float32")
-    # Empty = detected from the model folder (AWQ/GPTQ checkpoints); bitsandbytes quantizes at load time.
-    vllm_quantization: str | None = Field(
-        None, description="e.g. awq, gptq, bitsandbytes, fp8; empty = auto."
-    )
-    # 3: the active adapter, the one being promoted (old requests finish on it) and a spare; each costs memory.
-    vllm_max_loras: int = Field(3, ge=1, description="Adapters served in one batch.")
-    # Empty = the largest rank of the adapters found at start-up, at least 16; a bigger one needs a restart.
-    vllm_max_lora_rank: int | None = Field(None, description="Largest LoRA rank the engine accepts.")
-    # Decoding. 0.7 keeps the persona's usual words but varies replies; 0 = greedy (the same reply each time).
-    reply_temperature: float = Field(0.7, ge=0, description="Sampling temperature; 0 = greedy.")
-    # 0.9 cuts the long tail of unlikely tokens (typos, other languages) that plain sampling picks up.
-    reply_top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling share.")
-    # 1.0 = off: it would also penalise the persona's habitual words and emoji already in the context.
-    reply_repetition_penalty: float = Field(1.0, gt=0, description="Penalty on tokens already seen.")
-    # 96 tokens: a burst of a few chat messages; a runaway reply costs at most this much time.
-    reply_max_new_tokens: int = Field(96, ge=8, description="Longest reply (tokens).")
-
     bot_token: SecretStr | None = Field(None, description="Bot token from @BotFather.")
     bot_api_url: str | None = Field(
         None, description="Self-hosted Bot API server, e.g. http://localhost:8081."
