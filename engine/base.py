@@ -1,0 +1,198 @@
+"""The engine interface the bot calls, and the reply logic every engine shares.
+
+An engine only knows how to `generate(prompt_ids, adapter, sampling)`. Everything that must be the same
+whichever engine serves a reply lives here, once: the prompt comes from the core conversation format (the
+one the adapter was trained on), a degenerate reply is retried once and then dropped, and an adapter that
+does not change the model's output is refused (vLLM silently serves the base model when an adapter's
+module names do not match it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from core.format import ChatFormat, ChatTurn
+
+from .decoding import PROBE, Generation, Sampling, degenerate_reason
+
+log = logging.getLogger(__name__)
+
+# The fixed prompt of the smoke check: any trained persona adapter changes how a reply to it begins.
+PROBE_TURNS = (ChatTurn("friend", ("hey! how are you? what are you up to tonight?",)),)
+PROBE_PERSONA = "owner"
+# Log-probabilities closer than this count as unchanged (fp noise between batched and single kernels).
+PROBE_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """One trained adapter as the engine serves it: `version` is vLLM's lora_int_id, never reused."""
+
+    version: int
+    path: Path
+    rank: int
+
+    @property
+    def name(self) -> str:
+        """The versioned name an engine knows it by (a promotion is a new name, never a reload)."""
+        return f"twin-{self.version:04d}"
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], data_dir: Path | None = None) -> AdapterRef:
+        """From a storage `adapters` row; a relative path is looked up as given, then under `data_dir`."""
+        path = Path(row["path"])
+        if not path.is_absolute() and not path.exists() and data_dir is not None:
+            for base in (data_dir, data_dir / "adapters"):
+                if (base / path).exists():
+                    path = base / path
+                    break
+        return cls(version=int(row["version"]), path=path.resolve(), rank=adapter_rank(path))
+
+
+def adapter_rank(path: Path) -> int:
+    """The largest LoRA rank in a peft folder's adapter_config.json (0 when it cannot be read)."""
+    try:
+        config = json.loads((Path(path) / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return max([int(config.get("r") or 0), *map(int, (config.get("rank_pattern") or {}).values())])
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the bot calls. `reply` returns the burst's messages, or [] when there is nothing worth sending."""
+
+    rejected: dict[int, str]
+
+    async def start(self) -> None: ...
+
+    async def reply(
+        self, turns: Sequence[ChatTurn], persona: str, partner: str, adapter: AdapterRef | None
+    ) -> list[str]: ...
+
+    async def close(self) -> None: ...
+
+
+class BaseEngine:
+    """Reply logic on top of `generate`; subclasses start a model, set `format` and `max_context`."""
+
+    name = "engine"
+
+    def __init__(self, sampling: Sampling | None = None):
+        self.sampling = sampling or Sampling()
+        self.format: ChatFormat | None = None  # set by start(): built from the base model's tokenizer
+        self.max_context: int = 4096  # prompt + reply tokens the model accepts; set by start()
+        self.rejected: dict[int, str] = {}  # adapter version → why it is not served
+        self._checks: dict[int, asyncio.Future[str | None]] = {}
+        self._good: list[AdapterRef] = []  # adapters that passed the smoke check, newest use last
+        self._base_probe: asyncio.Future[Generation] | None = None
+
+    # -- what subclasses provide --------------------------------------------------------------------
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def generate(self, prompt_ids: list[int], adapter: AdapterRef | None, sampling: Sampling) -> Generation:
+        """Generate one reply's tokens for `prompt_ids` with `adapter` (None: the base model)."""
+        raise NotImplementedError
+
+    def adapter_problem(self, adapter: AdapterRef) -> str | None:
+        """Why this engine cannot load `adapter` at all (checked before the smoke check), or None."""
+        if not (adapter.path / "adapter_config.json").exists():
+            return f"{adapter.path} has no adapter_config.json (not a peft adapter folder)"
+        return None
+
+    # -- the interface -------------------------------------------------------------------------------
+    async def reply(
+        self, turns: Sequence[ChatTurn], persona: str, partner: str, adapter: AdapterRef | None
+    ) -> list[str]:
+        """`persona`'s next burst in a chat with `partner` (the turns name every speaker; `partner` is
+        who the reply is for, used in logs). Degenerate output is retried once, then dropped ([])."""
+        adapter = await self.usable_adapter(adapter)
+        prompt = self.prompt_ids(turns, persona)
+        for sampling in (self.sampling, self.sampling.for_retry()):
+            gen = await self.generate(prompt, adapter, sampling)
+            # A message of dashes alone is a separator the model broke ("\n---\n---"), not something to send.
+            messages = [m for m in self.format.decode_reply(gen.token_ids) if m.strip("-")]
+            reason = degenerate_reason(gen, messages)
+            if reason is None:
+                return messages
+            log.info("%s reply as %s to %s was degenerate (%s)", self.name, persona, partner, reason)
+        log.warning("%s: dropped a reply as %s to %s: degenerate twice", self.name, persona, partner)
+        return []
+
+    def prompt_ids(self, turns: Sequence[ChatTurn], persona: str) -> list[int]:
+        """The core format's prompt, with the oldest turns left out until it fits the context window."""
+        budget = self.max_context - self.sampling.for_retry().max_new_tokens
+        turns = list(turns)
+        prompt = self.format.prompt(turns, persona)
+        while len(prompt) > budget and len(turns) > 1:
+            turns = turns[1:]
+            prompt = self.format.prompt(turns, persona)
+        # One huge turn: keep its newest tokens after the header so the persona header still ends it.
+        return prompt if len(prompt) <= budget else prompt[-budget:]
+
+    async def load(self, adapter: AdapterRef) -> bool:
+        """Check (and load) an adapter ahead of its first reply, e.g. at promotion. False: rejected."""
+        return await self.usable_adapter(adapter) == adapter
+
+    # -- the smoke check -----------------------------------------------------------------------------
+    async def usable_adapter(self, adapter: AdapterRef | None) -> AdapterRef | None:
+        """`adapter` if it passed the smoke check, else the last adapter that did, else the base model."""
+        if adapter is None:
+            return None
+        if adapter.version not in self._checks:
+            self._checks[adapter.version] = asyncio.ensure_future(self._smoke_check(adapter))
+        # shield: one check per version even when a cancelled reply was the one that started it.
+        reason = await asyncio.shield(self._checks[adapter.version])
+        if reason is None:
+            if adapter in self._good:
+                self._good.remove(adapter)
+            self._good.append(adapter)
+            return adapter
+        fallback = self._good[-1] if self._good else None
+        log.debug("adapter %d rejected; replying with %s", adapter.version, fallback or "the base model")
+        return fallback
+
+    async def _smoke_check(self, adapter: AdapterRef) -> str | None:
+        reason = self.adapter_problem(adapter)
+        if reason is None:
+            try:
+                reason = await self._unchanged_output(adapter)
+            except Exception as exc:  # a broken adapter must not take the engine down
+                log.exception("adapter %d failed to load", adapter.version)
+                reason = f"failed to load: {exc}"
+        if reason is not None:
+            self.rejected[adapter.version] = reason
+            log.error("refusing to serve adapter %d (%s): %s", adapter.version, adapter.path, reason)
+        else:
+            log.info("%s: adapter %d passed the smoke check", self.name, adapter.version)
+        return reason
+
+    async def _unchanged_output(self, adapter: AdapterRef) -> str | None:
+        prompt = self.format.prompt(PROBE_TURNS, PROBE_PERSONA)
+        if self._base_probe is None:
+            self._base_probe = asyncio.ensure_future(self.generate(prompt, None, PROBE))
+        try:
+            base = await asyncio.shield(self._base_probe)
+        except Exception:
+            self._base_probe = None  # the next adapter's check tries again
+            raise
+        tuned = await self.generate(prompt, adapter, PROBE)
+        if tuned.token_ids != base.token_ids:
+            return None
+        diffs = [abs(a - b) for a, b in zip(tuned.logprobs, base.logprobs, strict=False)]
+        if diffs and max(diffs) > PROBE_TOLERANCE:
+            return None
+        return (
+            "its output equals the base model's on a fixed prompt (zero weights, or module names that do "
+            "not match the base model): retrain it for this base model"
+        )

@@ -1,0 +1,71 @@
+"""Engine commands: `twin chat`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import typer
+from rich.console import Console
+
+from core.cli import friendly_errors, settings_of
+from core.settings import Settings
+
+from .base import AdapterRef
+from .chat import ChatRoles, chat, chat_roles, terminal_io
+
+err = Console(stderr=True)
+
+
+async def run_chat(settings: Settings, roles: ChatRoles, adapters: list[AdapterRef]) -> None:
+    """Start the engine, talk until stdin ends, close the engine."""
+    from .build import build_engine
+
+    engine = build_engine(settings, adapters)
+    await engine.start()
+    try:
+        if roles.adapter is not None and not await engine.load(roles.adapter):
+            err.print(f"[red]adapter {roles.adapter.version} refused:[/red] {engine.rejected[roles.adapter.version]}"
+                      " — answering with the base model", highlight=False)  # fmt: skip
+        read_line, write = terminal_io(roles)
+        await chat(engine, roles, read_line, write)
+    finally:
+        await engine.close()
+
+
+@friendly_errors
+def chat_cmd(
+    ctx: typer.Context,
+    persona: str = typer.Option(None, "--persona", help="Whom the twin plays (default: you, the owner)."),
+    partner: str = typer.Option(None, "--as", help="Who you are (default: a new friend; you, for a friend)."),
+    adapter: int = typer.Option(None, "--adapter", help="Adapter version (default: the active one)."),
+) -> None:
+    """Talk with your twin in the terminal, through the same engine and prompt format as the bot.
+
+    Each line you type is a message; the twin answers with one or more messages, one per line. The
+    conversation is kept until you end it (Ctrl-D). Not a terminal? Lines are read from stdin, so it can
+    be scripted.
+
+    Example: echo "are you coming tonight?" | twin chat --as sasha
+    """
+    from core.commands import open_storage
+
+    from .build import stored_adapters
+
+    settings = settings_of(ctx)
+    settings.require("base_model")
+    store = open_storage(settings)
+    roles = chat_roles(store, settings, persona, partner, adapter)
+    if roles.adapter is None:
+        err.print("no adapter is active yet: answering with the base model (`twin train` makes one)")
+    if logging.getLogger().level > logging.DEBUG:  # vLLM's start-up log drowns a conversation
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    refs = stored_adapters(store, settings)
+    if roles.adapter is not None and roles.adapter not in refs:
+        refs.append(roles.adapter)
+    asyncio.run(run_chat(settings, roles, refs))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("chat")(chat_cmd)

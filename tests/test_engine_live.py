@@ -1,0 +1,172 @@
+"""Every engine for real on the tiny model: vLLM in-process, a vLLM server process, transformers.
+
+Each engine starts once (module-scoped, one at a time) and runs the same behaviour tests. The adapters
+are tiny "parrots" trained here to answer with a known burst, so a reply shows which adapter served it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+import pytest_asyncio
+
+from core.format import ChatTurn
+from core.settings import Settings
+from engine.base import AdapterRef
+from engine.decoding import Sampling
+from engine.testing import train_parrot_adapter, zero_adapter
+from storage import Storage
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+V1 = ("ok see you", "bring the book")
+V2 = ("see you", "lol 😂")
+CHAT = [ChatTurn("friend", ("hey how are you?",))]
+GREEDY = Sampling(temperature=0, top_p=1.0, max_new_tokens=24)
+SERVER_START_S = 300
+
+
+@pytest.fixture(scope="session")
+def adapters_store(tiny_model_dir, tmp_path_factory) -> Storage:
+    """A store with adapters 1 (says V1), 2 (says V2) and 3 (zero weights), made once per session."""
+    data = tmp_path_factory.mktemp("engine-data")
+    store = Storage(data / "twin.db")
+    for version, make in ((1, lambda p: train_parrot_adapter(tiny_model_dir, p, V1)),
+                          (2, lambda p: train_parrot_adapter(tiny_model_dir, p, V2, seed=1)),
+                          (3, lambda p: zero_adapter(tiny_model_dir, p))):  # fmt: skip
+        path = make(data / "adapters" / f"{version:04d}")
+        store.add_adapter({"version": version, "path": str(path), "base_model": str(tiny_model_dir)}, [])
+    return store
+
+
+def ref(store: Storage, version: int | None = None) -> AdapterRef:
+    """The adapter the bot would pass: the active one, or a given version."""
+    row = store.adapter(version) if version else store.active_adapter()
+    return AdapterRef.from_row(row)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(settings: Settings) -> tuple[subprocess.Popen, str]:
+    """A vLLM OpenAI-compatible server on 127.0.0.1 with runtime LoRA loading, as a user would run it."""
+    from engine.remote import server_command
+
+    port = free_port()
+    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": "1",
+           "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    proc = subprocess.Popen(server_command(settings, "127.0.0.1", port, max_lora_rank=16), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the vLLM server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(1)
+    stop_server(proc)
+    raise RuntimeError(f"the vLLM server did not answer in {SERVER_START_S} s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, 15)  # its own session: the server and the engine processes it started
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["transformers", "vllm", "remote"])
+async def engine(request, tiny_model_dir, adapters_store):
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    settings = Settings(_env_file=None, base_model=str(tiny_model_dir), vllm_dtype="float32",
+                        vllm_max_model_len=256, vllm_max_loras=3)  # fmt: skip
+    refs = [ref(adapters_store, v) for v in (1, 2, 3)]
+    server = None
+    if request.param == "transformers":
+        from engine.transformers_engine import TransformersEngine
+
+        eng = TransformersEngine(settings, GREEDY)
+    elif request.param == "vllm":
+        from engine.vllm_engine import VLLMEngine
+
+        eng = VLLMEngine(settings, GREEDY, refs)
+    else:
+        from engine.remote import RemoteEngine
+
+        server, url = start_server(settings)
+        eng = RemoteEngine(settings.model_copy(update={"engine_url": url}), GREEDY)
+    await eng.start()
+    yield eng
+    await eng.close()
+    if server is not None:
+        stop_server(server)
+
+
+async def test_reply_is_the_active_adapters_burst(engine, adapters_store):
+    adapters_store.activate_adapter(1)
+    assert await engine.reply(CHAT, "owner", "friend", ref(adapters_store)) == list(V1)
+
+
+async def test_prompt_sent_to_the_model_is_the_training_rendering(engine, adapters_store):
+    sent = []
+    generate = engine.generate
+
+    async def recording(prompt_ids, adapter, sampling):
+        sent.append(list(prompt_ids))
+        return await generate(prompt_ids, adapter, sampling)
+
+    engine.generate = recording
+    try:
+        turns = [*CHAT, ChatTurn("owner", V1), ChatTurn("friend", ("lol 😂",))]
+        reply = await engine.reply(turns, "owner", "friend", ref(adapters_store, 1))
+    finally:
+        del engine.generate
+    trained = engine.format.render([*turns, ChatTurn("owner", tuple(reply))]).ids
+    assert reply and trained[: len(sent[-1])] == sent[-1]
+
+
+async def test_a_promoted_adapter_serves_the_next_request_while_one_in_flight_finishes_on_the_old(
+    engine, adapters_store
+):
+    adapters_store.activate_adapter(1)
+    await engine.load(ref(adapters_store))
+    in_flight = asyncio.create_task(engine.reply(CHAT, "owner", "friend", ref(adapters_store)))
+    await asyncio.sleep(0)
+    adapters_store.activate_adapter(2)  # the trainer promotes adapter 2; the engine keeps running
+    assert await engine.reply(CHAT, "owner", "friend", ref(adapters_store)) == list(V2)
+    assert await in_flight == list(V1)
+    assert await engine.reply(CHAT, "owner", "friend", ref(adapters_store)) == list(V2)
+
+
+async def test_32_concurrent_chats_all_get_their_adapters_reply(engine, adapters_store):
+    adapters = [ref(adapters_store, 1 + i % 2) for i in range(32)]
+    replies = await asyncio.gather(*[engine.reply(CHAT, "owner", "friend", a) for a in adapters])
+    assert replies == [list(V1) if a.version == 1 else list(V2) for a in adapters]
+    if hasattr(engine, "batch_sizes"):  # transformers: the requests were batched, not run one by one
+        assert max(engine.batch_sizes) > 1
+
+
+async def test_smoke_check_refuses_an_adapter_with_zero_weights(engine, adapters_store):
+    zero = ref(adapters_store, 3)
+    assert not await engine.load(zero)
+    assert "base model" in engine.rejected[3]
+    previous = engine._good[-1] if engine._good else None
+    reply = await engine.reply(CHAT, "owner", "friend", zero)  # served by the last good adapter instead
+    assert previous is not None and reply == list(V1 if previous.version == 1 else V2)
+    assert 1 not in engine.rejected and 2 not in engine.rejected
