@@ -516,6 +516,7 @@ def save_chats(
                 continue
             added = save_chat(store, converted, gap_seconds, now)
             bar.advance(0, len(chat.messages))
+            chat.messages.clear()  # free the parsed chat now: the next chat's rows reuse its memory
             summary.chats_imported[kind] += 1
             summary.messages_added += added
             summary.messages_known += len(converted.rows) - added
