@@ -123,12 +123,15 @@ class Conversations:
         except Exception as exc:
             log.error("engine failed in chat %d: %s", chat_id, type(exc).__name__, exc_info=True)
             return None
-        log.info(
-            "chat %d: %d message(s) as %s with adapter %s in %.1f s",
-            chat_id, len(replies), persona, adapter.version if adapter else "none (base model)",
-            time.monotonic() - started,
-        )  # fmt: skip
+        log.info("chat %d: %d message(s) as %s with adapter %s in %.1f s", chat_id, len(replies), persona,
+                 self._adapter_label(adapter), time.monotonic() - started)  # fmt: skip
         return replies
+
+    def _adapter_label(self, adapter: AdapterRef | None) -> str:
+        if adapter is None:
+            return "none (base model)"
+        rejected = getattr(self.engine, "rejected", {}).get(adapter.version)
+        return f"{adapter.version} (rejected by the engine: {rejected})" if rejected else str(adapter.version)
 
     def active_adapter(self) -> AdapterRef | None:
         """Read per round: a promotion or /rollback takes effect from the next reply on."""

@@ -21,13 +21,31 @@ from storage import Storage
 log = logging.getLogger(__name__)
 
 
-def describe_training(result: Any) -> str:
+class TrainingFailed(UserError):
+    """The trainer reported a failed round (its message says why)."""
+
+
+def describe_training(outcome: Any) -> str:
     """One line for the owner: the new version, its eval loss, promoted or not (and why)."""
-    if result.version is None:
-        return f"Training finished without a new adapter: {result.reason}"
-    loss = f"eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "no eval loss"
-    verdict = "promoted: I answer with it from now on" if result.promoted else "not promoted"
-    return f"Adapter {result.version:04d}: {loss}, {verdict} ({result.reason})."
+    reason = outcome.final.get("reason") or ""
+    if outcome.version is None:
+        return f"Training finished without a new adapter: {reason or outcome.status}."
+    loss = f"eval loss {outcome.eval_loss:.4f}" if outcome.eval_loss is not None else "no eval loss"
+    verdict = "promoted: I answer with it from now on" if outcome.promoted else "not promoted"
+    return f"Adapter {outcome.version:04d}: {loss}, {verdict}" + (f" ({reason})." if reason else ".")
+
+
+def describe_progress(event: dict) -> str | None:
+    """A training event as one progress line (None for events not worth showing)."""
+    kind = event.get("event")
+    if kind == "plan":
+        return (f"Training: {event.get('reason', 'new round')}; {event.get('train_sessions')} sessions, "
+                f"{event.get('steps')} steps")  # fmt: skip
+    if kind == "step":
+        return f"Training: step {event['step']}/{event['of']}, loss {event['loss']:.4f}"
+    if kind == "eval" and event.get("eval_loss") is not None:
+        return f"Evaluating: eval loss {event['eval_loss']:.4f}"
+    return None
 
 
 class Jobs:
@@ -56,6 +74,7 @@ class Jobs:
             coro.close()
             return False
         self._tasks[name] = asyncio.create_task(coro, name=f"twin-{name}")
+        log.info("%s started", name)
         return True
 
     async def close(self) -> None:
@@ -105,16 +124,30 @@ class Jobs:
         """Start a training round now; False when one is running already."""
         return self._start("training", self._training_job(full, scheduled))
 
-    async def train(self, full: bool, progress: Progress | None = None):
-        """One round in a subprocess; returns the trainer's result (version, eval_loss, promoted, reason)."""
+    async def train(self, args: list[str], progress: Progress | None = None):
+        """One round in a subprocess (`python -m trainer *args`); returns the trainer's TrainingOutcome.
+        A round that failed comes back as an outcome with status "error", raised here as TrainingFailed."""
         from trainer.runner import run_training_subprocess
 
         async def on_progress(event: dict) -> None:
-            if progress is not None and event.get("text"):
-                await progress.update(event["text"])
+            if progress is not None and (text := describe_progress(event)):
+                await progress.update(text)
 
-        train = self._train or run_training_subprocess
-        return await train(self.settings, full=full, on_progress=on_progress)
+        outcome = await (self._train or run_training_subprocess)(self.settings, args, on_progress)
+        if outcome.status == "error":
+            log.error("training round failed: %s\n%s", outcome.error, outcome.stderr_tail)
+            raise TrainingFailed(outcome.error or "the training round failed")
+        return outcome
+
+    async def scheduled_training(self) -> None:
+        """The scheduler's tick: a round when the trainer's rule says enough new sessions wait."""
+        from trainer.rounds import training_needed
+
+        needed, n, threshold = await asyncio.to_thread(training_needed, self.settings)
+        if not needed:
+            log.info("scheduled training skipped: %d new closed sessions (< %d)", n, threshold)
+            return
+        self.start_training(scheduled=True)
 
     def retrain_full(self) -> None:
         """A full round from the base model: now, or right after the running one (which may have read
@@ -132,7 +165,7 @@ class Jobs:
     async def _training_round(self, full: bool, scheduled: bool) -> None:
         progress = None if scheduled else self.reports.progress()
         try:
-            result = await self.train(full, progress)
+            result = await self.train(["train", "--full"] if full else ["train"], progress)
         except Exception as exc:
             await self._report_failure("training", exc, scheduled)
             return

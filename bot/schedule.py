@@ -12,7 +12,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.jobs import Jobs
 from core.settings import Settings
-from storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +19,10 @@ log = logging.getLogger(__name__)
 FIRST_SYNC_DELAY = dt.timedelta(minutes=1)
 
 
-def build_scheduler(settings: Settings, store: Storage, jobs: Jobs) -> AsyncIOScheduler:
+def build_scheduler(settings: Settings, jobs: Jobs) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler()
     add_sync_job(scheduler, settings, jobs)
-    add_training_job(scheduler, settings, store, jobs)
+    add_training_job(scheduler, settings, jobs)
     return scheduler
 
 
@@ -46,5 +45,14 @@ def add_sync_job(scheduler: AsyncIOScheduler, settings: Settings, jobs: Jobs) ->
     )
 
 
-def add_training_job(scheduler: AsyncIOScheduler, settings: Settings, store: Storage, jobs: Jobs) -> None:
-    """Filled in from the trainer's job definition (interval and the minimum of new closed sessions)."""
+def add_training_job(scheduler: AsyncIOScheduler, settings: Settings, jobs: Jobs) -> None:
+    """The trainer's trigger (TWIN_TRAIN_CRON or TWIN_TRAIN_INTERVAL_HOURS) and its rule (at least
+    TWIN_TRAIN_MIN_NEW_SESSIONS new closed sessions), run through Jobs like /retrain."""
+    from trainer.schedule import MISFIRE_GRACE_S, training_trigger
+
+    trigger = training_trigger(settings)
+    if trigger is None:
+        log.info("scheduled training is off (TWIN_TRAIN_INTERVAL_HOURS=0, no TWIN_TRAIN_CRON)")
+        return
+    scheduler.add_job(jobs.scheduled_training, trigger, id="training", coalesce=True, max_instances=1,
+                      misfire_grace_time=MISFIRE_GRACE_S)  # fmt: skip

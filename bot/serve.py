@@ -45,7 +45,7 @@ async def serve(settings: Settings) -> None:
     jobs = Jobs(settings, store, reports, engine)
     conversations = Conversations(settings, store, engine, bot)
     dp = build_dispatcher(settings, store, conversations, jobs, engine)
-    scheduler = build_scheduler(settings, store, jobs)
+    scheduler = build_scheduler(settings, jobs)
     try:
         await set_menu(bot, owner_id)
         scheduler.start()

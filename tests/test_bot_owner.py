@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import pytest
 from aiogram.filters import Command
@@ -14,6 +13,7 @@ from bot.menu import OWNER_COMMANDS, PUBLIC_COMMANDS, set_menu
 from collector.telethon_client import NotLoggedIn
 from tests.bot_fakes import OWNER, TwinUnderTest, fake_sync_client
 from tests.fake_telegram import FakeAccount, FakeTelegramClient
+from trainer.runner import TrainingOutcome
 
 FRIEND, STRANGER, KIRA = 2000, 3000, 2001
 
@@ -32,20 +32,22 @@ def add_adapter(store, version: int, status: str, eval_loss: float, sessions=())
 
 
 class FakeTraining:
-    """The trainer's subprocess round, as the bot sees it: progress events, then a result."""
+    """The trainer's subprocess round as the bot sees it (trainer.runner's interface): progress events,
+    then an outcome. It writes an adapter row as the real round would."""
 
     def __init__(self, store):
         self.store, self.calls, self.error = store, [], None
 
-    async def __call__(self, settings, full, on_progress):
-        self.calls.append(full)
-        await on_progress({"text": "step 1/2"})
+    async def __call__(self, settings, args, on_progress):
+        self.calls.append(list(args))
+        await on_progress({"event": "step", "step": 1, "of": 2, "loss": 2.5})
         if self.error:
-            raise self.error
+            return TrainingOutcome("error", 2, error=self.error)
         version = self.store.next_adapter_version()
         add_adapter(self.store, version, "candidate", 1.5)
         self.store.activate_adapter(version)
-        return SimpleNamespace(version=version, eval_loss=1.5, promoted=True, reason="eval loss 1.5 <= 2.0")
+        final = {"event": "done", "version": version, "promoted": True, "eval_loss": 1.5, "reason": "first adapter"}
+        return TrainingOutcome("done", 0, version=version, promoted=True, eval_loss=1.5, final=final)
 
 
 @pytest.fixture
@@ -201,16 +203,19 @@ async def test_a_failed_sync_is_reported_and_the_bot_goes_on(twin):
 async def test_retrain_reports_progress_and_the_new_version_and_the_next_reply_uses_it(twin):
     await twin.say(OWNER, "/retrain")
     texts = twin.session.texts(OWNER)
-    assert texts[0].startswith("Training") and "step 1/2" in texts
-    assert texts[-1].startswith("Adapter 0001: eval loss 1.5000, promoted")
+    assert texts[0].startswith("Training a new adapter") and "Training: step 1/2, loss 2.5000" in texts
+    assert texts[-1] == "Adapter 0001: eval loss 1.5000, promoted: I answer with it from now on (first adapter)."
+    assert twin.training.calls == [["train"]]
     await twin.say(OWNER, "hey")
     assert twin.engine.calls[-1]["adapter"].version == 1
 
 
 async def test_a_failed_training_is_reported(twin):
-    twin.training.error = RuntimeError("killed")
+    twin.training.error = "the trainer killed (out of memory?) without a result"
     await twin.say(OWNER, "/retrain")
-    assert twin.session.texts(OWNER)[-1] == "Training failed: RuntimeError (the log has details)"
+    assert twin.session.texts(OWNER)[-1] == "Training failed: the trainer killed (out of memory?) without a result"
+    await twin.say(OWNER, "hey")
+    assert twin.session.texts(OWNER)[-1] == "olga re: hey"
 
 
 async def test_status_adapters_and_rollback(twin, tmp_path):
@@ -238,7 +243,7 @@ async def test_forget_asks_then_deletes_and_retrains_in_full(twin):
     await twin.feed(twin.button(OWNER, yes))
     await twin.settle()
     assert twin.store.dialog(FRIEND)["excluded"] == 1 and not twin.store.messages(FRIEND)
-    assert twin.training.calls == [True]  # a full round
+    assert twin.training.calls == [["train", "--full"]]
     edited = twin.session.calls("editMessageText", OWNER)[0].data["text"]
     assert edited.startswith("Forgot sasha: 6 messages") and "active adapter 0001 was trained on them" in edited
     assert twin.session.texts(OWNER)[-1] == "No active adapter was trained on sasha's data any more."
