@@ -44,7 +44,6 @@ class Incoming:
     user_id: int
     speaker: str  # the user's persona slug (or a name from their first name)
     text: str
-    date: int  # unix seconds, as Telegram stamped it
     addressed: bool = True  # in a group: the twin was mentioned or replied to; else only remembered
 
 
@@ -85,8 +84,10 @@ class Conversations:
             del self._workers[chat_id]
 
     async def reply_round(self, chat_id: int, batch: list[Incoming]) -> None:
+        # Stamped now, not with Telegram's date: a message written while the last reply was being made
+        # comes after that reply in the conversation the twin saw, and the stored order must say so.
         for m in batch:
-            self.store.add_bot_message(chat_id, m.user_id, m.speaker, m.text, from_twin=False, date=m.date)
+            self.store.add_bot_message(chat_id, m.user_id, m.speaker, m.text, from_twin=False)
         if not any(m.addressed for m in batch):
             return
         last = batch[-1]
@@ -102,7 +103,7 @@ class Conversations:
         for i, text in enumerate(replies):
             pause = typing_pause(text, self.settings.bot_typing_delay) if i else 0.0
             await send_text(self.bot, chat_id, text, pause)
-            self.store.add_bot_message(chat_id, None, persona, text, from_twin=True, date=int(time.time()))
+            self.store.add_bot_message(chat_id, None, persona, text, from_twin=True)
 
     async def _generate(self, chat_id, turns, persona, partner, adapter) -> list[str] | None:
         """The engine's reply within the bounded wait, or None when it failed or took too long."""

@@ -13,7 +13,9 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ChatAction
 from aiogram.exceptions import TelegramRetryAfter
 from aiogram.methods import Response, TelegramMethod
+from aiogram.utils.token import TokenValidationError
 
+from core.errors import UserError
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,11 @@ def build_bot(settings: Settings, session: BaseSession | None = None) -> Bot:
         api = TelegramAPIServer.from_base(settings.bot_api_url) if settings.bot_api_url else None
         session = AiohttpSession(api=api) if api else AiohttpSession()
     session.middleware(HonourRetryAfter())
-    return Bot(token=token, session=session)
+    try:
+        return Bot(token=token, session=session)
+    except TokenValidationError:
+        raise UserError("TWIN_BOT_TOKEN does not look like a bot token (123456789:AAE...): copy it again from "
+                        "@BotFather into .env") from None  # fmt: skip
 
 
 async def send_text(bot: Bot, chat_id: int, text: str, pause: float = 0.0) -> None:

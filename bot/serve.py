@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 
 from aiogram import Bot, Dispatcher
+from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
 
 from bot.chats import Conversations
 from bot.delivery import build_bot
@@ -22,6 +24,7 @@ from bot.reporting import OwnerReports
 from bot.schedule import build_scheduler
 from bot.secrets import hide_in_logs
 from bot.webhook import run_webhook
+from core.errors import UserError
 from core.settings import Settings
 from engine.base import Engine
 from storage import Storage
@@ -35,29 +38,32 @@ POLLING_TIMEOUT = 10
 
 
 async def serve(settings: Settings) -> None:
-    owner_id = settings.require("owner_id")
     hide_in_logs(settings.require("bot_token").get_secret_value())
+    owner_id = settings.require("owner_id")
     stop = stop_on_signals()  # first: a SIGTERM while the engine loads still shuts down cleanly
-    store = open_storage(settings)
-    engine = await start_engine(settings, store)
-    bot = build_bot(settings)
-    reports = OwnerReports(bot, owner_id)
-    jobs = Jobs(settings, store, reports, engine)
-    conversations = Conversations(settings, store, engine, bot)
-    dp = build_dispatcher(settings, store, conversations, jobs, engine)
-    scheduler = build_scheduler(settings, jobs)
-    try:
+    # Each part's clean-up is registered as soon as it exists; they run in reverse order, on errors too:
+    # drain the replies in flight → stop the scheduler → stop the jobs → close the engine → session → storage.
+    async with contextlib.AsyncExitStack() as cleanup:
+        store = cleanup.enter_context(contextlib.closing(open_storage(settings)))
+        bot = build_bot(settings)
+        cleanup.push_async_callback(bot.session.close)
+        await check_token(bot)  # a wrong token fails now, not after a minute of loading the model
+        engine = build_engine_for(settings, store)
+        cleanup.push_async_callback(engine.close)  # also stops a half-started engine
+        log.info("starting the %s engine on %s", settings.engine, settings.require("base_model"))
+        await engine.start()
+        jobs = Jobs(settings, store, OwnerReports(bot, owner_id), engine)
+        cleanup.push_async_callback(jobs.close)
+        conversations = Conversations(settings, store, engine, bot)
+        dp = build_dispatcher(settings, store, conversations, jobs, engine)
+        scheduler = build_scheduler(settings, jobs)
+        gc.freeze()  # start-up's objects (model, aiogram types) live on: GC passes skip them, pauses stay short
         await set_menu(bot, owner_id)
         scheduler.start()
+        cleanup.callback(scheduler.shutdown, wait=False)
+        cleanup.push_async_callback(conversations.drain, DRAIN_SECONDS)
         await run_until_stopped(dp, bot, settings, stop)
-    finally:
-        await conversations.drain(DRAIN_SECONDS)
-        scheduler.shutdown(wait=False)
-        await jobs.close()
-        await engine.close()
-        await bot.session.close()
-        store.close()
-        log.info("stopped")
+    log.info("stopped")
 
 
 def open_storage(settings: Settings) -> Storage:
@@ -65,13 +71,24 @@ def open_storage(settings: Settings) -> Storage:
     return Storage(settings.db_path)
 
 
-async def start_engine(settings: Settings, store: Storage) -> Engine:
+def build_engine_for(settings: Settings, store: Storage) -> Engine:
+    """The engine TWIN_ENGINE names, sized for the adapters in storage (vLLM's max_lora_rank)."""
     from engine.build import build_engine, stored_adapters
 
-    engine = build_engine(settings, stored_adapters(store, settings))
-    log.info("starting the %s engine on %s", settings.engine, settings.require("base_model"))
-    await engine.start()
-    return engine
+    return build_engine(settings, stored_adapters(store, settings))
+
+
+async def check_token(bot: Bot) -> None:
+    """Telegram must accept the token; a network problem is only logged (polling retries by itself)."""
+    try:
+        me = await bot.get_me()
+    except TelegramUnauthorizedError:
+        raise UserError("Telegram refused TWIN_BOT_TOKEN (401 Unauthorized): copy the token again from "
+                        "@BotFather (/mybots → API Token) into .env") from None  # fmt: skip
+    except TelegramNetworkError as exc:
+        log.warning("cannot reach the Bot API yet (%s): polling will keep trying", type(exc).__name__)
+        return
+    log.info("bot @%s (id %d)", me.username, me.id)
 
 
 def stop_on_signals() -> asyncio.Event:

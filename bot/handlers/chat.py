@@ -44,7 +44,6 @@ async def on_message(message: Message, bot: Bot, store: Storage, conversations: 
             user_id=message.from_user.id,
             speaker=speaker_slug(store, message.from_user),
             text=text,
-            date=int(message.date.timestamp()),
             addressed=addressed,
         )
     )

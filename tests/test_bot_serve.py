@@ -1,0 +1,116 @@
+"""The parts of `twin serve` around the Dispatcher: scheduled jobs, webhook mode, graceful drain, bot setup."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiohttp
+import pytest
+
+from bot.delivery import build_bot
+from bot.schedule import build_scheduler
+from bot.webhook import WEBHOOK_PATH, run_webhook
+from collector.telethon_client import NotLoggedIn
+from core.errors import UserError
+from core.settings import Settings
+from tests.bot_fakes import OWNER, TwinUnderTest
+from tests.train_corpus import Corpus
+from trainer.runner import TrainingOutcome
+
+FRIEND = 2000
+
+
+class CountingTraining:
+    def __init__(self):
+        self.calls = []
+
+    async def __call__(self, settings, args, on_progress):
+        self.calls.append(list(args))
+        return TrainingOutcome("skipped", 0, final={"event": "skipped", "reason": "nothing new"})
+
+
+@pytest.fixture
+def twin(tmp_path):
+    t = TwinUnderTest(tmp_path / "data", train=CountingTraining(), api_id=1, api_hash="x" * 32)
+    t.store.allow(user_id=FRIEND)
+    yield t
+    t.close()
+
+
+def test_scheduler_has_sync_and_training_jobs_from_settings(twin):
+    jobs = {job.id for job in build_scheduler(twin.settings, twin.jobs).get_jobs()}
+    assert jobs == {"sync", "training"}
+    quiet = twin.settings.model_copy(update={"sync_interval_minutes": 0, "train_interval_hours": 0})
+    assert build_scheduler(quiet, twin.jobs).get_jobs() == []
+
+
+async def test_a_scheduled_sync_that_keeps_failing_is_reported_once(twin):
+    def broken(settings):
+        raise NotLoggedIn("the Telegram session is not logged in: run `twin login`")
+
+    twin.jobs._sync_client = broken
+    for _ in range(3):
+        assert twin.jobs.start_sync(scheduled=True)
+        await twin.settle()
+    assert twin.session.texts(OWNER) == ["Sync failed: the Telegram session is not logged in: run `twin login`"]
+
+
+async def test_scheduled_training_waits_for_enough_new_sessions(twin):
+    await twin.jobs.scheduled_training()
+    await twin.settle()
+    assert twin.jobs._train.calls == []
+    Corpus(twin.store).add(twin.settings.train_min_new_sessions, 0)
+    await twin.jobs.scheduled_training()
+    await twin.settle()
+    assert twin.jobs._train.calls == [["train"]]
+    assert twin.session.texts(OWNER) == []  # a scheduled round with nothing to report stays quiet
+
+
+async def test_drain_lets_a_reply_in_flight_go_out(twin):
+    twin.engine.delay = 0.3
+    await twin.feed(twin.update(FRIEND, "hi"))
+    await asyncio.sleep(0.05)
+    await twin.conversations.drain(timeout=5)
+    assert twin.session.texts(FRIEND) == ["user1000 re: hi"]
+
+
+def test_a_malformed_token_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not look like a bot token"):
+        build_bot(Settings(_env_file=None, data_dir=tmp_path, bot_token="not-a-token"))
+
+
+def test_a_self_hosted_bot_api_server_is_used_for_requests(tmp_path):
+    bot = build_bot(Settings(_env_file=None, data_dir=tmp_path, bot_token="1:x", bot_api_url="http://127.0.0.1:8081/"))
+    assert bot.session.api.api_url(bot.token, "getMe") == "http://127.0.0.1:8081/bot1:x/getMe"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_webhook_mode_answers_updates_posted_with_the_secret(tmp_path):
+    port = _free_port()
+    twin = TwinUnderTest(tmp_path / "data", bot_webhook_url="https://twin.example.org",
+                         bot_webhook_listen=f"127.0.0.1:{port}", bot_webhook_secret="s3cret-header")  # fmt: skip
+    twin.store.allow(user_id=FRIEND)
+    stop = asyncio.Event()
+    server = asyncio.create_task(run_webhook(twin.dp, twin.bot, twin.settings, stop))
+    await asyncio.sleep(0.3)
+    hook = twin.session.calls("setWebhook")[0].data
+    assert hook["url"] == "https://twin.example.org" + WEBHOOK_PATH and hook["secret_token"] == "s3cret-header"
+    update = twin.update(FRIEND, "hi via webhook").model_dump(mode="json", exclude_none=True, by_alias=True)
+    async with aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
+        async with http.post(url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}) as resp:
+            assert resp.status == 401
+        async with http.post(url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret-header"}) as resp:
+            assert resp.status == 200
+    await asyncio.sleep(0.1)
+    await twin.settle()
+    assert twin.session.texts(FRIEND) == ["user1000 re: hi via webhook"]
+    stop.set()
+    await server
+    twin.close()
