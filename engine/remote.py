@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from collections import Counter
 from typing import Any
 
@@ -46,6 +52,46 @@ def server_command(settings: Settings, host: str, port: int, max_lora_rank: int)
     if settings.vllm_quantization:
         argv += ["--quantization", settings.vllm_quantization]
     return argv
+
+
+def start_local_server(settings: Settings, max_lora_rank: int, timeout_s: float = 300) -> tuple[subprocess.Popen, str]:
+    """Start `server_command` on 127.0.0.1 (a free port) with runtime LoRA loading; returns (process, url).
+
+    For tests and benches on one machine; stop it with `stop_local_server`.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "HF_HUB_OFFLINE": "1"}
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    argv = server_command(settings, "127.0.0.1", port, max_lora_rank)
+    # Its own session, so stopping it also stops the engine processes it starts.
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RemoteError(f"the vLLM server exited with code {proc.returncode}: run {' '.join(argv)}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(1)
+    stop_local_server(proc)
+    raise RemoteError(f"the vLLM server did not answer within {timeout_s:.0f} s")
+
+
+def stop_local_server(proc: subprocess.Popen) -> None:
+    """Stop a server from `start_local_server` and the processes it started (its session)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 class RemoteEngine(BaseEngine):

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from core.format import ChatFormat, ChatTurn
 
-# Training steps after the greedy reply is right on every training chat: widens the margin.
-MARGIN_STEPS = 15
+# Logit lead of every reply token over the runner-up when training stops: greedy decoding then gives
+# the same burst under vLLM's kernels as under torch's.
+MIN_MARGIN = 0.5
 
 # Chats the parrot is trained on; any similar chat then gets the same burst back.
 PARROT_CONTEXTS = (
@@ -33,8 +34,8 @@ def parrot_turns(reply: Sequence[str], persona: str, partner: str) -> list[list[
     convs = []
     for i, context in enumerate(PARROT_CONTEXTS):
         turns = [ChatTurn(partner, context), ChatTurn(persona, tuple(reply))]
-        if i % 2:  # two rounds, so a reply after earlier turns is learned too
-            turns = [ChatTurn(partner, PARROT_CONTEXTS[i - 1]), *turns]
+        if i % 2:  # two rounds, so the reply later in a conversation is learned too
+            turns = [ChatTurn(partner, PARROT_CONTEXTS[i - 1]), ChatTurn(persona, tuple(reply)), *turns]
         convs.append(turns)
     return convs
 
@@ -74,21 +75,18 @@ def train_parrot_adapter(
     mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
-    learned_at = None
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model's matmuls are slower split over threads (and a busy CI box)
     try:
-        for step in range(max_steps):
+        for _ in range(max_steps):
             out = model(input_ids=ids, attention_mask=mask, labels=labels)
+            # A tiny random model never gets a low loss, but its greedy choice can be right on every token:
+            # done when it is, by a margin that holds under other kernels (vLLM) and batch shapes.
+            if _greedy_margin(out.logits, labels) >= MIN_MARGIN:
+                break
             out.loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-            # A tiny random model never gets a low loss, but its greedy choice can be right on every
-            # token: stop a few steps after it is, so the margin holds under other kernels (vLLM).
-            if learned_at is None and _greedy_right(out.logits, labels):
-                learned_at = step
-            if learned_at is not None and step >= learned_at + MARGIN_STEPS:
-                break
         else:
             raise RuntimeError(f"the parrot adapter did not learn {list(reply)} in {max_steps} steps")
     finally:
@@ -97,10 +95,15 @@ def train_parrot_adapter(
     return Path(out_dir)
 
 
-def _greedy_right(logits, labels) -> bool:
-    """True when the argmax at every position before a label token is that token."""
-    predicted, target = logits[:, :-1].argmax(-1), labels[:, 1:]
-    return bool(((predicted == target) | (target == -100)).all())
+def _greedy_margin(logits, labels) -> float:
+    """The smallest lead of each label token's logit over the best other token (< 0: greedy is wrong)."""
+    import torch
+
+    logits, target = logits[:, :-1].detach(), labels[:, 1:]
+    keep = target != -100
+    chosen = logits.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    others = logits.scatter(-1, target.clamp(min=0).unsqueeze(-1), float("-inf")).max(-1).values
+    return float(torch.where(keep, chosen - others, torch.inf).min())
 
 
 def zero_adapter(model_dir: Path, out_dir: Path, rank: int = 8) -> Path:

@@ -119,8 +119,11 @@ class VLLMEngine(BaseEngine):
         lora = LoRARequest(adapter.name, adapter.version, str(adapter.path)) if adapter else None
         final = None
         request_id = f"twin-{next(self._ids)}"
-        async for out in self._llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id,
-                                            lora_request=lora):  # fmt: skip
+        prompt = TokensPrompt(prompt_token_ids=prompt_ids)
+        renderer = getattr(self._llm, "renderer", None)
+        if hasattr(renderer, "render_cmpl"):  # vLLM ≥ 0.32 wants rendered prompts; older ones take tokens
+            (prompt,) = renderer.render_cmpl([prompt])
+        async for out in self._llm.generate(prompt, params, request_id, lora_request=lora):
             final = out
         choice = final.outputs[0]
         ids = list(choice.token_ids)

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import time
-import urllib.request
 
 import pytest
 import pytest_asyncio
@@ -19,7 +15,7 @@ import pytest_asyncio
 from core.format import ChatTurn
 from core.settings import Settings
 from engine.base import AdapterRef
-from engine.decoding import Sampling
+from engine.decoding import PROBE, Sampling
 from engine.testing import train_parrot_adapter, zero_adapter
 from storage import Storage
 
@@ -29,7 +25,6 @@ V1 = ("ok see you", "bring the book")
 V2 = ("see you", "lol 😂")
 CHAT = [ChatTurn("friend", ("hey how are you?",))]
 GREEDY = Sampling(temperature=0, top_p=1.0, max_new_tokens=24)
-SERVER_START_S = 300
 
 
 @pytest.fixture(scope="session")
@@ -51,46 +46,6 @@ def ref(store: Storage, version: int | None = None) -> AdapterRef:
     return AdapterRef.from_row(row)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(settings: Settings) -> tuple[subprocess.Popen, str]:
-    """A vLLM OpenAI-compatible server on 127.0.0.1 with runtime LoRA loading, as a user would run it."""
-    from engine.remote import server_command
-
-    port = free_port()
-    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": "1",
-           "HF_HUB_OFFLINE": "1"}  # fmt: skip
-    proc = subprocess.Popen(server_command(settings, "127.0.0.1", port, max_lora_rank=16), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the vLLM server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(1)
-    stop_server(proc)
-    raise RuntimeError(f"the vLLM server did not answer in {SERVER_START_S} s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, 15)  # its own session: the server and the engine processes it started
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        proc.wait()
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["transformers", "vllm", "remote"])
 async def engine(request, tiny_model_dir, adapters_store):
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -107,15 +62,17 @@ async def engine(request, tiny_model_dir, adapters_store):
 
         eng = VLLMEngine(settings, GREEDY, refs)
     else:
-        from engine.remote import RemoteEngine
+        from engine.remote import RemoteEngine, start_local_server
 
-        server, url = start_server(settings)
+        server, url = start_local_server(settings, max_lora_rank=16)
         eng = RemoteEngine(settings.model_copy(update={"engine_url": url}), GREEDY)
     await eng.start()
     yield eng
     await eng.close()
     if server is not None:
-        stop_server(server)
+        from engine.remote import stop_local_server
+
+        stop_local_server(server)
 
 
 async def test_reply_is_the_active_adapters_burst(engine, adapters_store):
@@ -133,7 +90,7 @@ async def test_prompt_sent_to_the_model_is_the_training_rendering(engine, adapte
 
     engine.generate = recording
     try:
-        turns = [*CHAT, ChatTurn("owner", V1), ChatTurn("friend", ("lol 😂",))]
+        turns = [*CHAT, ChatTurn("owner", V1), ChatTurn("friend", ("let's meet at 7 pm tomorrow", "ok?"))]
         reply = await engine.reply(turns, "owner", "friend", ref(adapters_store, 1))
     finally:
         del engine.generate
@@ -163,6 +120,8 @@ async def test_32_concurrent_chats_all_get_their_adapters_reply(engine, adapters
 
 
 async def test_smoke_check_refuses_an_adapter_with_zero_weights(engine, adapters_store):
+    probe = await engine.generate(engine.format.prompt(CHAT, "owner"), None, PROBE)
+    assert len(probe.logprobs) == len(probe.token_ids) > 0  # the check compares log-probabilities too
     zero = ref(adapters_store, 3)
     assert not await engine.load(zero)
     assert "base model" in engine.rejected[3]
