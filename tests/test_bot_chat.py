@@ -196,3 +196,17 @@ async def test_engine_calls_for_many_chats_run_concurrently(twin):
     await twin.settle()
     assert asyncio.get_running_loop().time() - started < 1.0
     assert all(twin.session.texts(uid) == ["olga re: hi"] for uid in range(5000, 5020))
+
+
+async def test_commands_for_other_bots_in_a_group_are_not_conversation(twin):
+    twin.store.allow(user_id=-500)
+    await twin.say(FRIEND, "/start@other_bot", chat_id=-500, chat_type="group")
+    await twin.say(FRIEND, "/dice", chat_id=-500, chat_type="group")
+    assert twin.store.recent_bot_messages(-500, since=0) == []
+    assert twin.session.calls("sendMessage") == []  # (a getMe checked the mention)
+
+
+async def test_an_unknown_command_in_private_gets_a_hint_not_a_reply(twin):
+    await twin.say(FRIEND, "/weather")
+    assert twin.session.texts(FRIEND) == ["I don't know that command: /help lists the ones I know."]
+    assert twin.engine.calls == []

@@ -52,5 +52,7 @@ async def on_message(message: Message, bot: Bot, store: Storage, conversations: 
 def router() -> Router:
     r = Router(name="chat")
     r.message.filter(F.chat.type.in_({ChatType.PRIVATE, ChatType.GROUP, ChatType.SUPERGROUP}))
-    r.message.register(on_message, F.text | F.caption | F.sticker)
+    # Commands are never conversation: unknown ones get a hint in private chats, and in groups they may
+    # be meant for another bot.
+    r.message.register(on_message, F.text | F.caption | F.sticker, ~F.text.startswith("/"))
     return r
