@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core.errors import UserError
@@ -40,6 +41,7 @@ MEDIA_KEYS = ("media_type", "photo", "file", "poll", "contact_information", "loc
 PEER_ID = re.compile(r"[a-z_]*(\d+)")  # "user123", "channel456", "chat789", "123"
 BY_DATE_THEN_ID = itemgetter(3, 1)  # MESSAGE_COLUMNS: date, id — the order storage returns messages in
 SENT_BY_OWNER = itemgetter(5)  # MESSAGE_COLUMNS: out
+MESSAGE_ID = itemgetter(1)
 
 Row = tuple[Any, ...]
 
@@ -406,7 +408,7 @@ def chat_to_rows(chat: Chat, owner_id: int, keep_stickers: bool) -> ChatRows:
         people.setdefault(person_id, chat.name or DELETED_ACCOUNT)
     name = chat.name or (people.get(person_id) if person_id is not None else None)
     dialog = {"id": cv.dialog_id, "type": kind, "name": name, "person_id": person_id}
-    watermark = None if cv.synthetic_ids or not rows else max(row[1] for row in rows)
+    watermark = None if cv.synthetic_ids or not rows else max(map(MESSAGE_ID, rows))
     return ChatRows(dialog, rows, people, skipped, watermark)
 
 
@@ -509,6 +511,7 @@ def save_chats(
             if not wanted(chat.type, include_groups):
                 summary.chats_skipped[chat.type or "unknown"] += 1
                 continue
+            bar.update(0, description=escape(f"importing {chat.name or 'a chat'}"))
             converted = chat_to_rows(chat, summary.owner_id, keep_stickers)
             kind = converted.dialog["type"]
             if not wanted(kind, include_groups):  # a chat without a type that turned out to be a group
