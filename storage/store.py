@@ -41,7 +41,7 @@ class UnknownPersona(UserError, LookupError):
     pass
 
 
-def _insert_batched(c, columns: Sequence[str], literals: Sequence[str], rows: Sequence[Sequence[Any]]):
+def _insert_batched(c, columns: Sequence[str], literals: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """INSERT OR IGNORE messages: `rows` hold the first columns, `literals` fill the rest; BULK_ROWS each."""
     insert = f"INSERT OR IGNORE INTO messages ({', '.join(columns)}) VALUES "
     one = "(" + ", ".join(["?"] * (len(columns) - len(literals)) + list(literals)) + ")"
