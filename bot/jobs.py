@@ -13,10 +13,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.reporting import OwnerReports, Progress
+from collector.sync_lock import SyncGuard
+from collector.telethon_client import connected_client
+from collector.telethon_sync import sync as sync_dialogs
 from core.errors import UserError
 from core.settings import Settings
 from engine.base import AdapterRef, Engine
 from storage import Storage
+from trainer.rounds import training_needed
+from trainer.runner import run_training_subprocess
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +59,6 @@ class Jobs:
 
     def __init__(self, settings: Settings, store: Storage, reports: OwnerReports, engine: Engine | None = None,
                  *, sync_client: Callable | None = None, train: Callable | None = None):  # fmt: skip
-        from collector.sync_lock import SyncGuard
-
         self.settings, self.store, self.reports, self.engine = settings, store, reports, engine
         self._sync_client = sync_client
         self._train = train
@@ -102,12 +105,9 @@ class Jobs:
 
     async def sync(self):
         """One sync with the owner's Telethon client; returns the collector's SyncSummary."""
-        from collector.telethon_client import connected_client
-        from collector.telethon_sync import sync
-
         connect = self._sync_client or connected_client
         async with connect(self.settings) as client:
-            return await sync(client, self.store, self.settings, progress=False, guard=self._guard)
+            return await sync_dialogs(client, self.store, self.settings, progress=False, guard=self._guard)
 
     async def _sync_job(self, scheduled: bool) -> None:
         try:
@@ -127,7 +127,6 @@ class Jobs:
     async def train(self, args: list[str], progress: Progress | None = None):
         """One round in a subprocess (`python -m trainer *args`); returns the trainer's TrainingOutcome.
         A round that failed comes back as an outcome with status "error", raised here as TrainingFailed."""
-        from trainer.runner import run_training_subprocess
 
         async def on_progress(event: dict) -> None:
             if progress is not None and (text := describe_progress(event)):
@@ -141,8 +140,6 @@ class Jobs:
 
     async def scheduled_training(self) -> None:
         """The scheduler's tick: a round when the trainer's rule says enough new sessions wait."""
-        from trainer.rounds import training_needed
-
         needed, n, threshold = await asyncio.to_thread(training_needed, self.settings)
         if not needed:
             log.info("scheduled training skipped: %d new closed sessions (< %d)", n, threshold)

@@ -12,6 +12,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.jobs import Jobs
 from core.settings import Settings
+from trainer.schedule import MISFIRE_GRACE_S, training_trigger
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ def add_sync_job(scheduler: AsyncIOScheduler, settings: Settings, jobs: Jobs) ->
 def add_training_job(scheduler: AsyncIOScheduler, settings: Settings, jobs: Jobs) -> None:
     """The trainer's trigger (TWIN_TRAIN_CRON or TWIN_TRAIN_INTERVAL_HOURS) and its rule (at least
     TWIN_TRAIN_MIN_NEW_SESSIONS new closed sessions), run through Jobs like /retrain."""
-    from trainer.schedule import MISFIRE_GRACE_S, training_trigger
-
     trigger = training_trigger(settings)
     if trigger is None:
         log.info("scheduled training is off (TWIN_TRAIN_INTERVAL_HOURS=0, no TWIN_TRAIN_CRON)")

@@ -27,6 +27,7 @@ from bot.webhook import run_webhook
 from core.errors import UserError
 from core.settings import Settings
 from engine.base import Engine
+from engine.build import build_engine, stored_adapters
 from storage import Storage
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,6 @@ def open_storage(settings: Settings) -> Storage:
 
 def build_engine_for(settings: Settings, store: Storage) -> Engine:
     """The engine TWIN_ENGINE names, sized for the adapters in storage (vLLM's max_lora_rank)."""
-    from engine.build import build_engine, stored_adapters
-
     return build_engine(settings, stored_adapters(store, settings))
 
 

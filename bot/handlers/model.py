@@ -15,6 +15,8 @@ from core.errors import UserError
 from core.settings import Settings
 from engine.base import AdapterRef
 from storage import Storage
+from trainer.registry import adapter_listing
+from trainer.registry import rollback as activate_earlier
 
 
 def _when(unix: str | int | None) -> str:
@@ -74,8 +76,6 @@ async def retrain(message: Message, jobs: Jobs) -> None:
 
 
 def adapters_text(store: Storage) -> str:
-    from trainer.registry import adapter_listing
-
     rows = adapter_listing(store)
     if not rows:
         return "No adapters yet: /retrain trains the first one."
@@ -92,8 +92,6 @@ async def list_adapters(message: Message, store: Storage) -> None:
 
 
 async def rollback(message: Message, command: CommandObject, store: Storage, jobs: Jobs) -> None:
-    from trainer.registry import rollback as activate_earlier
-
     arg = (command.args or "").strip()
     if arg and not arg.isdigit():
         raise UserError("give an adapter version, e.g. /rollback 3 (/adapters lists them)")
