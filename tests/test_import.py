@@ -4,6 +4,7 @@ ones in the writer's format (tests/fixtures), corrupt variants of both. Real SQL
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -242,6 +243,15 @@ def test_service_and_unsupported_messages_are_skipped_and_counted(store):
     assert "2 service" in summary.describe() and "1 unsupported" in summary.describe()
 
 
+def test_message_without_a_date_is_skipped_and_counted(store, tmp_path):
+    data = full_export()
+    del data["chats"]["list"][0]["messages"][0]["date_unixtime"]
+
+    summary = run_import(store, write_json(tmp_path / "result.json", data))
+
+    assert summary.skipped["no date"] == 1 and 1 not in by_id(store, 2001)
+
+
 def test_deleted_account_is_named_deleted_account(store):
     run_import(store, FULL)
 
@@ -365,58 +375,46 @@ def test_session_rows_of_imported_messages_match_core_sessions(store):
 
 
 # -- bad input ------------------------------------------------------------------------------------
-def corrupt(change):
-    """A full export with one change applied: returns the bytes to write as result.json."""
+def full_export_with(change) -> Callable[[], bytes]:
+    """The bytes of the hand-written full export after `change(data)`: a corrupt result.json."""
 
     def make() -> bytes:
         data = full_export()
-        return change(data) if callable(change) else change
+        change(data)
+        return orjson.dumps(data)
 
     return make
 
 
-def set_in_alice(index: int, key: str, value):
-    def change(data):
-        data["chats"]["list"][0]["messages"][index][key] = value
-        return orjson.dumps(data)
-
-    return change
+def alice_message(index: int, key: str, value) -> Callable[[], bytes]:
+    return full_export_with(lambda data: data["chats"]["list"][0]["messages"][index].update({key: value}))
 
 
-def drop_key(key: str):
-    def change(data):
-        del data["chats"]["list"][1][key]
-        return orjson.dumps(data)
-
-    return change
-
-
-def replace_messages(value):
-    def change(data):
-        data["chats"]["list"][0]["messages"] = value
-        return orjson.dumps(data)
-
-    return change
+def alice_messages(value) -> Callable[[], bytes]:
+    return full_export_with(lambda data: data["chats"]["list"][0].update(messages=value))
 
 
 CORRUPT = {
     "truncated": (lambda: FULL.read_bytes()[:5000], ["result.json", "truncated"]),
     "not utf-8": (lambda: FULL.read_bytes().replace("Алиса".encode(), b"\xc0\xc1\xfe\xff"), ["not UTF-8"]),
     "messages not a list": (
-        corrupt(replace_messages({"1": "hi"})), ['chat "Алиса Петрова" (id 2001)', '"messages" is not a list']
+        alice_messages({"1": "hi"}), ['chat "Алиса Петрова" (id 2001)', '"messages" is not a list']
     ),
-    "text a number": (corrupt(set_in_alice(0, "text", 42)), ["(id 2001), message 1", '"text" is neither']),
+    "text a number": (alice_message(0, "text", 42), ["(id 2001), message 1", '"text" is neither']),
     "date not a number": (
-        corrupt(set_in_alice(2, "date_unixtime", "soon")),
+        alice_message(2, "date_unixtime", "soon"),
         ['chat "Алиса Петрова" (id 2001), message 3', '"date_unixtime" is not a number'],
     ),
-    "id not an integer": (corrupt(set_in_alice(1, "id", "2")), ["message #2", '"id" is not an integer']),
+    "id not an integer": (alice_message(1, "id", "2"), ["message #2", '"id" is not an integer']),
     "reply_to not an integer": (
-        corrupt(set_in_alice(1, "reply_to_message_id", "1")), ['message 2', '"reply_to_message_id"']
+        alice_message(1, "reply_to_message_id", "1"), ['message 2', '"reply_to_message_id"']
     ),
-    "from not a string": (corrupt(set_in_alice(0, "from", ["x"])), ['message 1', '"from" is not a string']),
-    "message not an object": (corrupt(replace_messages([{"id": 1}, "hello"])), ["message #2 is not a JSON object"]),
-    "messages missing": (corrupt(drop_key("messages")), ['chat "王伟" (id 2002)', '"messages" is missing']),
+    "from not a string": (alice_message(0, "from", ["x"]), ['message 1', '"from" is not a string']),
+    "message not an object": (alice_messages([{"id": 1}, "hello"]), ["message #2 is not a JSON object"]),
+    "messages missing": (
+        full_export_with(lambda data: data["chats"]["list"][1].pop("messages")),
+        ['chat "王伟" (id 2002)', '"messages" is missing'],
+    ),
     "chats missing": (lambda: b'{"personal_information": {"user_id": 1000}}', ['neither "messages" nor "chats"']),
     "not an object": (lambda: b"[1, 2, 3]", ["not a Telegram Desktop export"]),
 }  # fmt: skip
