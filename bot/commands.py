@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 
 from core.cli import friendly_errors, settings_of
@@ -18,9 +16,10 @@ def serve_cmd(ctx: typer.Context) -> None:
 
     Example: twin serve
     """
-    from bot.serve import serve
+    from bot.serve import run
 
-    asyncio.run(serve(settings_of(ctx)))
+    if run(settings_of(ctx)):
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -122,7 +122,25 @@ async def run_until_stopped(dp: Dispatcher, bot: Bot, settings: Settings, stop: 
         await polling  # re-raises what ended polling, if it was not the stop signal
 
 
+def run(settings: Settings) -> int:
+    """Run `serve` to the end; 1 after an unexpected error, logged through the token filter (a traceback
+    printed by Python itself could show a request URL, and so the token)."""
+    try:
+        asyncio.run(serve(settings))
+    except UserError:
+        raise
+    except Exception:
+        log.exception("twin serve stopped on an unexpected error")
+        return 1
+    return 0
+
+
 def main() -> None:
     """`python -m bot`: the same as `twin serve`, with settings from the environment and .env."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(Settings()))
+    try:
+        code = run(Settings())
+    except UserError as exc:
+        log.error("%s", exc)
+        code = 1
+    raise SystemExit(code)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import sys
+from asyncio.subprocess import PIPE
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -14,6 +18,7 @@ from bot.webhook import WEBHOOK_PATH, run_webhook
 from collector.telethon_client import NotLoggedIn
 from core.errors import UserError
 from core.settings import Settings
+from tests.bot_api_stub import BotApiStub
 from tests.bot_fakes import OWNER, TwinUnderTest
 from tests.train_corpus import Corpus
 from trainer.runner import TrainingOutcome
@@ -114,3 +119,19 @@ async def test_webhook_mode_answers_updates_posted_with_the_secret(tmp_path):
     stop.set()
     await server
     twin.close()
+
+
+async def test_serve_with_a_token_telegram_refuses_says_so_in_one_line(tmp_path):
+    stub = BotApiStub("999:the-right-token")
+    url = await stub.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")} | {
+        "TWIN_DATA_DIR": str(tmp_path / "data"), "TWIN_OWNER_ID": "1", "TWIN_BOT_TOKEN": "999:WRONG-secret-part",
+        "TWIN_BOT_API_URL": url, "TWIN_BASE_MODEL": str(tmp_path / "no-model"),
+    }  # fmt: skip
+    twin = str(Path(sys.executable).with_name("twin"))
+    proc = await asyncio.create_subprocess_exec(twin, "serve", cwd=tmp_path, env=env, stdout=PIPE, stderr=PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    await stub.stop()
+    text = (out + err).decode()
+    assert proc.returncode == 1 and "Telegram refused TWIN_BOT_TOKEN" in text
+    assert "Traceback" not in text and "WRONG-secret-part" not in text
