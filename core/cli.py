@@ -17,7 +17,7 @@ from rich.console import Console
 from core.errors import UserError
 from core.settings import Settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line
 app = typer.Typer(
     name="twin",
     help="Your digital twin on Telegram: collect your chats, fine-tune a model on them, serve it as a bot.",
