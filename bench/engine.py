@@ -142,7 +142,13 @@ def main() -> None:
     parser.add_argument("--adapters", nargs=3, type=Path, help="three adapters of --model: active, promoted twice")
     parser.add_argument("--chats", type=int, default=32, help="concurrent chats")
     parser.add_argument("--sequential", type=int, default=16, help="replies timed one at a time")
+    parser.add_argument("--threads", type=int, help="torch threads here (default: 1 on the tiny model, whose "
+                        "matmuls are slower split over threads; vLLM's CPU workers also use 1)")  # fmt: skip
     args = parser.parse_args()
+    if args.threads or not args.model:
+        import torch
+
+        torch.set_num_threads(args.threads or 1)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     work = Path(tempfile.mkdtemp(prefix="twin-bench-engine-"))

@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from core.format import ChatFormat, ChatTurn
 
+from .compat import adapter_mismatch
 from .decoding import PROBE, Generation, Sampling, degenerate_reason
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class BaseEngine:
     def __init__(self, sampling: Sampling | None = None):
         self.sampling = sampling or Sampling()
         self.format: ChatFormat | None = None  # set by start(): built from the base model's tokenizer
+        self.base_model: str | None = None  # set by start(): folder or hub id, to check adapters against
         self.max_context: int = 4096  # prompt + reply tokens the model accepts; set by start()
         self.rejected: dict[int, str] = {}  # adapter version → why it is not served
         self._checks: dict[int, asyncio.Future[str | None]] = {}
@@ -105,10 +107,12 @@ class BaseEngine:
         raise NotImplementedError
 
     def adapter_problem(self, adapter: AdapterRef) -> str | None:
-        """Why this engine cannot load `adapter` at all (checked before the smoke check), or None."""
+        """Why this engine cannot load `adapter` at all (checked before the smoke check), or None.
+
+        Runs before the adapter reaches the model: vLLM dies on an adapter of another model."""
         if not (adapter.path / "adapter_config.json").exists():
             return f"{adapter.path} has no adapter_config.json (not a peft adapter folder)"
-        return None
+        return adapter_mismatch(adapter.path, self.base_model)
 
     # -- the interface -------------------------------------------------------------------------------
     async def reply(
@@ -163,7 +167,7 @@ class BaseEngine:
         return fallback
 
     async def _smoke_check(self, adapter: AdapterRef) -> str | None:
-        reason = self.adapter_problem(adapter)
+        reason = await asyncio.to_thread(self.adapter_problem, adapter)
         if reason is None:
             try:
                 reason = await self._unchanged_output(adapter)

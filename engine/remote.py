@@ -131,6 +131,7 @@ class RemoteEngine(BaseEngine):
         tokenizer_from = self.settings.base_model or base.get("root") or base["id"]
         tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, tokenizer_from)
         self.format = ChatFormat(tokenizer)
+        self.base_model = tokenizer_from  # checked against adapters only when its files are here too
         log.info("remote engine ready: %s at %s, context %d", self._base_model, self.url, self.max_context)
 
     async def close(self) -> None:

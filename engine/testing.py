@@ -2,7 +2,8 @@
 
 `train_parrot_adapter` teaches a tiny base model (tests/tiny.py) to answer any chat with one fixed burst,
 through the core conversation format, so an engine's reply proves which adapter served it.
-`zero_adapter` is a peft adapter whose weights change nothing: the smoke check must refuse it.
+`zero_adapter` is a peft adapter whose weights change nothing, `misnamed_adapter` one whose module names
+match nothing in the base model: the smoke check must refuse both.
 """
 
 from __future__ import annotations
@@ -118,3 +119,20 @@ def zero_adapter(model_dir: Path, out_dir: Path, rank: int = 8) -> Path:
     )
     model.save_pretrained(out_dir)
     return Path(out_dir)
+
+
+def misnamed_adapter(src: Path, out_dir: Path) -> Path:
+    """A copy of adapter `src` whose module names match nothing in the base model (`q_proj` → `query`),
+    like an adapter trained for another architecture."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = json.loads((Path(src) / "adapter_config.json").read_text())
+    config["target_modules"] = [m.replace("proj", "projection") for m in config["target_modules"]]
+    (out_dir / "adapter_config.json").write_text(json.dumps(config))
+    weights = load_file(Path(src) / "adapter_model.safetensors")
+    save_file({k.replace("proj", "projection"): v for k, v in weights.items()}, out_dir / "adapter_model.safetensors")
+    return out_dir

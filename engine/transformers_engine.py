@@ -64,6 +64,7 @@ class TransformersEngine(BaseEngine):
         model_name = self.settings.require("base_model")
         tokenizer = AutoTokenizer.from_pretrained(model_name)
         self.format = ChatFormat(tokenizer)
+        self.base_model = model_name
         # End of turn, and the tokenizer's EOS as vLLM also stops there.
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         self._stops = list(dict.fromkeys(self.format.stop_token_ids + eos))

@@ -79,6 +79,7 @@ class VLLMEngine(BaseEngine):
         args = self.engine_args()
         tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, args.model)
         self.format = ChatFormat(tokenizer)
+        self.base_model = args.model
         self._llm = AsyncLLM.from_engine_args(args)
         model_config = getattr(self._llm, "model_config", None)
         self.max_context = model_config.max_model_len if model_config else args.max_model_len

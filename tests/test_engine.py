@@ -184,3 +184,18 @@ def test_remote_server_command_enables_lora(tiny_model_dir):
     assert argv[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
     assert "--enable-lora" in argv and argv[argv.index("--max-lora-rank") + 1] == "16"
     assert Path(argv[argv.index("--model") + 1]) == Path(tiny_model_dir)
+
+
+# -- adapters that do not fit the base model (vLLM would die on them) -------------------------------------
+def test_adapters_of_another_model_are_caught_from_file_headers(tiny_model_dir, tmp_path):
+    from engine.compat import adapter_mismatch
+    from engine.testing import misnamed_adapter, zero_adapter
+    from tests.tiny import build_tiny_model
+
+    fits = zero_adapter(tiny_model_dir, tmp_path / "fits")
+    assert adapter_mismatch(fits, str(tiny_model_dir)) is None
+    misnamed = misnamed_adapter(fits, tmp_path / "misnamed")
+    assert "not in the base model" in adapter_mismatch(misnamed, str(tiny_model_dir))
+    wider = zero_adapter(build_tiny_model(tmp_path / "wider", hidden_size=192), tmp_path / "wider-adapter")
+    assert "sizes do not match" in adapter_mismatch(wider, str(tiny_model_dir))
+    assert adapter_mismatch(wider, "no/such-model-here") is None  # nothing to compare with: the smoke check decides

@@ -16,7 +16,7 @@ from core.format import ChatTurn
 from core.settings import Settings
 from engine.base import AdapterRef
 from engine.decoding import PROBE, Sampling
-from engine.testing import train_parrot_adapter, zero_adapter
+from engine.testing import misnamed_adapter, train_parrot_adapter, zero_adapter
 from storage import Storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -29,12 +29,13 @@ GREEDY = Sampling(temperature=0, top_p=1.0, max_new_tokens=24)
 
 @pytest.fixture(scope="session")
 def adapters_store(tiny_model_dir, tmp_path_factory) -> Storage:
-    """A store with adapters 1 (says V1), 2 (says V2) and 3 (zero weights), made once per session."""
+    """Adapters 1 (says V1), 2 (says V2), 3 (zero weights) and 4 (module names of another model)."""
     data = tmp_path_factory.mktemp("engine-data")
     store = Storage(data / "twin.db")
     for version, make in ((1, lambda p: train_parrot_adapter(tiny_model_dir, p, V1)),
                           (2, lambda p: train_parrot_adapter(tiny_model_dir, p, V2, seed=1)),
-                          (3, lambda p: zero_adapter(tiny_model_dir, p))):  # fmt: skip
+                          (3, lambda p: zero_adapter(tiny_model_dir, p)),
+                          (4, lambda p: misnamed_adapter(data / "adapters" / "0001", p))):  # fmt: skip
         path = make(data / "adapters" / f"{version:04d}")
         store.add_adapter({"version": version, "path": str(path), "base_model": str(tiny_model_dir)}, [])
     return store
@@ -51,7 +52,7 @@ async def engine(request, tiny_model_dir, adapters_store):
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     settings = Settings(_env_file=None, base_model=str(tiny_model_dir), vllm_dtype="float32",
                         vllm_max_model_len=256, vllm_max_loras=3)  # fmt: skip
-    refs = [ref(adapters_store, v) for v in (1, 2, 3)]
+    refs = [ref(adapters_store, v) for v in (1, 2, 3, 4)]
     server = None
     if request.param == "transformers":
         from engine.transformers_engine import TransformersEngine
@@ -129,3 +130,19 @@ async def test_smoke_check_refuses_an_adapter_with_zero_weights(engine, adapters
     reply = await engine.reply(CHAT, "owner", "friend", zero)  # served by the last good adapter instead
     assert previous is not None and reply == list(V1 if previous.version == 1 else V2)
     assert 1 not in engine.rejected and 2 not in engine.rejected
+
+
+async def test_smoke_check_refuses_an_adapter_whose_modules_match_nothing_and_serving_goes_on(engine, adapters_store):
+    assert not await engine.load(ref(adapters_store, 4))
+    assert engine.rejected[4]
+    assert await engine.reply(CHAT, "owner", "friend", ref(adapters_store, 1)) == list(V1)
+
+
+async def test_remote_server_keeps_only_the_adapter_in_use_loaded(engine, adapters_store):
+    if engine.name != "remote":
+        pytest.skip("only the remote engine loads adapters into a server by name")
+    await engine.reply(CHAT, "owner", "friend", ref(adapters_store, 1))
+    await engine.reply(CHAT, "owner", "friend", ref(adapters_store, 2))
+    async with engine._http.get(f"{engine.url}/v1/models") as resp:
+        served = {m["id"] for m in (await resp.json())["data"]}
+    assert "twin-0002" in served and "twin-0001" not in served
