@@ -84,6 +84,8 @@ class BaseEngine:
     """Reply logic on top of `generate`; subclasses start a model, set `format` and `max_context`."""
 
     name = "engine"
+    # Errors that say nothing about an adapter (a dropped connection, a dead engine): its check is redone.
+    transient_errors: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
 
     def __init__(self, sampling: Sampling | None = None):
         self.sampling = sampling or Sampling()
@@ -171,6 +173,9 @@ class BaseEngine:
         if reason is None:
             try:
                 reason = await self._unchanged_output(adapter)
+            except self.transient_errors:  # the engine or the network failed, not the adapter: check again
+                self._checks.pop(adapter.version, None)
+                raise
             except Exception as exc:  # a broken adapter must not take the engine down
                 log.exception("adapter %d failed to load", adapter.version)
                 reason = f"failed to load: {exc}"

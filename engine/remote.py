@@ -96,6 +96,7 @@ def stop_local_server(proc: subprocess.Popen) -> None:
 
 class RemoteEngine(BaseEngine):
     name = "remote"
+    transient_errors = (aiohttp.ClientError, ConnectionError, TimeoutError)
 
     def __init__(self, settings: Settings, sampling: Sampling | None = None):
         super().__init__(sampling)

@@ -76,6 +76,12 @@ class VLLMEngine(BaseEngine):
         except ImportError:  # vLLM < 0.8.5 kept the async engine under another name
             from vllm.engine.async_llm_engine import AsyncLLMEngine as AsyncLLM
 
+        try:  # a dead engine fails every request: not a reason to refuse the adapter being checked
+            from vllm.v1.engine.exceptions import EngineDeadError
+
+            self.transient_errors = (*self.transient_errors, EngineDeadError)
+        except ImportError:
+            pass
         args = self.engine_args()
         tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, args.model)
         self.format = ChatFormat(tokenizer)

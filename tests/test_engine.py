@@ -149,6 +149,24 @@ async def test_concurrent_first_replies_share_one_smoke_check(fmt, tmp_path):
     assert len(probes) == 2  # the base model once, the adapter once
 
 
+async def test_a_connection_error_during_the_check_does_not_refuse_the_adapter(fmt, tmp_path):
+    adapter = AdapterRef(1, adapter_dir(tmp_path, "1"), 8)
+    engine = ScriptedEngine(fmt, {0: [said(fmt, "base")], 1: [said(fmt, "tuned")]})
+    generate = engine.generate
+    failures = [ConnectionError("server restarting")]
+
+    async def flaky(prompt_ids, adapter, sampling):
+        if adapter is not None and failures:
+            raise failures.pop()
+        return await generate(prompt_ids, adapter, sampling)
+
+    engine.generate = flaky
+    with pytest.raises(ConnectionError):
+        await engine.reply(TURNS, "alice", "bob", adapter)
+    assert await engine.reply(TURNS, "alice", "bob", adapter) == ["tuned"]
+    assert engine.rejected == {}
+
+
 async def test_a_folder_without_adapter_config_is_refused_and_the_base_model_serves(fmt, tmp_path):
     engine = ScriptedEngine(fmt, {0: [said(fmt, "base")]})
     missing = AdapterRef(5, tmp_path / "nowhere", 8)
