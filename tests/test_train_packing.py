@@ -11,15 +11,22 @@ from core.format import ChatFormat, ChatTurn
 from trainer import packing
 from trainer.dataset import TrainingSession
 from trainer.loop import step_groups
+from trainer.model import load_base
 from trainer.packing import IGNORE, Pack, collate, pack_examples
 from trainer.windows import Example, session_examples, window_bounds
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tiny_model_dir):
+@pytest.fixture(scope="module", params=["sdpa", "trainer"])
+def tiny_model(request, tiny_model_dir):
+    """The tiny model with transformers' sdpa (packing read from position_ids by masking_utils) and as the
+    trainer loads it (packed_sdpa: sdpa per example)."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
+    if request.param == "trainer":
+        model = load_base(str(tiny_model_dir), torch.float32, torch.device("cpu"))
+        assert model.config._attn_implementation == packing.PACKED_SDPA
+    else:
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
     return model.eval()
 
 
@@ -119,14 +126,3 @@ def test_packed_examples_do_not_attend_to_each_other(tiny_model):
         out = tiny_model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
         logits_b.append(out.logits[0, len(first) :])
     torch.testing.assert_close(logits_b[0], logits_b[1])
-
-
-@torch.no_grad()
-def test_explicit_block_mask_matches_the_detected_packing(tiny_model, monkeypatch):
-    pack = Pack(_random_examples(3, 20, 60, seed=4))
-    detected = tiny_model(**{k: v for k, v in collate(pack).items() if k != "labels"}, use_cache=False).logits
-    monkeypatch.setattr(packing, "_has_packed_detection", lambda: False)
-    batch = collate(pack)
-    assert batch["attention_mask"].shape[-1] == pack.n_tokens
-    explicit = tiny_model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
-    torch.testing.assert_close(detected, explicit, atol=1e-4, rtol=1e-4)

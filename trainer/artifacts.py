@@ -53,8 +53,11 @@ def plot_loss(history: Sequence[dict], figures: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def save_adapter(peft_model, adapters_dir: Path, version: int, meta: dict, history: Sequence[dict]) -> Path:
-    """Write the adapter's folder atomically; returns its final path."""
+def save_adapter(
+    peft_model, adapters_dir: Path, version: int, meta: dict, history: Sequence[dict], state_dict=None
+) -> Path:
+    """Write the adapter's folder atomically; returns its final path. `state_dict`: gathered full weights
+    (FSDP), else the model's own."""
     adapters_dir = Path(adapters_dir)
     adapters_dir.mkdir(parents=True, exist_ok=True)
     final = adapter_dir(adapters_dir, version)
@@ -63,7 +66,7 @@ def save_adapter(peft_model, adapters_dir: Path, version: int, meta: dict, histo
     tmp = adapters_dir / f".tmp-{version:04d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        peft_model.save_pretrained(str(tmp), selected_adapters=["default"])
+        peft_model.save_pretrained(str(tmp), selected_adapters=["default"], state_dict=state_dict)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         (tmp / "history.json").write_text(json.dumps(list(history)))
         plot_loss(history, meta.get("eval", {}), tmp / "loss.png")

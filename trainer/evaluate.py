@@ -8,7 +8,6 @@ they are comparable with its own.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from collections import defaultdict
@@ -31,7 +30,7 @@ def eval_set_key(base_model: str, sessions: Sequence[TrainingSession], max_len: 
 
 
 @torch.no_grad()
-def evaluate(model, examples: Sequence[Example], pack_tokens: int, dtype, device) -> dict | None:
+def evaluate(model, examples: Sequence[Example], pack_tokens: int, device) -> dict | None:
     """{"loss", "tokens", "per_persona": {slug: loss}} of `model` as it is (adapter on or off); None if
     there is nothing to evaluate."""
     if not examples:
@@ -41,7 +40,7 @@ def evaluate(model, examples: Sequence[Example], pack_tokens: int, dtype, device
     total, count = 0.0, 0
     by_persona: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     for pack in pack_examples(examples, pack_tokens):
-        out = token_losses(model, pack, dtype, device)
+        out = token_losses(model, pack, device)
         total += float(out.loss.sum())
         count += out.loss.numel()
         for loss, speaker, ex in zip(out.loss.tolist(), out.speaker.tolist(), out.example.tolist(), strict=True):
@@ -55,24 +54,27 @@ def evaluate(model, examples: Sequence[Example], pack_tokens: int, dtype, device
     return {"loss": round(total / count, 5), "tokens": count, "per_persona": per_persona}
 
 
-def evaluate_base(peft_model, examples, pack_tokens, dtype, device, store, key: str) -> dict | None:
-    """The base model's figures (adapters switched off), from the storage cache when the key matches."""
+def evaluate_base(peft_model, examples, pack_tokens, device, store, key: str, model=None) -> dict | None:
+    """The base model's figures (adapter switched off), from the storage cache when the key matches.
+    `model` is what to run forwards through when it is not `peft_model` itself (an FSDP wrapper of it)."""
     cache_key = f"base_eval:{key}"
-    cached = store.get_meta(cache_key) if store is not None else None
+    cached = store.get_meta(cache_key)
     if cached:
         return json.loads(cached)
-    with peft_model.disable_adapter() if hasattr(peft_model, "disable_adapter") else contextlib.nullcontext():
-        figures = evaluate(peft_model, examples, pack_tokens, dtype, device)
-    if figures is not None and store is not None:
+    with peft_model.disable_adapter():
+        figures = evaluate(model if model is not None else peft_model, examples, pack_tokens, device)
+    if figures is not None:
         store.set_meta(cache_key, json.dumps(figures))
     return figures
 
 
-def evaluate_adapter(peft_model, name: str, examples, pack_tokens, dtype, device) -> dict | None:
-    """Figures of adapter `name` loaded in `peft_model`; the previously active adapter is restored after."""
+def evaluate_adapter_folder(peft_model, path: str, examples, pack_tokens, device) -> dict | None:
+    """Figures of another adapter folder (the active one), loaded beside the trained adapter and removed after."""
     current = peft_model.active_adapter
-    peft_model.set_adapter(name)
+    peft_model.load_adapter(str(path), adapter_name="compare", is_trainable=False)
     try:
-        return evaluate(peft_model, examples, pack_tokens, dtype, device)
+        peft_model.set_adapter("compare")
+        return evaluate(peft_model, examples, pack_tokens, device)
     finally:
         peft_model.set_adapter(current)
+        peft_model.delete_adapter("compare")

@@ -29,10 +29,10 @@ class TokenLosses:
     example: torch.Tensor  # index into pack.examples of each target token
 
 
-def token_losses(model, pack: Pack, dtype: torch.dtype, device: torch.device) -> TokenLosses:
+def token_losses(model, pack: Pack, device: torch.device) -> TokenLosses:
     """Forward one pack; the loss of every target token. Logits are computed only where a token is learned
     (`logits_to_keep`), which saves most of the vocabulary projection on header and context tokens."""
-    batch = {k: v.to(device) for k, v in collate(pack, dtype).items()}
+    batch = {k: v.to(device) for k, v in collate(pack).items()}
     labels = batch.pop("labels")[0]
     keep = (labels[1:] != IGNORE).nonzero().squeeze(1)
     out = model(**batch, use_cache=False, logits_to_keep=keep)
@@ -69,11 +69,10 @@ class Trainer:
     scheduler: object
     accelerator: object
     cfg: TrainConfig
-    dtype: torch.dtype
 
     def _micro(self, pack: Pack, weight: float) -> float:
         acc = self.accelerator
-        losses = token_losses(self.model, pack, self.dtype, acc.device).loss
+        losses = token_losses(self.model, pack, acc.device).loss
         acc.backward(losses.sum() * weight)
         return float(losses.detach().sum()) if weight else 0.0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from trainer.config import TrainConfig
+from trainer.packing import register_packed_attention
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,13 @@ def load_tokenizer(base_model: str):
 
 
 def attention_for(device: torch.device) -> str:
-    """flash-attention 2 on GPUs that have it: it reads packed position_ids as variable-length sequences and
-    skips the cross-example blocks. Else sdpa with a block-diagonal mask (computes, then masks, them)."""
+    """An attention that keeps packed examples apart without computing across them: flash-attention 2 on
+    GPUs that have it (variable-length sequences from position_ids), else sdpa per example (packing.py)."""
     import importlib.util
 
     if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
-    return "sdpa"
+    return register_packed_attention()
 
 
 def load_base(base_model: str, dtype: torch.dtype, device: torch.device):
@@ -70,8 +71,3 @@ def attach_lora(model, cfg: TrainConfig, parent: Path | None = None):
     if cfg.gradient_checkpointing or (cfg.gradient_checkpointing is None and model.device.type == "cuda"):
         peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return peft_model
-
-
-def load_adapter_for_eval(peft_model, path: Path, name: str) -> None:
-    """Load another adapter folder next to the trained one (to evaluate the active adapter)."""
-    peft_model.load_adapter(str(path), adapter_name=name, is_trainable=False)

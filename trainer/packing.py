@@ -1,10 +1,15 @@
 """Padding-free batches: examples packed end to end into one row, without attending to each other.
 
 A pack is fed as batch size 1: the examples' ids concatenated, `position_ids` restarting at 0 for each
-example and no attention mask. transformers (>= 4.5x, `masking_utils.find_packed_sequence_indices`) reads
-the restarts and builds a block-diagonal causal mask for eager/sdpa attention, so every token is real and
-no example sees another (tests/test_train_packing.py checks the logits against separate forwards). Older
-versions get the block-diagonal mask passed explicitly.
+example, no attention mask, so every token is real. Keeping examples apart is the attention's job:
+
+* flash-attention 2 (GPUs that have it) reads the restarts as variable-length sequences;
+* elsewhere `packed_sdpa` (registered with transformers' AttentionInterface) runs causal sdpa per example.
+
+transformers' own sdpa also reads the restarts (masking_utils.find_packed_sequence_indices, when there is
+no attention mask and no cache) and builds a block-diagonal mask, but it computes the whole pack's square
+of scores: on small models that costs more than the padding it saves. tests/test_train_packing.py checks
+both against separate forwards.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from trainer.windows import Example
 
@@ -57,23 +63,48 @@ def pack_examples(examples: Sequence[Example], capacity: int, seed: int = 0) -> 
     return packs
 
 
-def _has_packed_detection() -> bool:
-    try:
-        from transformers.masking_utils import find_packed_sequence_indices  # noqa: F401
-    except ImportError:
-        return False
-    return True
+PACKED_SDPA = "twin_packed_sdpa"
 
 
-def block_causal_mask(lengths: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    """A (1, 1, T, T) additive mask: causal inside each example, nothing across examples."""
-    seq = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(list(lengths)))
-    allowed = (seq[:, None] == seq[None, :]) & torch.ones(len(seq), len(seq), dtype=torch.bool).tril()
-    mask = torch.zeros(len(seq), len(seq), dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-    return mask[None, None]
+def packed_sdpa(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, **kwargs):
+    """Attention for one packed row: causal sdpa over each example on its own (found where position_ids
+    restart at 0). Exact block-diagonal attention at the cost of separate sequences (sum of squares, not the
+    square of the sum), with the linear layers still running on the whole pack at once."""
+    position_ids = kwargs.get("position_ids")
+    if query.shape[0] != 1 or position_ids is None:
+        raise ValueError(f"{PACKED_SDPA} takes one packed row with its position_ids")
+    length = query.shape[2]
+    starts = (position_ids[0, :length] == 0).nonzero().flatten().tolist()
+    bounds = list(zip(starts, starts[1:] + [length], strict=True))
+    gqa = key.shape[1] != query.shape[1]
+    p = dropout if module.training else 0.0
+    out = torch.cat(
+        [
+            F.scaled_dot_product_attention(
+                query[:, :, a:b],
+                key[:, :, a:b],
+                value[:, :, a:b],
+                is_causal=True,
+                dropout_p=p,
+                scale=scaling,
+                enable_gqa=gqa,
+            )  # fmt: skip
+            for a, b in bounds
+        ],
+        dim=2,
+    )
+    return out.transpose(1, 2).contiguous(), None
 
 
-def collate(pack: Pack, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def register_packed_attention() -> str:
+    """Make PACKED_SDPA an attention transformers models can be loaded with (no mask is built for it)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa)
+    return PACKED_SDPA
+
+
+def collate(pack: Pack) -> dict[str, torch.Tensor]:
     """Model inputs of one pack plus `labels` (IGNORE where nothing is learned). Labels are not shifted:
     labels[t] is the target predicted at position t - 1."""
     ids, pos, labels, speaker = [], [], [], []
@@ -83,17 +114,4 @@ def collate(pack: Pack, dtype: torch.dtype = torch.float32) -> dict[str, torch.T
         # The first token of an example is never predicted: position t - 1 belongs to another example.
         labels += [IGNORE] + [t if keep else IGNORE for t, keep in zip(ex.ids[1:], ex.loss[1:], strict=True)]
         speaker += ex.speaker
-    batch = {
-        "input_ids": torch.tensor([ids]),
-        "position_ids": torch.tensor([pos]),
-        "labels": torch.tensor([labels]),
-    }
-    if not _has_packed_detection():
-        batch["attention_mask"] = block_causal_mask([len(e) for e in pack.examples], dtype)
-    return batch
-
-
-def real_token_share(packs: Sequence[Pack]) -> float:
-    """Share of fed tokens that are real (not padding): 1.0 by construction for padding-free packs."""
-    fed = sum(len(collate(p)["input_ids"][0]) for p in packs)
-    return sum(p.n_tokens for p in packs) / fed if fed else 1.0
+    return {"input_ids": torch.tensor([ids]), "position_ids": torch.tensor([pos]), "labels": torch.tensor([labels])}

@@ -18,7 +18,7 @@ from pathlib import Path
 from core.errors import UserError
 from storage import Storage
 from trainer.config import TrainConfig
-from trainer.dataset import TrainingSession
+from trainer.dataset import MIN_TURNS, TrainingSession
 
 
 class NothingToTrain(UserError):
@@ -64,7 +64,7 @@ def count_new_sessions(store: Storage) -> int:
     """Closed train sessions the active adapter's lineage has not seen (cheap: no message is read)."""
     ids, hashes = seen_by(store, lineage(store, (store.active_adapter() or {}).get("version")))
     rows = store.sessions(closed=True, split="train")
-    return sum(1 for r in rows if r["id"] not in ids and r["content_hash"] not in hashes)
+    return sum(1 for r in rows if r["n_turns"] >= MIN_TURNS and r["id"] not in ids and r["content_hash"] not in hashes)
 
 
 def lora_shape(cfg: TrainConfig) -> dict:

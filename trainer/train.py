@@ -67,7 +67,9 @@ def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
 
     kwargs = {}
-    if cfg.strategy == "fsdp":
+    if cfg.strategy == "fsdp" and not torch.cuda.is_available():
+        log.warning("FSDP shards over GPUs: on CPU, accelerate runs the processes as DDP")
+    elif cfg.strategy == "fsdp":
         from accelerate import FullyShardedDataParallelPlugin
 
         kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
@@ -113,13 +115,19 @@ class TrainingRound:
         self.eval_sessions = list(iter_sessions(self.store, self.settings, "eval"))
 
     def make_plan(self) -> RoundPlan:
-        plan = (
-            plan_round(self.store, self.cfg, self.train_sessions, self.eval_sessions, self.full) if self.main else None
-        )
+        """The main process plans; in a multi-process run it sends the plan (or why there is none) to all."""
+        try:
+            plan = None
+            if self.main:
+                plan = plan_round(self.store, self.cfg, self.train_sessions, self.eval_sessions, self.full)
+        except Exception as exc:  # noqa: BLE001 - every process must learn that there is nothing to do
+            plan = exc
         if self.acc.num_processes > 1:
             from accelerate.utils import broadcast_object_list
 
             plan = broadcast_object_list([plan])[0]
+        if isinstance(plan, Exception):
+            raise plan
         return plan
 
     def setup_data(self) -> None:
@@ -160,44 +168,47 @@ class TrainingRound:
 
     # -- train ------------------------------------------------------------------------------------------
     def train(self) -> None:
-        trainer = Trainer(self.model, self.optimizer, self.scheduler, self.acc, self.cfg, self.dtype)
+        trainer = Trainer(self.model, self.optimizer, self.scheduler, self.acc, self.cfg)
         self.history = trainer.run(self.packs, on_step=lambda e: self._emit({"event": "step", **e}))
         self.peft_model = self.acc.unwrap_model(self.model)
 
     # -- evaluate ---------------------------------------------------------------------------------------
-    def _eval(self, fn, *args) -> dict | None:
-        return fn(self.peft_model, *args, self.eval_examples, self.cfg.eval_pack_tokens, self.dtype, self.acc.device)
+    @property
+    def fsdp(self) -> bool:
+        return str(self.acc.distributed_type).endswith("FSDP")
 
     def active_figures(self, key: str) -> dict | None:
-        """The active adapter's eval figures on this eval set: stored ones if the set is the same."""
-        active = self.store.active_adapter()
-        if active is None or not self.eval_examples:
+        """The active adapter's eval figures on this eval set: stored ones if the set is the same, else
+        measured now (not under FSDP, whose sharded model cannot take a second adapter)."""
+        if self.active is None or not self.eval_examples:
             return None
-        stored = json.loads(active["eval_json"] or "{}")
+        stored = json.loads(self.active["eval_json"] or "{}")
         if stored.get("eval_set") == key and stored.get("eval"):
             return stored["eval"]
-        tm.load_adapter_for_eval(self.peft_model, active["path"], "active")
-        try:
-            return self._eval(ev.evaluate_adapter, "active")
-        finally:
-            self.peft_model.delete_adapter("active")
+        if self.fsdp:
+            self.warnings.append("FSDP: the active adapter was not re-evaluated on the new eval set")
+            return None
+        args = (self.eval_examples, self.cfg.eval_pack_tokens, self.acc.device)
+        return ev.evaluate_adapter_folder(self.peft_model, self.active["path"], *args)
 
     def evaluate(self) -> None:
-        if not self.main:
+        """New adapter, base model and active adapter on the eval sessions. The main process alone does it,
+        except under FSDP, where every process holds a shard and all run the same forwards."""
+        if not (self.main or self.fsdp):
             return
-        self.eval_key = ev.eval_set_key(
-            self.base_model, self.eval_sessions, self.cfg.max_seq_len, self.cfg.window_context
-        )
-        self.new_figures = ev.evaluate(
-            self.peft_model, self.eval_examples, self.cfg.eval_pack_tokens, self.dtype, self.acc.device
-        )
-        base_args = (self.eval_examples, self.cfg.eval_pack_tokens, self.dtype, self.acc.device)
-        self.base_figures = ev.evaluate_base(self.peft_model, *base_args, self.store, self.eval_key)
+        model = self.model if self.fsdp else self.peft_model
+        args = (self.eval_examples, self.cfg.eval_pack_tokens, self.acc.device)
+        self.eval_key = ev.eval_set_key(self.base_model, self.eval_sessions, self.cfg.max_seq_len,
+                                        self.cfg.window_context)  # fmt: skip
+        self.new_figures = ev.evaluate(model, *args)
+        self.base_figures = ev.evaluate_base(self.peft_model, *args, self.store, self.eval_key, model=model)
         self.active = self.store.active_adapter()
         self.active_eval = self.active_figures(self.eval_key)
         loss = lambda f: f["loss"] if f else None  # noqa: E731
         self._emit({"event": "eval", "eval_loss": loss(self.new_figures), "base_eval_loss": loss(self.base_figures),
                     "active_eval_loss": loss(self.active_eval)})  # fmt: skip
+        # Under FSDP the full LoRA weights are gathered (by every process) for the main one to save.
+        self.state_dict = self.acc.get_state_dict(self.model) if self.fsdp else None
 
     # -- publish ----------------------------------------------------------------------------------------
     def meta(self, version: int) -> dict:
@@ -224,7 +235,8 @@ class TrainingRound:
             self.warnings.append(decision.warning)
         version = self.store.next_adapter_version()
         meta = self.meta(version)
-        path = artifacts.save_adapter(self.peft_model, self.settings.adapters_dir, version, meta, self.history)
+        path = artifacts.save_adapter(self.peft_model, self.settings.adapters_dir, version, meta, self.history,
+                                      self.state_dict)  # fmt: skip
         row = {
             "version": version, "run_id": self.run_id, "parent_version": self.plan.parent_version,
             "base_model": self.base_model, "path": str(path), "status": "candidate" if decision.promote else "rejected",
