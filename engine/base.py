@@ -67,7 +67,8 @@ def adapter_rank(path: Path) -> int:
 
 @runtime_checkable
 class Engine(Protocol):
-    """What the bot calls. `reply` returns the burst's messages, or [] when there is nothing worth sending."""
+    """What the bot calls. `reply` returns the burst's messages, or [] when there is nothing worth sending;
+    `load` checks an adapter ahead of its first reply (False: refused, `rejected[version]` says why)."""
 
     rejected: dict[int, str]
 
@@ -76,6 +77,8 @@ class Engine(Protocol):
     async def reply(
         self, turns: Sequence[ChatTurn], persona: str, partner: str, adapter: AdapterRef | None
     ) -> list[str]: ...
+
+    async def load(self, adapter: AdapterRef) -> bool: ...
 
     async def close(self) -> None: ...
 
