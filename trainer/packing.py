@@ -74,25 +74,15 @@ def packed_sdpa(module, query, key, value, attention_mask=None, scaling=None, dr
     if query.shape[0] != 1 or position_ids is None:
         raise ValueError(f"{PACKED_SDPA} takes one packed row with its position_ids")
     length = query.shape[2]
-    starts = (position_ids[0, :length] == 0).nonzero().flatten().tolist()
+    starts = sorted({0, *(position_ids[0, :length] == 0).nonzero().flatten().tolist()})
     bounds = list(zip(starts, starts[1:] + [length], strict=True))
     gqa = key.shape[1] != query.shape[1]
     p = dropout if module.training else 0.0
-    out = torch.cat(
-        [
-            F.scaled_dot_product_attention(
-                query[:, :, a:b],
-                key[:, :, a:b],
-                value[:, :, a:b],
-                is_causal=True,
-                dropout_p=p,
-                scale=scaling,
-                enable_gqa=gqa,
-            )  # fmt: skip
-            for a, b in bounds
-        ],
-        dim=2,
-    )
+    outs = []
+    for a, b in bounds:
+        q, k, v = query[:, :, a:b], key[:, :, a:b], value[:, :, a:b]
+        outs.append(F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, scale=scaling, enable_gqa=gqa))
+    out = torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -231,7 +231,7 @@ class TrainingRound:
         new_loss, active_loss = (f["loss"] if f else None for f in (self.new_figures, self.active_eval))
         decision = decide(new_loss, active_loss, self.active is not None, self.cfg.promote_tolerance)
         if decision.warning:
-            log.info(decision.warning)
+            log.debug(decision.warning)
             self.warnings.append(decision.warning)
         version = self.store.next_adapter_version()
         meta = self.meta(version)
