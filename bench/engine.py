@@ -7,6 +7,7 @@ By default on the tiny model of the tests (built here, offline) with two tiny ad
     python bench/engine.py                                  # vllm, transformers and remote
     python bench/engine.py --engines vllm --chats 64
     python bench/engine.py --model Qwen/Qwen2.5-1.5B-Instruct --adapters data/adapters/000{2,3,4}
+    python bench/engine.py --decoding --data-dir data   # greedy vs sampling on your held-out chats
 """
 
 from __future__ import annotations
@@ -135,6 +136,38 @@ async def promotion_latency(engine, recorder: Recorder, store: Storage, version:
     return elapsed
 
 
+async def bench_decoding(settings: Settings, limit: int) -> None:
+    """Greedy vs the default sampling vs T=1 on held-out sessions of settings.data_dir (its active adapter)."""
+    from dataclasses import replace
+
+    from engine.build import build_engine, stored_adapters
+    from engine.chat import owner_slug
+    from engine.decoding_eval import compare_decodings, persona_turns
+    from trainer.dataset import iter_sessions
+
+    store = Storage(settings.db_path)
+    persona = owner_slug(store, settings)
+    pairs = persona_turns((s.turns for s in iter_sessions(store, settings, split="eval")), persona, limit)
+    if not pairs:
+        raise SystemExit(f"no held-out turns of {persona!r} in {settings.data_dir}: import chats first")
+    row = store.active_adapter()
+    adapter = AdapterRef.from_row(row, settings.data_dir) if row else None
+    engine = build_engine(settings, stored_adapters(store, settings))
+    await engine.start()
+    default = reply_sampling(settings)
+    decodings = {"greedy": replace(default, temperature=0.0),
+                 f"T={default.temperature} top_p={default.top_p}": default,
+                 "T=1.0 top_p=1.0": replace(default, temperature=1.0, top_p=1.0)}  # fmt: skip
+    try:
+        rows = await compare_decodings(engine, pairs, adapter, decodings)
+    finally:
+        await engine.close()
+    print(f"\n{len(pairs)} held-out turns of {persona}, adapter {adapter.version if adapter else 'none (base model)'}")
+    print("".join(f"{k:>18}" for k in rows[0]))
+    for r in rows:
+        print("".join(f"{v:>18.2f}" if isinstance(v, float) else f"{v:>18}" for v in r.values()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engines", nargs="+", default=["vllm", "transformers", "remote"])
@@ -144,7 +177,15 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=16, help="replies timed one at a time")
     parser.add_argument("--threads", type=int, help="torch threads here (default: 1 on the tiny model, whose "
                         "matmuls are slower split over threads; vLLM's CPU workers also use 1)")  # fmt: skip
+    parser.add_argument("--decoding", action="store_true", help="instead: compare decodings on --data-dir")
+    parser.add_argument("--data-dir", type=Path, help="twin data dir with imported chats (for --decoding)")
+    parser.add_argument("--limit", type=int, default=200, help="held-out turns scored (for --decoding)")
     args = parser.parse_args()
+    if args.decoding:
+        if not args.data_dir:
+            parser.error("--decoding needs --data-dir (and TWIN_BASE_MODEL / .env settings)")
+        asyncio.run(bench_decoding(Settings(data_dir=args.data_dir), args.limit))
+        return
     if args.threads or not args.model:
         import torch
 

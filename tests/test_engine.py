@@ -217,3 +217,24 @@ def test_adapters_of_another_model_are_caught_from_file_headers(tiny_model_dir, 
     wider = zero_adapter(build_tiny_model(tmp_path / "wider", hidden_size=192), tmp_path / "wider-adapter")
     assert "sizes do not match" in adapter_mismatch(wider, str(tiny_model_dir))
     assert adapter_mismatch(wider, "no/such-model-here") is None  # nothing to compare with: the smoke check decides
+
+
+# -- comparing decodings on held-out turns ----------------------------------------------------------------
+def test_chrf_is_100_for_the_same_reply_and_low_for_another():
+    from engine.decoding_eval import chrf
+
+    assert chrf("ok see you", "ok  see you") == pytest.approx(100)
+    assert chrf("bring the book", "ok see you") < 30
+    assert chrf("", "ok") == 0
+
+
+async def test_compare_decodings_scores_replies_against_what_the_persona_said(fmt):
+    from engine.decoding_eval import compare_decodings, persona_turns
+
+    sessions = [[*TURNS, ChatTurn("alice", ("see you",))], [ChatTurn("alice", ("hi",)), ChatTurn("bob", ("yo",))]]
+    pairs = persona_turns(sessions, "alice", limit=10)
+    assert [real.messages for _, real in pairs] == [("yes",), ("see you",)]
+    engine = ScriptedEngine(fmt, {0: [said(fmt, "yes"), said(fmt, "ok", "ok", "ok"), said(fmt, "see you")]})
+    (row,) = await compare_decodings(engine, pairs, None, {"greedy": Sampling(temperature=0)})
+    assert row["chrF"] == pytest.approx(100) and row["retried %"] == 50 and row["dropped %"] == 0
+    assert row["distinct %"] == 100 and row["messages vs real"] == 1
