@@ -73,8 +73,10 @@ def test_chat_answers_scripted_lines_with_the_transformers_engine(chat_data, tin
 def test_chat_answers_scripted_lines_with_the_vllm_engine(chat_data, tiny_model_dir, tmp_path):
     twin = Path(sys.executable).parent / "twin"
     argv = [str(twin)] if twin.exists() else [sys.executable, "-m", "core.cli"]
+    repo = str(Path(__file__).resolve().parents[1])  # this checkout, whatever the venv's install points at
+    path = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
     env = {**os.environ, **chat_env(chat_data, tiny_model_dir, "vllm"), "VLLM_CPU_KVCACHE_SPACE": "1",
-           "HF_HUB_OFFLINE": "1"}  # fmt: skip
+           "HF_HUB_OFFLINE": "1", "PYTHONPATH": path}  # fmt: skip
     done = subprocess.run([*argv, "chat", "--as", "friend"], input=LINES, capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
