@@ -55,9 +55,14 @@ def join_burst(messages: Sequence[str]) -> str:
     return BURST_SEP.join(_SEP_LINE.sub("--", m.strip()) for m in messages)
 
 
+# Control characters (but newline and tab) that a weak model may emit; Telegram rejects or garbles them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def split_burst(text: str) -> list[str]:
-    """Generated text → the messages of a burst (blank parts dropped)."""
-    return [part.strip() for part in text.split(BURST_SEP) if part.strip()]
+    """Generated text → the messages of a burst (blank parts and control characters dropped)."""
+    parts = (_CONTROL.sub("", part).strip() for part in text.split(BURST_SEP))
+    return [part for part in parts if part]
 
 
 class ChatFormat:

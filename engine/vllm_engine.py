@@ -36,6 +36,17 @@ def max_lora_rank(ranks: Iterable[int], override: int | None = None) -> int:
     return next((r for r in VLLM_LORA_RANKS if r >= want), want)
 
 
+def capped_context(model: str, wanted: int) -> int:
+    """TWIN_VLLM_MAX_MODEL_LEN, capped at the positions the model was built for (vLLM refuses more)."""
+    from transformers import AutoConfig
+
+    try:
+        limit = getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", None)
+    except (OSError, ValueError):  # not readable here: let vLLM judge the setting itself
+        return wanted
+    return min(wanted, limit) if limit else wanted
+
+
 class VLLMEngine(BaseEngine):
     name = "vllm"
 
@@ -55,7 +66,7 @@ class VLLMEngine(BaseEngine):
             model=s.require("base_model"),
             dtype=s.vllm_dtype,
             quantization=s.vllm_quantization,
-            max_model_len=s.vllm_max_model_len,
+            max_model_len=capped_context(s.require("base_model"), s.vllm_max_model_len),
             gpu_memory_utilization=s.vllm_gpu_memory_utilization,
             tensor_parallel_size=s.vllm_tensor_parallel_size,
             enable_lora=True,

@@ -198,3 +198,9 @@ def test_the_tiny_model_continues_a_prompt_into_a_reply(tiny_model_dir, chatml):
         )
     reply = chatml.decode_reply(out[0, len(prompt) :].tolist())
     assert isinstance(reply, list) and all(isinstance(m, str) and m for m in reply)
+
+
+def test_split_burst_drops_control_characters_but_keeps_newlines():
+    from core.format import split_burst
+
+    assert split_burst("a\x00b\nc\x07\n---\n\x01\x02\n---\nd\te") == ["ab\nc", "d\te"]
