@@ -26,7 +26,7 @@ from bot.secrets import hide_in_logs
 from bot.webhook import run_webhook
 from core.errors import UserError
 from core.settings import Settings
-from engine.base import Engine
+from engine.base import AdapterRef, Engine
 from engine.build import build_engine, stored_adapters
 from storage import Storage
 
@@ -53,6 +53,7 @@ async def serve(settings: Settings) -> None:
         cleanup.push_async_callback(engine.close)  # also stops a half-started engine
         log.info("starting the %s engine on %s", settings.engine, settings.require("base_model"))
         await engine.start()
+        await check_active_adapter(engine, store, settings)
         jobs = Jobs(settings, store, OwnerReports(bot, owner_id), engine)
         cleanup.push_async_callback(jobs.close)
         conversations = Conversations(settings, store, engine, bot)
@@ -65,6 +66,15 @@ async def serve(settings: Settings) -> None:
         cleanup.push_async_callback(conversations.drain, DRAIN_SECONDS)
         await run_until_stopped(dp, bot, settings, stop)
     log.info("stopped")
+
+
+async def check_active_adapter(engine: Engine, store: Storage, settings: Settings) -> None:
+    """Smoke check at start-up: an active adapter that does not change the output is not served (vLLM
+    silently serves base-model output when module names don't match); the engine falls back and says why."""
+    row = store.active_adapter()
+    if row and not await engine.load(AdapterRef.from_row(row, settings.data_dir)):
+        reason = engine.rejected.get(row["version"], "failed the smoke check")
+        log.error("the active adapter %04d is not served: %s", row["version"], reason)
 
 
 def open_storage(settings: Settings) -> Storage:
