@@ -108,3 +108,15 @@ def test_two_process_data_parallel_round_equals_one_process_with_accumulation(tm
     import json
 
     assert json.loads((ddp.adapters_dir / "0001" / "meta.json").read_text())["processes"] == 2
+
+
+def test_training_subprocess_gets_no_telegram_secrets(tmp_path, monkeypatch):
+    from core.settings import Settings
+    from trainer.runner import child_env
+
+    monkeypatch.setenv("TWIN_BOT_TOKEN", "123:SECRET")
+    monkeypatch.setenv("TWIN_API_HASH", "hash-secret")
+    monkeypatch.setenv("TWIN_SESSION", "session-secret")
+    env = child_env(Settings(data_dir=tmp_path))
+    assert not {"TWIN_BOT_TOKEN", "TWIN_API_HASH", "TWIN_SESSION"} & set(env)
+    assert env["TWIN_DATA_DIR"] == str(tmp_path)

@@ -43,9 +43,13 @@ class TrainingOutcome:
     stderr_tail: str = ""
 
 
+SECRET_VARIABLES = frozenset({"TWIN_BOT_TOKEN", "TWIN_API_HASH", "TWIN_SESSION"})
+
+
 def child_env(settings: Settings) -> dict[str, str]:
     """This process's environment with the trainer's settings as TWIN_* variables (the child's Settings())."""
-    env = dict(os.environ)
+    # The trainer needs no Telegram secrets: keep the bot token, API hash and session out of its environment.
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
     for name in CHILD_SETTINGS:
         key, value = f"TWIN_{name.upper()}", getattr(settings, name, None)
         if value is None:
