@@ -60,6 +60,7 @@ def save_adapter(
     (FSDP), else the model's own."""
     adapters_dir = Path(adapters_dir)
     adapters_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(adapters_dir, 0o700)  # weights learned from private chats: the owner's alone, like the data dir
     final = adapter_dir(adapters_dir, version)
     if final.exists():
         raise FileExistsError(f"{final} already exists: adapter versions are never overwritten")
@@ -70,6 +71,9 @@ def save_adapter(
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         (tmp / "history.json").write_text(json.dumps(list(history)))
         plot_loss(history, meta.get("eval", {}), tmp / "loss.png")
+        for path in tmp.rglob("*"):
+            path.chmod(0o700 if path.is_dir() else 0o600)
+        tmp.chmod(0o700)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
