@@ -211,6 +211,10 @@ class Database:
             )
         for target in range(version, SCHEMA_VERSION):
             with self.transaction():
+                # Read again under the write lock: another process opening the same new file (the bot, a
+                # cron `twin collect`) may have run this step already while we waited for the lock.
+                if self.conn.execute("PRAGMA user_version").fetchone()[0] > target:
+                    continue
                 MIGRATIONS[target](self.db)
                 self.conn.execute(f"PRAGMA user_version = {target + 1}")
 
