@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_user_settings(monkeypatch):
+    """Tests never read the developer's own .env or TWIN_* variables: each test sets what it needs."""
+    from core.settings import Settings
+
+    for key in [k for k in os.environ if k.startswith("TWIN_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setitem(Settings.model_config, "env_file", None)
 
 
 @pytest.fixture(scope="session")
