@@ -160,8 +160,22 @@ def _v3(db: sqlite_utils.Database) -> None:
     db["bot_messages"].create_index(["chat_id", "date"])
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    """Evaluation reports: one per adapter version, its headline figures for `twin adapters` and /status."""
+    db["eval_reports"].create(
+        {
+            "version": int,  # the adapter evaluated
+            "created_at": int,
+            "status": str,  # ok | leak (eval sessions found in the adapter's training data)
+            "path": str,  # the report folder (report.md, report.json, PNG plots)
+            "figures": str,  # headline figures as JSON (losses, style distance, question share)
+        },
+        pk="version",
+    )
+
+
 # Forward migrations: MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

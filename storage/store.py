@@ -14,6 +14,7 @@ from core.sessions import session_rows
 
 from .bot import BotStore
 from .db import Database
+from .evaluation import EvalStore
 from .forget import ForgetStore
 from .training import TrainingStore
 
@@ -57,7 +58,7 @@ def _dict(row) -> dict[str, Any]:
     return dict(row) if row is not None else None
 
 
-class Storage(BotStore, ForgetStore, TrainingStore, Database):
+class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
     # -- meta -------------------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.query("SELECT value FROM meta WHERE key = ?", (key,))
