@@ -71,7 +71,7 @@ def _register_parts() -> None:
     from core import commands as core_commands
 
     core_commands.register(app)
-    for module in ("collector.commands", "trainer.commands", "engine.commands", "bot.commands"):
+    for module in ("collector.commands", "trainer.commands", "engine.commands", "evaluation.commands", "bot.commands"):
         try:
             part = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -14,6 +14,7 @@ from bot.jobs import Jobs
 from core.errors import UserError
 from core.settings import Settings
 from engine.base import AdapterRef
+from evaluation.headline import describe as describe_report
 from storage import Storage
 from trainer.registry import adapter_listing
 from trainer.registry import rollback as activate_earlier
@@ -38,6 +39,8 @@ def status_text(store: Storage, jobs: Jobs, conversations: Conversations) -> str
     if active:
         lines.append(f"Active adapter: {active['version']:04d} (eval loss {_loss(active['eval_loss'])}, "
                      f"base {_loss(active['base_eval_loss'])}, {active['n_sessions'] or 0} sessions)")  # fmt: skip
+        if report := store.eval_report(active["version"]):
+            lines.append(f"Evaluation: {describe_report(report['figures'])}")
     else:
         lines.append("Active adapter: none, I answer with the base model (/retrain)")
     lines.append(f"Running: {', '.join(jobs.running()) or 'nothing'}; chats being answered: {conversations.busy_chats}")
@@ -54,11 +57,21 @@ def loss_curve(store: Storage, settings: Settings) -> Path | None:
     return images[0] if images else None
 
 
+def report_plot(store: Storage) -> Path | None:
+    """The active adapter's evaluation summary plot (loss, style, questions per persona), when it has one."""
+    active = store.active_adapter()
+    report = store.eval_report(active["version"]) if active else None
+    plot = Path(report["path"]) / "summary.png" if report else None
+    return plot if plot is not None and plot.is_file() else None
+
+
 async def status(message: Message, store: Storage, settings: Settings, jobs: Jobs,
                  conversations: Conversations) -> None:  # fmt: skip
     await message.answer(status_text(store, jobs, conversations))
     if image := loss_curve(store, settings):
         await message.answer_photo(FSInputFile(image), caption="Loss curve of the active adapter")
+    if plot := report_plot(store):
+        await message.answer_photo(FSInputFile(plot), caption="Evaluation: base model / previous / active adapter")
 
 
 async def sync(message: Message, jobs: Jobs) -> None:

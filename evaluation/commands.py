@@ -1,0 +1,50 @@
+"""Evaluation commands: `twin eval`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from core.cli import friendly_errors, settings_of
+
+from .headline import describe
+
+out = Console()
+
+
+@friendly_errors
+def eval_cmd(
+    ctx: typer.Context,
+    adapter: int = typer.Option(None, "--adapter", help="Adapter version (default: the active one)."),
+    out_dir: Path = typer.Option(None, "--out", help="Report folder (default: adapters/NNNN/report)."),
+) -> None:
+    """Write an adapter's evaluation report: held-out loss and perplexity per persona (base model, previous
+    adapter, this one), the style of generated replies vs the real ones, opener dialogues, and a leak guard.
+
+    Writes report.md (opens with the comparison table), report.json and PNG plots; replies come from the
+    engine TWIN_ENGINE names, as in the bot. Fails when eval sessions are in the adapter's training data.
+
+    Example: twin eval --adapter 3 --out reports/0003
+    """
+    from core.commands import open_storage
+
+    from .report import evaluate_adapter
+
+    settings = settings_of(ctx)
+    settings.require("base_model")
+    if logging.getLogger().level > logging.DEBUG:  # vLLM's start-up log drowns the result
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    report = asyncio.run(evaluate_adapter(settings, open_storage(settings), adapter, out_dir))
+    for note in report.data.get("notes") or []:
+        out.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    out.print(f"adapter {report.version}: {describe(report.headline)}", highlight=False)
+    out.print(f"report: {report.path / 'report.md'}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_cmd)

@@ -1,0 +1,246 @@
+"""An adapter's evaluation report, as a recipe: guard → losses → replies → style → write → store.
+
+    report = await evaluate_adapter(settings, store, version=3)   # `twin eval --adapter 3`
+    report.path / "report.md"                                       # + report.json, summary.png, lengths.png
+
+The leak guard runs first: a leak writes a report that says so, records it, and raises EvalLeak. Replies
+come from an engine through the interface the bot uses; the base model, the previous adapter and this one
+answer the same held-out contexts and play the same opener dialogues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import UserError
+from core.format import ChatFormat
+from core.settings import Settings
+from engine.base import AdapterRef, Engine
+from engine.chat import owner_slug
+from storage import Storage
+from trainer.dataset import iter_sessions
+from trainer.model import load_tokenizer
+
+from .config import EvalConfig
+from .generate import Gated, Probe, answer_probes, opener_dialogues, opener_pairs, probes_for, quiet_engine_log
+from .headline import headline
+from .leaks import EvalLeak, check_leaks
+from .losses import MODELS, AdapterInfo, held_out_losses
+from .render import write_report
+from .style import dominant_script, style_components, style_distance, style_stats
+
+log = logging.getLogger(__name__)
+REPORT_DIR = "report"  # inside the adapter's folder: numbered with it, pruned with it
+# Fewer eval sessions than this make every figure noisy: said in the report, not an error.
+FEW_EVAL_SESSIONS = 20
+# Real chat text stays above ~1 nat/token even for a good twin; far below smells of eval data seen in training
+# in a form the leak guard cannot match (a conversation re-imported with edits, quoted, forwarded).
+SUSPICIOUS_LOSS = 0.5
+
+
+@dataclass
+class Report:
+    version: int
+    path: Path  # the report folder
+    data: dict
+    headline: dict
+
+
+def pick_adapter(store: Storage, version: int | None) -> dict:
+    """Adapter `version`, else the active one, else the newest one still on disk."""
+    if version is not None:
+        row = store.adapter(version)
+        if row is None or row["status"] == "deleted":
+            raise UserError(f"no adapter {version} (or it was pruned): `twin adapters` lists them")
+        return row
+    alive = [a for a in store.adapters() if a["status"] != "deleted"]
+    row = store.active_adapter() or (alive[-1] if alive else None)
+    if row is None:
+        raise UserError("no adapter to evaluate yet: `twin train` makes one")
+    return row
+
+
+def adapter_info(row: dict, settings: Settings) -> AdapterInfo:
+    path = AdapterRef.from_row(row, settings.data_dir).path
+    meta_file = path / "meta.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    return AdapterInfo(int(row["version"]), row, path, meta)
+
+
+def previous_of(store: Storage, current: AdapterInfo) -> dict | None:
+    """The adapter active when this one was trained (meta.json), else the newest earlier one that was ever
+    active, else its parent: what this adapter replaces or would replace."""
+    version = (current.meta.get("eval") or {}).get("active_version")
+    if version is None or version == current.version:
+        served = [a for a in store.adapters() if a["status"] in ("active", "retired")]
+        earlier = [a["version"] for a in served if a["version"] < current.version]
+        version = earlier[-1] if earlier else current.row.get("parent_version")
+    return store.adapter(version) if version is not None else None
+
+
+def pick_personas(owner: str | None, tokens: dict[str, int], top: int) -> list[str]:
+    """The owner, then the `top` other personas with the most eval tokens."""
+    others = [p for p in sorted(tokens, key=lambda p: (-tokens[p], p)) if p != owner][:top]
+    return ([owner] if owner else []) + others
+
+
+async def generate_replies(engine: Engine, models: dict[str, AdapterRef | None], probes: dict[str, list[Probe]],
+                           owner: str | None, scripts: dict, cfg: EvalConfig) -> dict:  # fmt: skip
+    """Every model's replies to every probe, and its opener dialogues, all in flight together."""
+    personas, gated = list(probes), Gated(engine, cfg.concurrency)
+    pairs = opener_pairs(owner, personas)
+    jobs = [answer_probes(gated, probes[p], ref) for ref in models.values() for p in personas]
+    jobs += [opener_dialogues(gated, ref, pairs, scripts, cfg.opener_turns) for ref in models.values()]
+    done = iter(await asyncio.gather(*jobs))
+    replies = {m: {p: next(done) for p in personas} for m in models}
+    openers = [dict(d, model=m) for m in models for d in next(done)]
+    return {"replies": replies, "openers": openers}
+
+
+async def usable_models(engine: Engine, current: AdapterInfo, previous: AdapterInfo | None, settings: Settings,
+                        notes: list[str]) -> dict[str, AdapterRef | None]:  # fmt: skip
+    """base → None, and each adapter the engine accepts (a refused one is noted, not silently replaced)."""
+    models: dict[str, AdapterRef | None] = {"base": None}
+    for name, info in (("previous", previous), ("current", current)):
+        if info is None:
+            continue
+        if not info.on_disk:
+            notes.append(f"{name} adapter {info.version} was pruned: no replies from it")
+            continue
+        ref = AdapterRef.from_row(info.row, settings.data_dir)
+        if await engine.load(ref):
+            models[name] = ref
+        else:
+            notes.append(f"the engine refused {name} adapter {info.version}: {engine.rejected.get(info.version)}")
+    return models
+
+
+async def generate_all(settings: Settings, engine: Engine | None, kind: str | None, current: AdapterInfo,
+                       previous: AdapterInfo | None, probes: dict, data: dict,
+                       cfg: EvalConfig) -> dict | None:  # fmt: skip
+    """The replies of every usable model, from `engine` or one of `kind` (None: TWIN_ENGINE) started here.
+    An engine that cannot start or serve leaves the report without replies (noted), not without losses."""
+    from engine.build import build_engine
+
+    own = engine is None
+    try:
+        if own:
+            refs = [AdapterRef.from_row(i.row, settings.data_dir) for i in (current, previous) if i and i.on_disk]
+            engine = build_engine(settings if kind is None else settings.model_copy(update={"engine": kind}), refs)
+            await engine.start()
+        data["engine"] = engine.name
+        models = await usable_models(engine, current, previous, settings, data["notes"])
+        with quiet_engine_log():
+            return await generate_replies(engine, models, probes, data["owner"], data["scripts"], cfg)
+    except Exception as exc:  # noqa: BLE001 - the losses and the leak guard still make a report
+        log.exception("no replies for the report")
+        data["notes"].append(f"no replies were generated: {type(exc).__name__}: {exc}")
+        return None
+    finally:
+        if own and engine is not None:
+            await engine.close()
+
+
+def style_section(probes: dict[str, list[Probe]], replies: dict[str, dict[str, list]], shown: int) -> dict:
+    """Per persona: the real replies' style, each model's, their distances, and a few examples."""
+    out = {}
+    for persona, points in probes.items():
+        if not points:  # no held-out turn of theirs: nothing to compare with
+            continue
+        real = style_stats([p.real for p in points])
+        entry: dict = {"n": len(points), "real": real, "models": {}, "examples": []}
+        for model, by_persona in replies.items():
+            stats = style_stats(by_persona[persona], real["script_name"])
+            entry["models"][model] = {"stats": stats, "distance": style_distance(stats, real),
+                                      "components": style_components(stats, real)}  # fmt: skip
+        for i, p in enumerate(points[:shown]):
+            context = [(t.speaker, list(t.messages)) for t in p.context[-3:]]
+            generated = {m: r[persona][i] for m, r in replies.items()}
+            entry["examples"].append({"context": context, "real": list(p.real), **generated})
+        out[persona] = entry
+    return out
+
+
+def overall_style(style: dict) -> dict:
+    """Per model: the reply-weighted mean style distance and question share over the personas."""
+    out = {"real": {"question": _weighted(style, lambda e: e["real"]["question"])}}
+    for model in MODELS:
+        of = lambda e, m=model: e["models"].get(m) or {}  # noqa: E731
+        out[model] = {
+            "distance": _weighted(style, lambda e, of=of: of(e).get("distance")),
+            "question": _weighted(style, lambda e, of=of: of(e).get("stats", {}).get("question")),
+        }
+    return out
+
+
+def _weighted(style: dict, value: Callable[[dict], float | None]) -> float | None:
+    """The mean of `value` over the personas, weighted by their held-out replies."""
+    pairs = [(value(e), e["n"]) for e in style.values() if value(e) is not None and e["n"]]
+    total = sum(n for _, n in pairs)
+    return round(sum(v * n for v, n in pairs) / total, 4) if total else None
+
+
+def finish(store: Storage, data: dict, out: Path) -> Report:
+    data["headline"] = headline(data)
+    write_report(out, data)
+    store.save_eval_report(data["version"], data["status"], str(out.resolve()), data["headline"])
+    return Report(data["version"], out, data, data["headline"])
+
+
+def eval_warnings(sessions: list, loss: dict) -> list[str]:
+    """What makes this eval weak even without a leak: too few sessions, a loss too good to be true."""
+    notes = []
+    if 0 < len(sessions) < FEW_EVAL_SESSIONS:
+        notes.append(f"only {len(sessions)} eval sessions ({sum(loss['tokens'].values()):,} tokens): the figures "
+                     "are noisy, compare adapters by more than one number")  # fmt: skip
+    current = (loss["models"].get("current") or {}).get("loss")
+    if current is not None and current < SUSPICIOUS_LOSS:
+        notes.append(f"eval loss {current:.3f} is suspiciously low for chat text: look for eval conversations that "
+                     "reached training in another form (re-imported with edits, forwarded, quoted)")  # fmt: skip
+    return notes
+
+
+async def evaluate_adapter(settings: Settings, store: Storage, version: int | None = None, out_dir: Path | None = None,
+                           cfg: EvalConfig | None = None, engine: Engine | None = None,
+                           engine_kind: str | None = None) -> Report:  # fmt: skip
+    """Write adapter `version`'s report (default: the active adapter) and store its headline figures.
+    `engine`: a started engine to reply with (else one of `engine_kind`, default TWIN_ENGINE, is started)."""
+    cfg = cfg or EvalConfig()
+    base_model = settings.require("base_model")
+    current = adapter_info(pick_adapter(store, version), settings)
+    if not current.on_disk:
+        raise UserError(f"adapter {current.version}'s folder {current.path} is missing: `twin adapters` lists them")
+    previous_row = previous_of(store, current)
+    previous = adapter_info(previous_row, settings) if previous_row else None
+    out = Path(out_dir) if out_dir else current.path / REPORT_DIR
+    sessions = list(iter_sessions(store, settings, "eval"))
+    leaks = check_leaks(store, current.version, sessions)
+    data: dict = {"version": current.version, "created_at": int(time.time()), "base_model": base_model,
+                  "previous_version": previous.version if previous else None, "leak": leaks.as_dict(),
+                  "status": "ok" if leaks.ok else "leak", "notes": []}  # fmt: skip
+    if not leaks.ok:
+        finish(store, data, out)
+        raise EvalLeak(f"{leaks.message()} (report: {out / 'report.md'})")
+    if not sessions:
+        data["notes"].append("no eval sessions: no held-out loss and no style statistics, only opener dialogues")
+    fmt = ChatFormat(load_tokenizer(base_model))
+    data["loss"] = held_out_losses(store, fmt, base_model, sessions, current, previous)
+    data["notes"] += eval_warnings(sessions, data["loss"])
+    owner = owner_slug(store, settings)
+    personas = pick_personas(owner, data["loss"]["tokens"], cfg.top_personas)
+    window = (cfg.replies_per_persona, settings.bot_context_turns, cfg.seed)
+    probes = {p: probes_for(sessions, p, *window) for p in personas}
+    scripts = {p: dominant_script([x.real for x in probes[p]]) for p in personas}
+    data.update(owner=owner, personas=personas, scripts=scripts)
+    generated = await generate_all(settings, engine, engine_kind, current, previous, probes, data, cfg)
+    generated = generated or {"replies": {}, "openers": []}
+    data["style"] = style_section(probes, generated["replies"], cfg.examples_shown)
+    data["style_overall"] = overall_style(data["style"])
+    data["openers"] = generated["openers"]
+    return finish(store, data, out)
