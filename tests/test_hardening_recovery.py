@@ -77,8 +77,10 @@ QUICK = TrainConfig(lora_r=8, lora_alpha=16, learning_rate=3e-3, epochs=1, pack_
 
 @pytest.mark.slow
 def test_a_round_killed_mid_step_keeps_the_active_adapter_frees_the_lock_and_the_next_round_works(
-    tmp_path, tiny_model_dir
+    tmp_path, tiny_model_dir, monkeypatch
 ):
+    # One thread for the trainer child: a tiny model on a busy 2-core box is far slower split over threads.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     toml = tmp_path / "train.toml"
     toml.write_text(KNOBS)
     settings = Settings(data_dir=tmp_path / "data", owner_id=1, base_model=str(tiny_model_dir), train_config=toml,
