@@ -9,16 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from core.errors import UserError
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from core.process import pid_alive
 
 
 class LockHeld(UserError):
@@ -32,11 +23,9 @@ class TrainingStore:
         host = socket.gethostname()
         with self.transaction() as c:
             row = c.execute("SELECT pid, host, acquired_at FROM locks WHERE name = ?", (name,)).fetchone()
-            if row and row["pid"] != pid and (row["host"] != host or _pid_alive(row["pid"])):
+            if row and row["pid"] != pid and (row["host"] != host or pid_alive(row["pid"])):
                 since = time.strftime("%H:%M", time.localtime(row["acquired_at"]))
-                raise LockHeld(
-                    f"{name} is already running (pid {row['pid']} on {row['host']}, since {since})"
-                )
+                raise LockHeld(f"{name} is already running (pid {row['pid']} on {row['host']}, since {since})")
             c.execute(
                 "INSERT OR REPLACE INTO locks (name, pid, host, acquired_at) VALUES (?, ?, ?, ?)",
                 (name, pid, host, int(time.time())),
@@ -48,7 +37,7 @@ class TrainingStore:
 
     def lock_holder(self, name: str) -> dict[str, Any] | None:
         rows = self.query("SELECT * FROM locks WHERE name = ?", (name,))
-        if not rows or (rows[0]["host"] == socket.gethostname() and not _pid_alive(rows[0]["pid"])):
+        if not rows or (rows[0]["host"] == socket.gethostname() and not pid_alive(rows[0]["pid"])):
             return None
         return dict(rows[0])
 
@@ -67,15 +56,14 @@ class TrainingStore:
         sets = "".join(f", {k} = :{k}" for k in figures if k in allowed)
         with self.transaction() as c:
             c.execute(
-                f"UPDATE training_runs SET status = :status, error = :error, finished_at = :now{sets}"
-                " WHERE id = :id",
+                f"UPDATE training_runs SET status = :status, error = :error, finished_at = :now{sets} WHERE id = :id",
                 {"status": status, "error": error, "now": int(time.time()), "id": run_id, **figures},
             )
 
     def fail_dead_runs(self) -> int:
         """Mark runs whose process died (killed, OOM) as failed; returns how many."""
         dead = [r["id"] for r in self.query("SELECT id, pid FROM training_runs WHERE status = 'running'")
-                if not _pid_alive(r["pid"])]  # fmt: skip
+                if not pid_alive(r["pid"])]  # fmt: skip
         for run_id in dead:
             self.finish_run(run_id, "failed", "the training process died (killed or out of memory)")
         return len(dead)
@@ -96,8 +84,7 @@ class TrainingStore:
         with self.transaction() as c:
             c.execute(f"INSERT INTO adapters ({cols}) VALUES ({marks})", row)
             c.executemany(
-                "INSERT OR IGNORE INTO trained_sessions (adapter_version, session_id, content_hash)"
-                " VALUES (?, ?, ?)",
+                "INSERT OR IGNORE INTO trained_sessions (adapter_version, session_id, content_hash) VALUES (?, ?, ?)",
                 ((row["version"], sid, h) for sid, h in session_ids),
             )
 
@@ -119,15 +106,11 @@ class TrainingStore:
                              (version,)).fetchone():  # fmt: skip
                 raise UserError(f"no adapter {version}: `twin adapters` lists them")
             c.execute("UPDATE adapters SET status = 'retired' WHERE status = 'active'")
-            c.execute(
-                "UPDATE adapters SET status = 'active', reason = ? WHERE version = ?", (reason, version)
-            )
+            c.execute("UPDATE adapters SET status = 'active', reason = ? WHERE version = ?", (reason, version))
 
     def set_adapter_status(self, version: int, status: str, reason: str | None = None) -> None:
         with self.transaction() as c:
-            c.execute(
-                "UPDATE adapters SET status = ?, reason = ? WHERE version = ?", (status, reason, version)
-            )
+            c.execute("UPDATE adapters SET status = ?, reason = ? WHERE version = ?", (status, reason, version))
 
     def trained_session_ids(self, versions: Iterable[int] | None = None) -> set[str]:
         if versions is None:

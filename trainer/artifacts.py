@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.process import pid_alive
 from storage import Storage
 
 log = logging.getLogger(__name__)
@@ -21,16 +22,6 @@ log = logging.getLogger(__name__)
 
 def adapter_dir(adapters_dir: Path, version: int) -> Path:
     return Path(adapters_dir) / f"{version:04d}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def plot_loss(history: Sequence[dict], figures: dict, path: Path) -> None:
@@ -90,7 +81,7 @@ def remove_leftovers(store: Storage, adapters_dir: Path) -> list[Path]:
     removed = []
     for path in adapters_dir.iterdir():
         name = path.name
-        stale_tmp = name.startswith(".tmp-") and not _pid_alive(int(name.rsplit("-", 1)[-1] or 0))
+        stale_tmp = name.startswith(".tmp-") and not pid_alive(int(name.rsplit("-", 1)[-1] or 0))
         orphan = name.isdigit() and int(name) not in known
         if path.is_dir() and (stale_tmp or orphan):
             log.warning("removing %s left by a crashed round", path)
