@@ -80,4 +80,8 @@ def round_once(settings: Settings, opts: RoundOptions, on_event: Callable[[dict]
         result = run_round(settings, cfg, opts.full, on_event)
     except NothingToTrain as exc:
         return {"event": "skipped", "reason": str(exc)}
+    if result is not None and result.version is not None:  # the new adapter's evaluation report
+        from evaluation.after_round import report_after_round
+
+        result.warnings += report_after_round(settings, result.version, on_event)
     return result.as_event() if result is not None else None
