@@ -46,7 +46,7 @@ def _child_sync(data_dir: str) -> None:
     real_hand_out = client.hand_out
 
     def paced_hand_out():
-        time.sleep(0.0003)  # a network's pace, roughly: keeps the run long enough to be killed mid-batch
+        time.sleep(0.0005)  # a network's pace: >= 1.5 s a full run, longer than all the delays below together
         real_hand_out()
 
     client.hand_out = paced_hand_out
