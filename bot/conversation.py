@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.personas import partner_name
 from core.format import ChatTurn
-from core.sessions import merge_bursts, split_by_gap
+from core.sessions import merge_bursts, split_by_gap, to_chat_turns
 
 
 def conversation_turns(
@@ -35,4 +35,4 @@ def conversation_turns(
         messages.append({"id": row["id"], "sender_id": key, "text": row["text"], "date": row["date"]})
     name_of = {key: name for (_, name), key in names.items()}
     turns = merge_bursts(messages)[-max_turns:]
-    return [ChatTurn(speaker=name_of[t.speaker_id], messages=tuple(t.messages)) for t in turns]
+    return to_chat_turns(turns, name_of)
