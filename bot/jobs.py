@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from bot.reporting import OwnerReports, Progress
@@ -66,7 +66,6 @@ class Jobs:
         self._tasks: dict[str, asyncio.Task] = {}
         self._last_failure: dict[str, str] = {}
         self._full_after = False  # a full round is due once the running one ends (see retrain_full)
-        self.after_training: list[Callable[[], Awaitable[bool]]] = []
 
     # -- bookkeeping ------------------------------------------------------------------------------------
     def running(self) -> list[str]:
@@ -78,6 +77,17 @@ class Jobs:
             return False
         self._tasks[name] = asyncio.create_task(coro, name=f"twin-{name}")
         log.info("%s started", name)
+        return True
+
+    async def cancel_training(self) -> bool:
+        """Stop the running round (its subprocess is terminated, nothing of it is kept); False if none ran."""
+        task = self._tasks.get("training")
+        if task is None or task.done():
+            return False
+        self._full_after = False
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
         return True
 
     async def close(self) -> None:
@@ -170,8 +180,6 @@ class Jobs:
         await self._load_promoted(result)
         if not scheduled or result.version is not None:
             await self.reports.say(describe_training(result))
-        # Checks that wait for a round (e.g. /forget's "no active adapter has their data"): True = done.
-        self.after_training = [check for check in self.after_training if not await check()]
 
     async def _load_promoted(self, result: Any) -> None:
         """Load a promoted adapter into the engine now, so its smoke check runs before the next reply."""

@@ -113,11 +113,14 @@ def exclude_cmd(
 def include_cmd(
     ctx: typer.Context, dialog: str = typer.Argument(..., help="Persona slug or dialog id.")
 ) -> None:
-    """Collect and train on a dialog again after `twin exclude`.
+    """Collect and train on a dialog again after `twin exclude`; with a user id, after /forget too.
 
     Example: twin include sasha
     """
     store = open_storage(settings_of(ctx))
+    if dialog.lstrip("-").isdigit() and store.unforget(int(dialog)):
+        out.print(f"user {dialog} is no longer forgotten: the next `twin collect` or import brings them back")
+        return
     try:
         dialog_id = int(store.dialog_of(dialog)["id"])
     except UnknownPersona:

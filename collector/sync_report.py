@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 class SyncSummary:
     dialogs_seen: int = 0  # every dialog listed, groups and channels included
     skipped: Counter[str] = field(default_factory=Counter)  # reason → dialogs that are not a person
-    excluded: int = 0  # the owner's `twin exclude`
+    excluded: int = 0  # the owner's `twin exclude`, or a person forgotten with /forget
     unchanged: int = 0  # newest message not above the watermark: no history request
     synced: int = 0  # dialogs whose history was read
     new_messages: int = 0

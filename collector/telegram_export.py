@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import itemgetter, le, lt
 from pathlib import Path
 from typing import Any
@@ -468,6 +468,20 @@ def save_chat(store: Storage, chat: ChatRows, gap_seconds: float, now: float) ->
     return added
 
 
+def without_forgotten(store: Storage, chat: ChatRows, summary: ImportSummary) -> ChatRows | None:
+    """The chat without the people the owner made the twin forget (/forget): their dialog is skipped whole,
+    their messages in a group are left out. None: skip the chat."""
+    forgotten = store.forgotten_ids(set(chat.people) | {chat.dialog["person_id"]} - {None})
+    if not forgotten:
+        return chat
+    if chat.dialog["person_id"] in forgotten:
+        summary.chats_skipped["forgotten"] += 1
+        return None
+    rows = [r for r in chat.rows if r[2] not in forgotten]
+    summary.skipped["forgotten person"] += len(chat.rows) - len(rows)
+    return replace(chat, rows=rows, people={k: v for k, v in chat.people.items() if k not in forgotten})
+
+
 def check_same_owner(store: Storage, owner_id: int) -> None:
     stored = store.get_meta("owner_id")
     if stored is not None and int(stored) != owner_id:
@@ -516,6 +530,8 @@ def save_chats(
             kind = converted.dialog["type"]
             if not wanted(kind, include_groups):  # a chat without a type that turned out to be a group
                 summary.chats_skipped[kind] += 1
+                continue
+            if (converted := without_forgotten(store, converted, summary)) is None:
                 continue
             added = save_chat(store, converted, gap_seconds, now)
             bar.advance(0, len(chat.messages))

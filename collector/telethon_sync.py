@@ -183,7 +183,7 @@ async def plan_dialogs(client, store, summary, *, only: int | None, since: dt.da
         reason = skip_reason(d.entity)
         if reason is not None:
             summary.skipped[reason] += 1
-        elif stored.get(d.id, {}).get("excluded"):
+        elif stored.get(d.id, {}).get("excluded") or store.forgotten_ids({d.entity.id}):
             summary.excluded += 1
         else:
             wm = int(stored.get(d.id, {}).get("watermark") or 0)

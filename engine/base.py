@@ -80,6 +80,8 @@ class Engine(Protocol):
 
     async def load(self, adapter: AdapterRef) -> bool: ...
 
+    async def drop(self, versions: Sequence[int]) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -152,6 +154,20 @@ class BaseEngine:
     async def load(self, adapter: AdapterRef) -> bool:
         """Check (and load) an adapter ahead of its first reply, e.g. at promotion. False: rejected."""
         return await self.usable_adapter(adapter) == adapter
+
+    async def drop(self, versions: Sequence[int]) -> None:
+        """Never serve these adapters again, not even as a fallback (deleted, e.g. trained on a forgotten
+        person), and free what the engine holds of them."""
+        for version in versions:
+            refused = asyncio.get_running_loop().create_future()
+            refused.set_result("deleted")
+            self._checks[version] = refused  # a request naming it gets the base model, never a new check
+            self._good = [a for a in self._good if a.version != version]
+            self.rejected[version] = "deleted"
+            await self.release(version)
+
+    async def release(self, version: int) -> None:
+        """Free an adapter's weights held by the engine (subclasses that cache them)."""
 
     # -- the smoke check -----------------------------------------------------------------------------
     async def usable_adapter(self, adapter: AdapterRef | None) -> AdapterRef | None:

@@ -210,6 +210,11 @@ class RemoteEngine(BaseEngine):
             self._loaded.add(adapter.version)
             log.info("remote: loaded adapter %s from %s", adapter.name, adapter.path)
 
+    async def release(self, version: int) -> None:
+        if self._latest == version:
+            self._latest = None
+        await self._unload_idle()  # now, or when its last request in flight ends
+
     async def _unload_idle(self) -> None:
         """Unload adapters other than the latest one once nothing runs on them (older versions)."""
         for version in sorted(self._loaded):

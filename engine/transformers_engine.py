@@ -118,6 +118,10 @@ class TransformersEngine(BaseEngine):
                     if not r.future.done():
                         r.future.set_result(result)
 
+    async def release(self, version: int) -> None:
+        if version in self._loaded:
+            await asyncio.get_running_loop().run_in_executor(self._worker, self._unload, version)
+
     # -- on the worker thread ----------------------------------------------------------------------------
     def _use_adapter(self, adapter: AdapterRef | None):
         """The model to generate with: peft switched to `adapter`, or the base model (None)."""
@@ -138,6 +142,10 @@ class TransformersEngine(BaseEngine):
         self._loaded.move_to_end(adapter.version)
         self._model.set_adapter(adapter.name)
         return self._model
+
+    def _unload(self, version: int) -> None:
+        if (name := self._loaded.pop(version, None)) is not None:
+            self._model.delete_adapter(name)
 
     def _generate_batch(self, group: list[_Request]) -> list[Generation]:
         import torch

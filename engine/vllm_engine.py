@@ -109,6 +109,10 @@ class VLLMEngine(BaseEngine):
             stop()
             self._llm = None
 
+    async def release(self, version: int) -> None:
+        if self._llm is not None:
+            await self._llm.remove_lora(version)
+
     def adapter_problem(self, adapter: AdapterRef) -> str | None:
         if adapter.rank > self.max_lora_rank:
             return (

@@ -1,10 +1,26 @@
-"""Forgetting a person (mixed into Storage): their messages, the sessions holding them, their chats with
-the bot, and their dialog excluded so no sync brings them back."""
+"""Forgetting a person (mixed into Storage): everything of theirs goes in one transaction.
+
+What goes: their person row, their one-to-one dialog with every message in it (the owner's replies there are
+about them too), their own messages in other dialogs (whose sessions are rebuilt), every session that held
+them, their chats with the bot and their place on its allowlist, and every adapter trained on them or
+continued from one that was (weights remember). Adapters kept lose their figures for that persona, and
+evaluation reports that showed their held-out messages go as well.
+
+What stays: a keyed hash of their Telegram id in `forgotten`, so no sync or import brings them back. The key is
+random per database; `twin include ID` lifts it.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
+import time
 from dataclasses import dataclass, field
+from typing import Any
+
+FORGOTTEN_REASON = "trained on a forgotten person"
 
 
 @dataclass
@@ -13,12 +29,50 @@ class ForgetReport:
     slug: str
     messages: int = 0  # messages deleted (their dialog whole, plus theirs in any other dialog)
     sessions: int = 0  # sessions that held them (deleted, or rebuilt without them)
-    dialogs: list[int] = field(default_factory=list)  # their one-to-one dialogs, now excluded
-    trained_on: list[int] = field(default_factory=list)  # adapter versions trained on those sessions
-    session_ids: list[str] = field(default_factory=list)  # the sessions that held them (ids stay unique)
+    dialogs: list[int] = field(default_factory=list)  # their one-to-one dialogs, deleted
+    trained_on: list[int] = field(default_factory=list)  # adapters trained on them (or continued from one)
+    was_active: int | None = None  # the active adapter, when it was one of `trained_on`
+    now_active: int | None = None  # what replaced it: the newest earlier adapter that never saw them, or none
+    adapter_paths: list[str] = field(default_factory=list)  # folders of `trained_on`, for the caller to delete
+    report_paths: list[str] = field(default_factory=list)  # evaluation reports that showed them, likewise
+
+
+def without_key(value: Any, key: str) -> Any:
+    """`value` (decoded JSON) with every dict entry named `key` removed, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_key(v, key) for k, v in value.items() if k != key}
+    if isinstance(value, list):
+        return [without_key(v, key) for v in value]
+    return value
 
 
 class ForgetStore:
+    # -- the forgotten list: keyed hashes of Telegram ids -----------------------------------------------
+    def _forget_key(self) -> bytes:
+        with self.transaction() as c:
+            row = c.execute("SELECT value FROM meta WHERE key = 'forget_key'").fetchone()
+            if row:
+                return bytes.fromhex(row[0])
+            key = secrets.token_bytes(32)
+            c.execute("INSERT INTO meta (key, value) VALUES ('forget_key', ?)", (key.hex(),))
+            return key
+
+    def _forgotten_hash(self, user_id: int) -> str:
+        return hmac.new(self._forget_key(), str(int(user_id)).encode(), hashlib.sha256).hexdigest()
+
+    def forgotten_ids(self, user_ids: list[int] | set[int]) -> set[int]:
+        """Which of `user_ids` were forgotten (cheap when nobody was: no hash is computed)."""
+        if not self.query("SELECT 1 FROM forgotten LIMIT 1"):
+            return set()
+        hashes = {r[0] for r in self.query("SELECT key FROM forgotten")}
+        return {uid for uid in user_ids if self._forgotten_hash(uid) in hashes}
+
+    def unforget(self, user_id: int) -> bool:
+        """Let syncs and imports bring `user_id` back; False when they were not forgotten."""
+        with self.transaction() as c:
+            return c.execute("DELETE FROM forgotten WHERE key = ?", (self._forgotten_hash(user_id),)).rowcount > 0
+
+    # -- what a person's data reaches -----------------------------------------------------------------
     def _forget_scope(self, person_id: int) -> tuple[list[int], list[int], list[str]]:
         """(their dialogs, other dialogs they wrote in, ids of every session holding their messages)."""
         own = [r[0] for r in self.query("SELECT id FROM dialogs WHERE person_id = ?", (person_id,))]
@@ -36,8 +90,21 @@ class ForgetStore:
         ) if r[0] not in sessions]  # fmt: skip
         return own, other, sessions
 
+    def adapters_trained_on(self, session_ids: list[str]) -> list[int]:
+        """Adapters trained on any of `session_ids`, and every adapter continued from one of those (its
+        weights start from theirs), oldest first; pruned ones included."""
+        tainted = {r[0] for r in self.query(
+            "SELECT DISTINCT adapter_version FROM trained_sessions"
+            " WHERE session_id IN (SELECT value FROM json_each(?))", (json.dumps(list(session_ids)),),
+        )}  # fmt: skip
+        for row in self.query("SELECT version, parent_version FROM adapters ORDER BY version"):
+            if row["parent_version"] in tainted:  # a parent is always older: one pass finds every descendant
+                tainted.add(row["version"])
+        return sorted(tainted)
+
     def forget_preview(self, id_or_slug: int | str) -> ForgetReport:
-        """What `forget_person` would delete, for the confirmation question."""
+        """What `forget_person` would delete, for the confirmation question. `trained_on` lists adapters
+        that still have their folder."""
         person = self.require_person(id_or_slug)
         own, _, sessions = self._forget_scope(person["id"])
         marks = ", ".join("?" for _ in own) or "NULL"
@@ -45,40 +112,74 @@ class ForgetStore:
             f"SELECT count(*) FROM messages WHERE dialog_id IN ({marks}) OR sender_id = ?",
             (*own, person["id"]),
         )[0][0]
-        return ForgetReport(person["id"], person["slug"], n, len(sessions), own, self.adapters_trained_on(sessions),
-                            sessions)  # fmt: skip
+        alive = {a["version"]: a for a in self.adapters() if a["status"] != "deleted"}
+        trained_on = [v for v in self.adapters_trained_on(sessions) if v in alive]
+        active = next((v for v in trained_on if alive[v]["status"] == "active"), None)
+        return ForgetReport(person["id"], person["slug"], n, len(sessions), own, trained_on, active,
+                            adapter_paths=[alive[v]["path"] for v in trained_on if alive[v]["path"]])  # fmt: skip
 
-    def adapters_trained_on(self, session_ids: list[str]) -> list[int]:
-        """Versions of the adapters trained on any of `session_ids`, oldest first."""
-        rows = self.query(
-            "SELECT DISTINCT adapter_version FROM trained_sessions"
-            " WHERE session_id IN (SELECT value FROM json_each(?)) ORDER BY adapter_version",
-            (json.dumps(list(session_ids)),),
-        )
-        return [r[0] for r in rows]
-
-    def forget_person(
-        self, id_or_slug: int | str, gap_seconds: float, now: float | None = None
-    ) -> ForgetReport:
-        """Delete a person's messages and sessions and exclude their dialog, in one transaction.
-
-        Their one-to-one dialog loses every message (the owner's replies in it are about them too); in
-        other dialogs only their own messages go and the sessions are rebuilt. The bot's chats with them
-        go as well. The person row stays (unpublished) so the exclusion and their slug keep meaning.
-        Adapters already trained on them are listed in the report: only a retrain removes them.
-        """
-        report = self.forget_preview(id_or_slug)
-        own, other, _ = self._forget_scope(report.person_id)
-        marks = ", ".join("?" for _ in own) or "NULL"
+    def forget_person(self, id_or_slug: int | str, gap_seconds: float, now: float | None = None) -> ForgetReport:
+        """Delete everything of a person (see the module's doc) in one transaction, and remember a keyed hash
+        of their id so they are not collected again. Files are the caller's: the report lists the adapter
+        folders and evaluation reports to delete."""
         with self.transaction() as c:
-            c.execute(
-                f"DELETE FROM messages WHERE dialog_id IN ({marks}) OR sender_id = ?",
-                (*own, report.person_id),
-            )
-            c.execute(f"DELETE FROM sessions WHERE dialog_id IN ({marks})", tuple(own))
-            c.execute(f"UPDATE dialogs SET excluded = 1 WHERE id IN ({marks})", tuple(own))
-            c.execute("DELETE FROM bot_messages WHERE chat_id = ? OR user_id = ?", (report.person_id,) * 2)
-            c.execute("UPDATE people SET published = 0 WHERE id = ?", (report.person_id,))
+            report = self.forget_preview(id_or_slug)
+            person = self.require_person(report.person_id)
+            own, other, session_ids = self._forget_scope(report.person_id)
+            eval_held_them = bool(self.query(
+                "SELECT 1 FROM sessions WHERE split = 'eval' AND id IN (SELECT value FROM json_each(?))",
+                (json.dumps(session_ids),),
+            ))  # fmt: skip
+            self._delete_their_rows(c, person, own)
+            tainted = self.adapters_trained_on(session_ids)
+            self._retire_adapters_of(c, report, tainted)
+            report.report_paths = self._drop_reports(c, tainted, eval_held_them)
+            c.execute("INSERT OR IGNORE INTO forgotten (key, forgotten_at) VALUES (?, ?)",
+                      (self._forgotten_hash(report.person_id), int(time.time())))  # fmt: skip
             for dialog_id in other:
                 self.rebuild_sessions(dialog_id, gap_seconds, now)
         return report
+
+    def _delete_their_rows(self, c, person: dict[str, Any], own: list[int]) -> None:
+        """Their messages, dialogs, sessions, bot chats, allowlist entries and person row."""
+        pid, marks = person["id"], ", ".join("?" for _ in own) or "NULL"
+        c.execute(f"DELETE FROM messages WHERE dialog_id IN ({marks}) OR sender_id = ?", (*own, pid))
+        c.execute(f"DELETE FROM sessions WHERE dialog_id IN ({marks})", tuple(own))
+        c.execute(f"DELETE FROM dialogs WHERE id IN ({marks})", tuple(own))
+        slug = person["slug"]
+        c.execute("DELETE FROM bot_messages WHERE chat_id = ? OR user_id = ? OR speaker = ?", (pid, pid, slug))
+        c.execute("DELETE FROM chats WHERE chat_id = ? OR persona = ?", (pid, slug))
+        c.execute("DELETE FROM access WHERE user_id = ? OR (? IS NOT NULL AND username = lower(?))",
+                  (pid, person["username"], person["username"]))  # fmt: skip
+        c.execute("DELETE FROM people WHERE id = ?", (pid,))
+
+    def _retire_adapters_of(self, c, report: ForgetReport, tainted: list[int]) -> None:
+        """Mark `tainted` adapters deleted (with what they saw), drop the persona from the figures of the
+        others, and put the newest earlier adapter that never saw them back in place of an active one."""
+        marks = ", ".join("?" for _ in tainted) or "NULL"
+        c.execute(f"UPDATE adapters SET status = 'deleted', reason = ?, eval_json = NULL WHERE version IN ({marks})",
+                  (FORGOTTEN_REASON, *tainted))  # fmt: skip
+        c.execute(f"DELETE FROM trained_sessions WHERE adapter_version IN ({marks})", tuple(tainted))
+        for row in self.query("SELECT version, eval_json FROM adapters WHERE eval_json IS NOT NULL"):
+            figures = without_key(json.loads(row["eval_json"]), report.slug)
+            c.execute("UPDATE adapters SET eval_json = ? WHERE version = ?", (json.dumps(figures), row["version"]))
+        if report.was_active is None:
+            report.now_active = (self.active_adapter() or {}).get("version")
+            return
+        earlier = self.query(
+            "SELECT version FROM adapters WHERE status = 'retired' AND version < ? ORDER BY version DESC LIMIT 1",
+            (report.was_active,),
+        )
+        if earlier:
+            report.now_active = earlier[0][0]
+            c.execute("UPDATE adapters SET status = 'active', reason = ? WHERE version = ?",
+                      (f"active again: {report.was_active} was {FORGOTTEN_REASON}", report.now_active))  # fmt: skip
+
+    def _drop_reports(self, c, tainted: list[int], eval_held_them: bool) -> list[str]:
+        """Delete the evaluation reports of `tainted` adapters, and every report when their sessions were
+        held out for evaluation (reports quote held-out messages). Returns the report folders."""
+        where = "1" if eval_held_them else f"version IN ({', '.join('?' for _ in tainted) or 'NULL'})"
+        params = () if eval_held_them else tuple(tainted)
+        paths = [r[0] for r in self.query(f"SELECT path FROM eval_reports WHERE {where}", params) if r[0]]
+        c.execute(f"DELETE FROM eval_reports WHERE {where}", params)
+        return paths

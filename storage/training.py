@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from core.errors import UserError
@@ -34,6 +35,15 @@ class TrainingStore:
     def release_lock(self, name: str, pid: int | None = None) -> None:
         with self.transaction() as c:
             c.execute("DELETE FROM locks WHERE name = ? AND pid = ?", (name, pid or os.getpid()))
+
+    @contextlib.contextmanager
+    def holding_lock(self, name: str) -> Iterator[None]:
+        """The lock `name` for the duration of a block (LockHeld if another live process has it)."""
+        self.acquire_lock(name)
+        try:
+            yield
+        finally:
+            self.release_lock(name)
 
     def lock_holder(self, name: str) -> dict[str, Any] | None:
         rows = self.query("SELECT * FROM locks WHERE name = ?", (name,))

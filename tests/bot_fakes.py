@@ -120,6 +120,9 @@ class EngineDouble:
     async def load(self, adapter) -> bool:
         return True
 
+    async def drop(self, versions) -> None:
+        self.rejected.update({v: "deleted" for v in versions})
+
     async def reply(self, turns, persona, partner, adapter) -> list[str]:
         self.calls.append({"turns": list(turns), "persona": persona, "partner": partner, "adapter": adapter})
         if self.delay:

@@ -21,6 +21,7 @@ from tests.train_corpus import Corpus
 pytestmark = pytest.mark.slow
 
 TOKEN = "123456:E2E-secret-token-part"
+API_HASH = "e2e0fa4e5ec4e7a5b0c0ffee00ba5e11"
 OWNER, FRIEND, STRANGER = 1, 2, 777  # the corpus' owner is alice (id 1); bob is 2
 START_TIMEOUT = 300  # a vLLM start on 2 busy cores
 REPLY_TIMEOUT = 120
@@ -70,6 +71,21 @@ class Serve:
         return self.log_path.read_text(errors="replace")
 
 
+def fake_session() -> str:
+    """A well-formed Telethon StringSession (random auth key) for a data centre at a closed local port: a
+    sync with it gets as far as connecting, then fails."""
+    from telethon.crypto import AuthKey
+    from telethon.sessions import StringSession
+
+    session = StringSession()
+    session.set_dc(2, "127.0.0.1", 9)
+    session.auth_key = AuthKey(os.urandom(256))
+    return session.save()
+
+
+SESSION = fake_session()
+
+
 @pytest.fixture
 def env(tmp_path, tiny_model_dir) -> dict[str, str]:
     data = tmp_path / "data"
@@ -79,6 +95,7 @@ def env(tmp_path, tiny_model_dir) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
     return keep | {
         "TWIN_DATA_DIR": str(data), "TWIN_OWNER_ID": str(OWNER), "TWIN_BOT_TOKEN": TOKEN,
+        "TWIN_API_ID": "12345", "TWIN_API_HASH": API_HASH, "TWIN_SESSION": SESSION,
         "TWIN_BASE_MODEL": str(tiny_model_dir), "TWIN_ENGINE": "vllm", "TWIN_VLLM_MAX_MODEL_LEN": "1024",
         "TWIN_TRAIN_CONFIG": str(tmp_path / "train.toml"), "TWIN_BOT_TYPING_DELAY": "0",
         "TWIN_SYNC_INTERVAL_MINUTES": "0", "TWIN_TRAIN_INTERVAL_HOURS": "0",
@@ -134,8 +151,13 @@ async def test_twin_serve_end_to_end(env, tmp_path):
         assert (await ask(serve, stub, OWNER, "/persona")).startswith("Here I'm bob.")
         assert await ask(serve, stub, OWNER, "and now?") != ENGINE_FAILED
         assert replies_logged(serve.log())[-1] == ("bob", "1")
+        assert (await ask(serve, stub, OWNER, "/sync")).startswith("Syncing")  # the fake session fails to connect
+        await serve.until(stub, lambda: any(t.startswith("Sync failed") for t in stub.texts(OWNER)), REPLY_TIMEOUT)
         assert await serve.stop() == 0
-        assert TOKEN.split(":")[1] not in serve.log()
+        told = "\n".join(stub.texts(OWNER))
+        for text in (serve.log(), told):  # the whole run's log, and everything the bot said
+            assert TOKEN.split(":")[1] not in text and API_HASH not in text
+            assert SESSION not in text and SESSION[10:40] not in text
     finally:
         if serve.proc and serve.proc.returncode is None:
             serve.proc.kill()

@@ -37,9 +37,13 @@ class FakeTraining:
 
     def __init__(self, store):
         self.store, self.calls, self.error = store, [], None
+        self.hold: asyncio.Event | None = None  # the next round waits for it (a round that is running)
 
     async def __call__(self, settings, args, on_progress):
         self.calls.append(list(args))
+        if self.hold is not None:
+            hold, self.hold = self.hold, None
+            await hold.wait()
         await on_progress({"event": "step", "step": 1, "of": 2, "loss": 2.5})
         if self.error:
             return TrainingOutcome("error", 2, error=self.error)
@@ -239,14 +243,33 @@ async def test_forget_asks_then_deletes_and_retrains_in_full(twin):
     await twin.say(OWNER, "/forget sasha")
     ask = twin.session.calls("sendMessage", OWNER)[-1].data
     assert ask["text"].startswith("Forget sasha? This deletes 6 messages in 1 sessions")
+    assert "adapters trained on them: 0001" in ask["text"]
     yes = ask["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
     await twin.feed(twin.button(OWNER, yes))
     await twin.settle()
-    assert twin.store.dialog(FRIEND)["excluded"] == 1 and not twin.store.messages(FRIEND)
+    assert twin.store.person(FRIEND) is None and twin.store.dialog(FRIEND) is None
+    assert not twin.store.messages(FRIEND) and not twin.store.is_allowed(FRIEND)
+    assert twin.store.adapter(1)["status"] == "deleted" and twin.engine.rejected == {1: "deleted"}
     assert twin.training.calls == [["train", "--full"]]
     edited = twin.session.calls("editMessageText", OWNER)[0].data["text"]
-    assert edited.startswith("Forgot sasha: 6 messages") and "active adapter 0001 was trained on them" in edited
-    assert twin.session.texts(OWNER)[-1] == "No active adapter was trained on sasha's data any more."
+    assert edited.startswith("Forgot sasha: 6 messages and 1 sessions deleted")
+    assert "The active adapter 0001 was one of them: I answer with the base model now." in edited
+
+
+async def test_forget_stops_a_running_round_first_then_retrains_in_full(twin):
+    twin.training.hold = asyncio.Event()  # never set: the round runs until it is cancelled
+    await twin.feed(twin.update(OWNER, "/retrain"))
+    await asyncio.sleep(0.05)
+    assert "training" in twin.jobs.running()
+    await twin.feed(twin.update(OWNER, "/forget sasha"))
+    await asyncio.sleep(0.05)
+    yes = twin.session.calls("sendMessage", OWNER)[-1].data["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    await twin.feed(twin.button(OWNER, yes))
+    await twin.settle()
+    assert twin.training.calls == [["train"], ["train", "--full"]]
+    edited = twin.session.calls("editMessageText", OWNER)[0].data["text"]
+    assert "The training round that was running had read their data: it was stopped." in edited
+    assert twin.store.person(FRIEND) is None
 
 
 async def test_help_shows_owner_commands_only_to_the_owner(twin):

@@ -1,4 +1,4 @@
-"""Trainer commands: train, adapters, rollback."""
+"""Trainer commands: train, adapters, rollback, forget."""
 
 from __future__ import annotations
 
@@ -139,13 +139,47 @@ def rollback_cmd(
 
     Example: twin rollback 3
     """
-    from trainer.registry import rollback
+    from trainer.registry import LOCK, rollback
 
-    old, new = rollback(_open(settings_of(ctx)), version)
+    store = _open(settings_of(ctx))
+    with store.holding_lock(LOCK):  # not in the middle of a round, which promotes at its end
+        old, new = rollback(store, version)
     out.print(f"active adapter: {new} (was {old if old is not None else 'none'})")
+
+
+@friendly_errors
+def forget_cmd(
+    ctx: typer.Context,
+    person: str = typer.Argument(..., help="Persona slug or Telegram user id (`twin personas` lists them)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete everything of a person: their messages and sessions, their chats with the bot, their access,
+    and every adapter trained on them. They are never collected or imported again (`twin include ID` lifts
+    that). Retrain afterwards with `twin train --full`.
+
+    Example: twin forget sasha
+    """
+    from trainer.forgetting import forget_person
+
+    settings = settings_of(ctx)
+    store = _open(settings)
+    preview = store.forget_preview(person)
+    adapters = f" and adapters {', '.join(map(str, preview.trained_on))}" if preview.trained_on else ""
+    question = f"Forget {preview.slug}: {preview.messages} messages in {preview.sessions} sessions{adapters}?"
+    if not yes and not typer.confirm(question):
+        raise typer.Exit(1)
+    report = forget_person(store, settings, preview.person_id)
+    out.print(f"forgot {report.slug}: {report.messages} messages, {report.sessions} sessions"
+              + (f", adapters {', '.join(map(str, report.trained_on))} deleted" if report.trained_on else ""),
+              highlight=False)  # fmt: skip
+    if report.was_active is not None:
+        now = f"adapter {report.now_active}" if report.now_active else "the base model (no adapter)"
+        out.print(f"the active adapter {report.was_active} was trained on them: {now} is active now")
+    out.print("retrain without them: twin train --full")
 
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
     app.command("adapters")(adapters_cmd)
     app.command("rollback")(rollback_cmd)
+    app.command("forget")(forget_cmd)

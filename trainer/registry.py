@@ -9,6 +9,8 @@ from typing import Any
 from core.errors import UserError
 from storage import Storage
 
+LOCK = "train"  # the storage lock a training round holds; rollback and forget take it too
+
 
 @dataclass
 class Decision:

@@ -33,11 +33,10 @@ from trainer.dataset import iter_sessions
 from trainer.loop import Trainer, make_optimizer, total_steps
 from trainer.packing import pack_examples
 from trainer.plan import RoundPlan, lora_shape, plan_round
-from trainer.registry import decide
+from trainer.registry import LOCK, decide
 from trainer.windows import build_examples
 
 log = logging.getLogger(__name__)
-LOCK = "train"
 Event = Callable[[dict], None]
 
 

@@ -1,7 +1,9 @@
-"""/forget NAME: after a confirm button, delete a person's data, exclude their dialog, retrain in full,
-and tell the owner once no active adapter was trained on them."""
+"""/forget NAME: after a confirm button, delete everything of a person (their messages, their adapters and
+the reports that quoted them; see storage.forget), exclude them from syncs and imports, and retrain in full."""
 
 from __future__ import annotations
+
+import asyncio
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
@@ -9,10 +11,11 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.jobs import Jobs
-from bot.reporting import OwnerReports
 from core.errors import UserError
 from core.settings import Settings
+from engine.base import Engine
 from storage import Storage
+from trainer.forgetting import forget_person
 
 
 class ForgetButton(CallbackData, prefix="forget"):
@@ -20,10 +23,15 @@ class ForgetButton(CallbackData, prefix="forget"):
     confirm: bool
 
 
+def _versions(versions: list[int]) -> str:
+    return ", ".join(f"{v:04d}" for v in versions)
+
+
 def _question(slug: str, messages: int, sessions: int, trained_on: list[int]) -> str:
-    adapters = f" Adapters trained on them: {', '.join(map(str, trained_on))}." if trained_on else ""
-    return (f"Forget {slug}? This deletes {messages} messages in {sessions} sessions, excludes the dialog "
-            f"from syncs and retrains from scratch.{adapters} This cannot be undone.")  # fmt: skip
+    adapters = f" It also deletes the adapters trained on them: {_versions(trained_on)}." if trained_on else ""
+    return (f"Forget {slug}? This deletes {messages} messages in {sessions} sessions, their chats with me and "
+            f"their access, and they are never collected again.{adapters} Then I retrain from scratch. "
+            "This cannot be undone.")  # fmt: skip
 
 
 async def ask(message: Message, command: CommandObject, store: Storage) -> None:
@@ -43,43 +51,32 @@ async def ask(message: Message, command: CommandObject, store: Storage) -> None:
     )
 
 
-def adapter_check(store: Storage, reports: OwnerReports, slug: str, session_ids: list[str]):
-    """A check for after each training round: reports (once) when the active adapter has no trace of them."""
-
-    async def check() -> bool:
-        active = store.active_adapter()
-        if active and active["version"] in store.adapters_trained_on(session_ids):
-            return False
-        await reports.say(f"No active adapter was trained on {slug}'s data any more.")
-        return True
-
-    return check
-
-
 async def confirmed(query: CallbackQuery, callback_data: ForgetButton, store: Storage, settings: Settings,
-                    jobs: Jobs) -> None:  # fmt: skip
+                    jobs: Jobs, engine: Engine | None = None) -> None:  # fmt: skip
     if not callback_data.confirm:
         await query.message.edit_text("Nothing was forgotten.")
         await query.answer()
         return
-    report = store.forget_person(callback_data.person_id, settings.session_gap_seconds)
-    check = adapter_check(store, jobs.reports, report.slug, report.session_ids)
-    lines = [f"Forgot {report.slug}: {report.messages} messages and {report.sessions} sessions deleted, "
-             "their dialog is excluded from syncs."]  # fmt: skip
-    active = store.active_adapter()
-    if active and active["version"] in report.trained_on:
-        jobs.after_training.append(check)
-        lines.append(f"The active adapter {active['version']:04d} was trained on them: retraining from scratch, "
-                     "I'll tell you when no active adapter has their data.")  # fmt: skip
-    elif "training" in jobs.running():  # the round running now read their data before it was deleted
-        jobs.after_training.append(check)
-        lines.append("No active adapter was trained on their data, but the round running now read it: "
-                     "retraining from scratch after it, I'll tell you when it is done.")  # fmt: skip
+    await query.answer()
+    # A running round has read their data and holds the training lock: it goes, and a full round follows.
+    stopped = await jobs.cancel_training()
+    report = await asyncio.to_thread(forget_person, store, settings, callback_data.person_id)
+    if engine is not None and report.trained_on:
+        await engine.drop(report.trained_on)
+    lines = [f"Forgot {report.slug}: {report.messages} messages and {report.sessions} sessions deleted; "
+             "they are not collected again."]  # fmt: skip
+    if stopped:
+        lines.append("The training round that was running had read their data: it was stopped.")
+    if report.trained_on:
+        lines.append(f"Adapters trained on them are deleted: {_versions(report.trained_on)}.")
+    if report.was_active is not None:
+        now = f"adapter {report.now_active:04d}" if report.now_active else "the base model"
+        lines.append(f"The active adapter {report.was_active:04d} was one of them: I answer with {now} now.")
     else:
-        lines.append("No active adapter was trained on their data. Retraining from scratch anyway.")
+        lines.append("No active adapter was trained on their data.")
+    lines.append("Retraining from scratch.")
     jobs.retrain_full()
     await query.message.edit_text("\n".join(lines))
-    await query.answer()
 
 
 def router() -> Router:
