@@ -31,13 +31,15 @@ class TrainingFailed(UserError):
 
 
 def describe_training(outcome: Any) -> str:
-    """One line for the owner: the new version, its eval loss, promoted or not (and why)."""
+    """For the owner: the new version, its eval loss, promoted or not (and why), then the round's warnings."""
     reason = outcome.final.get("reason") or ""
     if outcome.version is None:
         return f"Training finished without a new adapter: {reason or outcome.status}."
     loss = f"eval loss {outcome.eval_loss:.4f}" if outcome.eval_loss is not None else "no eval loss"
     verdict = "promoted: I answer with it from now on" if outcome.promoted else "not promoted"
-    return f"Adapter {outcome.version:04d}: {loss}, {verdict}" + (f" ({reason})." if reason else ".")
+    line = f"Adapter {outcome.version:04d}: {loss}, {verdict}" + (f" ({reason})." if reason else ".")
+    # What the round noticed (an eval leak, a report that failed, ...) reaches the owner, not just the log.
+    return "\n".join([line, *(f"Warning: {w}" for w in outcome.final.get("warnings") or [])])
 
 
 def describe_progress(event: dict) -> str | None:

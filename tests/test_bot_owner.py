@@ -38,6 +38,7 @@ class FakeTraining:
     def __init__(self, store):
         self.store, self.calls, self.error = store, [], None
         self.hold: asyncio.Event | None = None  # the next round waits for it (a round that is running)
+        self.warnings: list[str] = []  # what the round noticed, as the trainer reports it
 
     async def __call__(self, settings, args, on_progress):
         self.calls.append(list(args))
@@ -50,7 +51,8 @@ class FakeTraining:
         version = self.store.next_adapter_version()
         add_adapter(self.store, version, "candidate", 1.5)
         self.store.activate_adapter(version)
-        final = {"event": "done", "version": version, "promoted": True, "eval_loss": 1.5, "reason": "first adapter"}
+        final = {"event": "done", "version": version, "promoted": True, "eval_loss": 1.5, "reason": "first adapter",
+                 "warnings": self.warnings}  # fmt: skip
         return TrainingOutcome("done", 0, version=version, promoted=True, eval_loss=1.5, final=final)
 
 
@@ -212,6 +214,15 @@ async def test_retrain_reports_progress_and_the_new_version_and_the_next_reply_u
     assert twin.training.calls == [["train"]]
     await twin.say(OWNER, "hey")
     assert twin.engine.calls[-1]["adapter"].version == 1
+
+
+async def test_the_rounds_warnings_reach_the_owner(twin):
+    twin.training.warnings = ["evaluation report FAILED: 2 eval sessions are in the adapter's training data"]
+    await twin.say(OWNER, "/retrain")
+    assert twin.session.texts(OWNER)[-1].splitlines() == [
+        "Adapter 0001: eval loss 1.5000, promoted: I answer with it from now on (first adapter).",
+        "Warning: evaluation report FAILED: 2 eval sessions are in the adapter's training data",
+    ]
 
 
 async def test_a_failed_training_is_reported(twin):
