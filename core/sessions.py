@@ -38,9 +38,15 @@ def split_by_gap(messages: Sequence[dict[str, Any]], gap_seconds: float) -> list
     return sessions
 
 
+def has_text(msg: dict[str, Any]) -> bool:
+    """What sessions are cut from: messages with text. Media-only and service messages (stored by the
+    collector, skipped by an import) neither start nor stretch a session, so both sources cut the same."""
+    return bool(msg.get("text") and msg["text"].strip())
+
+
 def is_trainable(msg: dict[str, Any]) -> bool:
     """Only a person's own words train the twin: no forwards, no empty (media-only) messages."""
-    return bool(msg.get("text") and msg["text"].strip()) and not msg.get("forwarded")
+    return has_text(msg) and not msg.get("forwarded")
 
 
 def merge_bursts(messages: Iterable[dict[str, Any]]) -> list[Turn]:
@@ -98,10 +104,10 @@ def content_hash(turns: Sequence[Turn]) -> str:
 def session_rows(
     dialog_id: int, messages: Sequence[dict[str, Any]], gap_seconds: float, now: float
 ) -> list[dict[str, Any]]:
-    """The storage rows of a dialog's sessions. A session is closed once its last message is older than
-    the gap: no later message can join it, so it is safe to train on."""
+    """The storage rows of a dialog's sessions (cut from the messages with text). A session is closed once
+    its last message is older than the gap: no later message can join it, so it is safe to train on."""
     rows = []
-    for chunk in split_by_gap(messages, gap_seconds):
+    for chunk in split_by_gap([m for m in messages if has_text(m)], gap_seconds):
         turns = merge_bursts(chunk)
         sid = session_id(dialog_id, chunk[0]["id"])
         rows.append(

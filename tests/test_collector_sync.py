@@ -351,3 +351,39 @@ async def test_a_sync_in_another_process_holds_the_lock(account, store, settings
 async def test_progress_bar_does_not_get_in_the_way(account, store, settings):
     summary = await sync(FakeTelegramClient(account), store, settings, progress=True)
     assert summary.new_messages == 295
+
+
+async def test_a_sync_and_an_import_of_the_same_chat_cut_the_same_sessions(account, store, settings, tmp_path):
+    """The collector stores media-only and service messages, an import skips them: they must not move
+    session boundaries either way (here a photo two hours later would otherwise open a session early)."""
+    import orjson
+
+    from collector.telegram_export import import_export
+
+    account.history[ALICE].clear()
+    account.add_message(ALICE, "are you home?")
+    account.add_message(ALICE, "yes", out=True)
+    account.add_message(ALICE, media=types.MessageMediaPhoto(photo=None), seconds_later=2 * 3600)
+    account.add_message(ALICE, action=types.MessageActionChatEditTitle(title="x"), seconds_later=60)
+    account.add_message(ALICE, "look at this", seconds_later=30 * 60)
+    account.add_message(ALICE, "nice", out=True)
+    await run(account, store, settings, dialog=ALICE)
+
+    def exported(spec) -> dict:
+        sender = account.me.id if spec.out else ALICE
+        msg = {"id": spec.id, "type": "service" if spec.action else "message", "text": spec.text,
+               "date_unixtime": str(int(spec.date.timestamp())), "from_id": f"user{sender}"}  # fmt: skip
+        return msg | ({"photo": "(File not included)"} if spec.media else {})
+
+    messages = [exported(s) for s in account.history[ALICE]]
+    chat = {"name": "Alice", "type": "personal_chat", "id": ALICE, "messages": messages}
+    (tmp_path / "result.json").write_bytes(orjson.dumps(chat))
+    imported = Storage(tmp_path / "imported.db")
+    import_export(imported, tmp_path / "result.json", owner_id=account.me.id, include_groups=False, keep_stickers=True,
+                  gap_seconds=settings.session_gap_seconds, progress=False)  # fmt: skip
+
+    def cut(s: Storage) -> list[tuple]:
+        return [(x["id"], x["start"], x["end"], x["n_messages"], x["content_hash"]) for x in s.sessions()]
+
+    assert len(store.messages(ALICE)) == 6 and len(imported.messages(ALICE)) == 4
+    assert cut(store) == cut(imported) and len(cut(store)) == 2
