@@ -134,6 +134,14 @@ class Settings(BaseSettings):
     def session_gap_seconds(self) -> float:
         return self.session_gap_minutes * 60
 
+    def fits_base_model(self, adapter_base: str | None) -> bool:
+        """Whether an adapter trained on `adapter_base` belongs to TWIN_BASE_MODEL: the same id or folder, or
+        a hub id and a local copy of it with the same name ("Qwen/Qwen2.5-1.5B" and "/models/Qwen2.5-1.5B")."""
+        if not adapter_base or not self.base_model:
+            return True
+        name = lambda model: Path(model.rstrip("/")).name.lower()  # noqa: E731
+        return adapter_base == self.base_model or name(adapter_base) == name(self.base_model)
+
     def require(self, name: str):
         """The value of setting `name`, or a MissingSetting error that says how to get it."""
         value = getattr(self, name)

@@ -113,6 +113,22 @@ def test_incremental_round_trains_only_new_and_replayed_sessions(tmp_path, tiny_
     assert full.counts["train_sessions"] == 28 and corpus.store.adapter(full.version)["parent_version"] is None
 
 
+def test_a_new_base_model_starts_fresh_and_its_first_adapter_is_compared_with_no_old_one(tmp_path, tiny_model_dir):
+    from tests.tiny import build_tiny_model
+
+    settings, corpus = _setup(tmp_path / "data", tiny_model_dir)
+    quick = CFG.model_copy(update={"max_steps": 2})
+    run_round(settings, quick)
+    other = str(build_tiny_model(tmp_path / "other-base", seed=1, hidden_size=192))  # weights of other shapes
+    corpus.add(3)
+    result = run_round(settings.model_copy(update={"base_model": other}), quick)
+    adapter = corpus.store.adapter(result.version)
+    assert adapter["base_model"] == other and adapter["parent_version"] is None and result.promoted
+    meta = json.loads((settings.adapters_dir / f"{result.version:04d}" / "meta.json").read_text())
+    assert meta["reason"].startswith("the base model changed (adapter 1 was trained on")
+    assert any("trained on another base model" in w for w in result.warnings)
+
+
 def test_worse_adapter_is_kept_rejected_and_the_active_one_stays(tmp_path, tiny_model_dir):
     settings, corpus = _setup(tmp_path, tiny_model_dir)
     run_round(settings, CFG)

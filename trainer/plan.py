@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import UserError
+from core.settings import Settings
 from storage import Storage
 from trainer.config import TrainConfig
 from trainer.dataset import MIN_TURNS, TrainingSession
@@ -72,13 +73,15 @@ def lora_shape(cfg: TrainConfig) -> dict:
     return {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "target_modules": cfg.target_modules}
 
 
-def _fresh_reason(store: Storage, cfg: TrainConfig, full: bool) -> str | None:
+def _fresh_reason(store: Storage, cfg: TrainConfig, full: bool, settings: Settings | None) -> str | None:
     """Why this round must start from the base model, or None if it may continue the active adapter."""
     active = store.active_adapter()
     if full:
         return "--full: retrain from the base model on everything"
     if active is None:
         return "no active adapter yet"
+    if settings is not None and not settings.fits_base_model(active["base_model"]):
+        return f"the base model changed (adapter {active['version']} was trained on {active['base_model']})"
     if not Path(active["path"]).is_dir():
         return f"adapter {active['version']}'s folder is missing"
     if len(lineage(store, active["version"])) >= cfg.fresh_every:
@@ -95,13 +98,14 @@ def plan_round(
     train: Sequence[TrainingSession],
     eval_: Sequence[TrainingSession],
     full: bool = False,
+    settings: Settings | None = None,
 ) -> RoundPlan:
     if any(s.split != "train" for s in train):
         raise AssertionError("an eval session was offered for training")
     eval_hashes = {s.content_hash for s in eval_}
     usable = [s for s in train if s.content_hash not in eval_hashes]
     dropped = len(train) - len(usable)
-    fresh = _fresh_reason(store, cfg, full)
+    fresh = _fresh_reason(store, cfg, full, settings)
     if fresh is not None:
         if not usable:
             raise NothingToTrain("no closed train sessions yet: `twin import` or `twin collect` some chats first")

@@ -118,7 +118,8 @@ class TrainingRound:
         try:
             plan = None
             if self.main:
-                plan = plan_round(self.store, self.cfg, self.train_sessions, self.eval_sessions, self.full)
+                plan = plan_round(self.store, self.cfg, self.train_sessions, self.eval_sessions, self.full,
+                                  self.settings)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - every process must learn that there is nothing to do
             plan = exc
         if self.acc.num_processes > 1:
@@ -202,6 +203,10 @@ class TrainingRound:
         self.new_figures = ev.evaluate(model, *args)
         self.base_figures = ev.evaluate_base(self.peft_model, *args, self.store, self.eval_key, model=model)
         self.active = self.store.active_adapter()
+        if self.active and not self.settings.fits_base_model(self.active["base_model"]):
+            self.warnings.append(f"the active adapter {self.active['version']} was trained on another base model "
+                                 f"({self.active['base_model']}): the new one is promoted like a first adapter")
+            self.active = None  # it cannot be loaded onto this base model, nor served with it
         self.active_eval = self.active_figures(self.eval_key)
         loss = lambda f: f["loss"] if f else None  # noqa: E731
         self._emit({"event": "eval", "eval_loss": loss(self.new_figures), "base_eval_loss": loss(self.base_figures),
