@@ -56,6 +56,7 @@ class Conversations:
         self._queues: dict[int, list[Incoming]] = {}
         self._workers: dict[int, asyncio.Task] = {}
         self._adapters: dict[int, AdapterRef] = {}
+        self._other_base: set[int] = set()  # active adapters of another base model, already logged
 
     def submit(self, message: Incoming) -> None:
         """Queue a message for its chat's next round (starting the chat's worker if it is idle)."""
@@ -138,6 +139,13 @@ class Conversations:
         """Read per round: a promotion or /rollback takes effect from the next reply on."""
         row = self.store.active_adapter()
         if row is None:
+            return None
+        if not self.settings.fits_base_model(row["base_model"]):
+            if row["version"] not in self._other_base:  # said once per adapter, not once per reply
+                self._other_base.add(row["version"])
+                log.error("the active adapter %04d was trained on %s, not on TWIN_BASE_MODEL: the base model "
+                          "answers until a round on the new one (/retrain)",
+                          row["version"], row["base_model"])  # fmt: skip
             return None
         if row["version"] not in self._adapters:
             self._adapters[row["version"]] = AdapterRef.from_row(row, self.settings.data_dir)

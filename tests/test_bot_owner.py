@@ -233,6 +233,18 @@ async def test_a_failed_training_is_reported(twin):
     assert twin.session.texts(OWNER)[-1] == "olga re: hey"
 
 
+async def test_an_adapter_of_another_base_model_is_not_served_and_status_says_why(tmp_path):
+    twin = TwinUnderTest(tmp_path / "data", base_model="Qwen/Qwen2.5-7B-Instruct")
+    try:
+        add_adapter(twin.store, 1, "active", 2.0)  # trained on "tiny"
+        await twin.say(OWNER, "hey")
+        assert twin.engine.calls[-1]["adapter"] is None
+        await twin.say(OWNER, "/status")
+        assert "Active adapter: 0001, trained on tiny, not on TWIN_BASE_MODEL" in twin.session.texts(OWNER)[-1]
+    finally:
+        twin.close()
+
+
 async def test_status_adapters_and_rollback(twin, tmp_path):
     add_adapter(twin.store, 1, "retired", 2.0)
     add_adapter(twin.store, 2, "active", 1.8)

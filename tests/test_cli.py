@@ -6,6 +6,7 @@ import typer
 from typer.testing import CliRunner
 
 from core.cli import app
+from core.settings import Settings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -53,3 +54,9 @@ def test_persona_rename_of_unknown_persona_is_one_line(tmp_path):
     )
     assert result.exit_code == 1
     assert "twin personas" in result.output and "Traceback" not in result.output
+
+
+def test_an_adapter_fits_the_same_base_model_by_id_or_by_a_local_copy_of_it():
+    settings = Settings(_env_file=None, base_model="/models/Qwen2.5-1.5B-Instruct/")
+    assert settings.fits_base_model("Qwen/Qwen2.5-1.5B-Instruct") and settings.fits_base_model(None)
+    assert not settings.fits_base_model("Qwen/Qwen2.5-7B-Instruct")

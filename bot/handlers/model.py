@@ -28,7 +28,7 @@ def _loss(value: float | None) -> str:
     return f"{value:.4f}" if value is not None else "—"
 
 
-def status_text(store: Storage, jobs: Jobs, conversations: Conversations) -> str:
+def status_text(store: Storage, settings: Settings, jobs: Jobs, conversations: Conversations) -> str:
     c = store.counts()
     lines = [
         f"People: {c['people']}; dialogs: {c['dialogs']} ({c['dialogs_excluded']} excluded)",
@@ -36,7 +36,10 @@ def status_text(store: Storage, jobs: Jobs, conversations: Conversations) -> str
         f"Last sync: {_when(store.get_meta('last_sync_at'))}; last import: {_when(store.get_meta('last_import_at'))}",
     ]
     active = store.active_adapter()
-    if active:
+    if active and not settings.fits_base_model(active["base_model"]):
+        lines.append(f"Active adapter: {active['version']:04d}, trained on {active['base_model']}, not on "
+                     "TWIN_BASE_MODEL: I answer with the base model until /retrain")  # fmt: skip
+    elif active:
         lines.append(f"Active adapter: {active['version']:04d} (eval loss {_loss(active['eval_loss'])}, "
                      f"base {_loss(active['base_eval_loss'])}, {active['n_sessions'] or 0} sessions)")  # fmt: skip
         if report := store.eval_report(active["version"]):
@@ -67,7 +70,7 @@ def report_plot(store: Storage) -> Path | None:
 
 async def status(message: Message, store: Storage, settings: Settings, jobs: Jobs,
                  conversations: Conversations) -> None:  # fmt: skip
-    await message.answer(status_text(store, jobs, conversations))
+    await message.answer(status_text(store, settings, jobs, conversations))
     if image := loss_curve(store, settings):
         await message.answer_photo(FSInputFile(image), caption="Loss curve of the active adapter")
     if plot := report_plot(store):
