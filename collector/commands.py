@@ -13,7 +13,7 @@ from core.errors import UserError
 from storage import Storage
 from storage.store import UnknownPersona
 
-out = Console()
+out = Console(soft_wrap=True)  # long paths and ids stay on one line (copyable)
 
 
 @friendly_errors

@@ -14,7 +14,7 @@ from core.errors import UserError
 from core.settings import Settings
 from storage import Storage
 
-out = Console()
+out = Console(soft_wrap=True)  # long paths and ids stay on one line (copyable)
 persona_app = typer.Typer(help="Rename personas.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Export training data.", no_args_is_help=True)
 

@@ -15,7 +15,7 @@ from core.settings import Settings
 from .base import AdapterRef
 from .chat import ChatRoles, chat, chat_roles, terminal_io
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 async def run_chat(settings: Settings, roles: ChatRoles, adapters: list[AdapterRef]) -> None:

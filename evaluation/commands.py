@@ -14,7 +14,7 @@ from core.cli import friendly_errors, settings_of
 
 from .headline import describe
 
-out = Console()
+out = Console(soft_wrap=True)  # long paths and ids stay on one line (copyable)
 
 
 @friendly_errors

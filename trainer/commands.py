@@ -13,8 +13,8 @@ from core.cli import friendly_errors, settings_of
 from core.settings import Settings
 from storage import Storage
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # long paths and ids stay on one line (copyable)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _open(settings: Settings) -> Storage:
