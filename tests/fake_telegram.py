@@ -223,14 +223,11 @@ class FakeTelegramClient:
         return _Takeout(self, finalize)
 
 
-class _DialogPages:
-    """Telethon's _DialogsIter: `total` is known after the first page."""
+class _Pages:
+    """Telethon's request iterators: one request per page (`_load` fills `_buffer`, sets `_done`)."""
 
-    def __init__(self, client: FakeTelegramClient):
-        self.client, self.total = client, None
-        self._order = client.account.dialog_ids()
-        self._buffer: list = []
-        self._offset, self._done = 0, False
+    _buffer: list
+    _done: bool
 
     def __aiter__(self):
         return self
@@ -240,7 +237,24 @@ class _DialogPages:
             await self._load()
         if not self._buffer:
             raise StopAsyncIteration
+        self._handing_out()
         return self._buffer.pop(0)
+
+    def _handing_out(self) -> None:
+        """Called before each item leaves (history pages count it, for injected crashes)."""
+
+    async def _load(self) -> None:
+        raise NotImplementedError
+
+
+class _DialogPages(_Pages):
+    """Telethon's _DialogsIter: `total` is known after the first page."""
+
+    def __init__(self, client: FakeTelegramClient):
+        self.client, self.total = client, None
+        self._order = client.account.dialog_ids()
+        self._buffer: list = []
+        self._offset, self._done = 0, False
 
     async def _load(self) -> None:
         await self.client.request("GetDialogsRequest")
@@ -260,7 +274,7 @@ class _DialogPages:
         self._done = not page or len(page) < PAGE or not is_slice
 
 
-class _HistoryPages:
+class _HistoryPages(_Pages):
     """Telethon's _MessagesIter in reverse: pages of 100 oldest first above `min_id` (or from
     `offset_date`), stopping at `max_id`, at a short or empty page, or when no slice was needed."""
 
@@ -272,16 +286,8 @@ class _HistoryPages:
         self._buffer: list = []
         self._done = False
 
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        if not self._buffer and not self._done:
-            await self._load()
-        if not self._buffer:
-            raise StopAsyncIteration
+    def _handing_out(self) -> None:
         self.client.hand_out()
-        return self._buffer.pop(0)
 
     async def _load(self) -> None:
         await self.client.request("GetHistoryRequest")
