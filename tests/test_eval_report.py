@@ -30,7 +30,8 @@ from trainer.config import TrainConfig
 from trainer.rounds import RoundOptions, round_once
 from trainer.train import run_round
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = pytest.mark.slow
+in_module_loop = pytest.mark.asyncio(loop_scope="module")  # the async tests share the module's engine
 
 # A few hundred steps: the signatures show by ~100; by 400 they hold under sampling (240 steps: ~90%).
 SIGNATURE_ROUND = TrainConfig(lora_r=16, lora_alpha=32, learning_rate=3e-3, epochs=10, pack_tokens=512, grad_accum=1,
@@ -101,6 +102,7 @@ def test_the_signature_round_learned_the_corpus(signature_data):
     assert result.eval_loss < 1.0 < result.base_eval_loss
 
 
+@in_module_loop
 async def test_asking_for_a_persona_gets_its_signature_in_nine_of_ten_replies(engine, signature_data):
     settings, store, _ = signature_data
     adapter = AdapterRef.from_row(store.active_adapter(), settings.data_dir)
@@ -111,6 +113,7 @@ async def test_asking_for_a_persona_gets_its_signature_in_nine_of_ten_replies(en
     assert set(result.per_persona) == set(SIGNATURES)
 
 
+@in_module_loop
 async def test_the_report_replies_through_the_engine_and_the_twin_is_closer_in_style(engine, signature_data, tmp_path):
     settings, store, _ = signature_data
     report = await evaluate_adapter(settings, store, out_dir=tmp_path, cfg=SMALL, engine=engine)
