@@ -57,7 +57,9 @@ def collect_cmd(
     takeout: bool = typer.Option(
         False, "--takeout", help="Use a takeout session (for the first bulk download)."
     ),
-    refresh_days: int = typer.Option(0, "--refresh-days", min=0, help="Re-read the last N days (edits)."),
+    refresh_days: int = typer.Option(
+        0, "--refresh-days", min=0, help="Re-read the last N days: edits are applied, deletions too."
+    ),
 ) -> None:
     """Pull what is new in your one-to-one chats from Telegram (needs `twin login` once).
 

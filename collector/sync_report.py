@@ -18,6 +18,7 @@ class SyncSummary:
     synced: int = 0  # dialogs whose history was read
     new_messages: int = 0
     refreshed_messages: int = 0  # re-read by --refresh-days (edits applied)
+    deleted_messages: int = 0  # found deleted on Telegram by --refresh-days, so deleted here too
     requests: Counter[str] = field(default_factory=Counter)  # API requests by type, when the client counts
     seconds: float = 0.0
     flood_wait: int | None = None  # a long flood wait stopped the sync: Telegram's wait in seconds
@@ -45,7 +46,8 @@ class SyncSummary:
             + (f" ({skipped})" if skipped else "")
             + f", {self.excluded} excluded, {self.unchanged} unchanged, {self.synced} synced",
             f"messages: {self.new_messages} new"
-            + (f", {self.refreshed_messages} re-read for edits" if self.refreshed_messages else ""),
+            + (f", {self.refreshed_messages} re-read for edits" if self.refreshed_messages else "")
+            + (f", {self.deleted_messages} deleted on Telegram (deleted here too)" if self.deleted_messages else ""),
         ]
         if self.requests:
             total = sum(self.requests.values())

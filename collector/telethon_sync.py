@@ -214,8 +214,10 @@ def save_dialogs(store: Storage, plans: list[DialogPlan]) -> None:
 
 
 async def sync_dialog(client, store, settings, plan, summary, bar, owner_id, since, wait) -> None:
-    """New messages above the watermark, then (with --refresh-days) a re-read of recent stored ones."""
-    before = summary.new_messages + summary.refreshed_messages
+    """New messages above the watermark, then (with --refresh-days) a re-read of recent stored ones: edits
+    are applied, and messages deleted on Telegram are deleted here too."""
+    before = summary.new_messages + summary.refreshed_messages + summary.deleted_messages
+    reread: set[int] = set()
 
     def rows(messages: AsyncIterator[Any]) -> AsyncIterator[dict[str, Any]]:
         return (message_to_row(m, plan.id, owner_id, settings.keep_stickers) async for m in messages)
@@ -225,6 +227,7 @@ async def sync_dialog(client, store, settings, plan, summary, bar, owner_id, sin
         bar.saved(batch[-1]["id"], len(batch))
 
     def refreshed(batch: list[dict[str, Any]]) -> None:
+        reread.update(row["id"] for row in batch)
         summary.refreshed_messages += len(batch)
         bar.saved(batch[-1]["id"], len(batch))
 
@@ -235,8 +238,12 @@ async def sync_dialog(client, store, settings, plan, summary, bar, owner_id, sin
         if plan.refresh:
             recent = iter_recent_messages(client, plan, since, wait)
             await save_messages(store, plan.id, rows(recent), True, refreshed)
+            # Read whole: what was stored in that window and is not on Telegram any more was deleted there
+            # (the window's first seconds are left out: Telegram's offset_date may or may not include them).
+            gone = store.synced_ids_between(plan.id, int(since.timestamp()) + 2, plan.watermark) - reread
+            summary.deleted_messages += store.delete_messages(plan.id, gone) if gone else 0
     finally:
-        if summary.new_messages + summary.refreshed_messages > before:
+        if summary.new_messages + summary.refreshed_messages + summary.deleted_messages > before:
             store.rebuild_sessions(plan.id, settings.session_gap_seconds)
         bar.end()
     summary.synced += 1

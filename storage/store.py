@@ -8,6 +8,8 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any
 
+import orjson
+
 from core.errors import UserError
 from core.personas import slug_base, unique_slug, validate_slug
 from core.sessions import session_rows
@@ -226,9 +228,22 @@ class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
     def has_messages(self, dialog_id: int) -> bool:
         return bool(self.query("SELECT 1 FROM messages WHERE dialog_id = ? LIMIT 1", (dialog_id,)))
 
-    def message_ids_since(self, dialog_id: int, since: int) -> list[int]:
-        rows = self.query("SELECT id FROM messages WHERE dialog_id = ? AND date >= ?", (dialog_id, since))
-        return [r[0] for r in rows]
+    def synced_ids_between(self, dialog_id: int, since: int, max_id: int) -> set[int]:
+        """Ids of the dialog's messages stored by a sync (not an import: its ids may be made up) sent since
+        `since` (unix), up to `max_id`."""
+        rows = self.query(
+            "SELECT id FROM messages WHERE dialog_id = ? AND date >= ? AND id <= ? AND source = 'telethon'",
+            (dialog_id, since, max_id),
+        )
+        return {r[0] for r in rows}
+
+    def delete_messages(self, dialog_id: int, ids: Iterable[int]) -> int:
+        """Delete messages of a dialog by id (deleted on Telegram); returns how many went."""
+        with self.transaction() as c:
+            return c.execute(
+                "DELETE FROM messages WHERE dialog_id = ? AND id IN (SELECT value FROM json_each(?))",
+                (dialog_id, orjson.dumps(sorted(ids)).decode()),
+            ).rowcount
 
     # -- sessions ---------------------------------------------------------------------------------
     def replace_sessions(self, dialog_id: int, sessions: Iterable[dict[str, Any]]) -> None:

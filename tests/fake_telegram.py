@@ -110,6 +110,10 @@ class FakeAccount:
         spec = next(s for s in self.history[peer_id] if s.id == message_id)
         spec.text, spec.edit_date = text, at or self.clock
 
+    def delete(self, peer_id: int, message_id: int) -> None:
+        """Delete a message for everyone, as Telegram does: it is simply not served any more."""
+        self.history[peer_id] = [s for s in self.history[peer_id] if s.id != message_id]
+
     def rename(self, user_id: int, first_name: str, username: str | None = None) -> None:
         self.entities[user_id].first_name = first_name
         self.entities[user_id].username = username

@@ -240,6 +240,23 @@ async def test_refresh_days_picks_up_edits_without_duplicating(account, store, s
     assert {h["peer"] for h in client.history_calls} == {ALICE}  # Bob's and Kira's chats are older
 
 
+async def test_refresh_days_deletes_what_was_deleted_on_telegram_in_that_window(account, store, settings):
+    account.clock = dt.datetime.now(dt.UTC) - dt.timedelta(days=5)
+    ids = account.add_messages(ALICE, 10, seconds_apart=86400 // 2)
+    await run(account, store, settings)
+    account.delete(ALICE, ids[-2])  # inside the two-day window
+    account.delete(ALICE, ids[0])  # older: not re-read, so not known to be deleted
+    recent = int((dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).timestamp())
+    store.insert_messages([{"dialog_id": ALICE, "id": 10**9, "sender_id": ALICE, "date": recent, "text": "imported",
+                            "source": "export"}])  # an import's id Telegram never had: not a deletion  # fmt: skip
+
+    _, summary = await run(account, store, settings, refresh_days=2)
+    assert summary.deleted_messages == 1 and "1 deleted on Telegram" in summary.describe()
+    assert set(stored_ids(store, ALICE)) == {*account.ids(ALICE), ids[0], 10**9}
+    # The sessions were cut again without it.
+    assert sum(s["n_messages"] for s in store.sessions() if s["dialog_id"] == ALICE) == len(store.messages(ALICE))
+
+
 async def test_refresh_days_and_new_messages_in_one_run(account, store, settings):
     account.clock = dt.datetime.now(dt.UTC) - dt.timedelta(hours=5)
     first = account.add_message(ALICE, "typo")
