@@ -119,7 +119,8 @@ class Jobs:
         """One sync with the owner's Telethon client; returns the collector's SyncSummary."""
         connect = self._sync_client or connected_client
         async with connect(self.settings) as client:
-            return await sync_dialogs(client, self.store, self.settings, progress=False, guard=self._guard)
+            return await sync_dialogs(client, self.store, self.settings, refresh_days=self.settings.sync_refresh_days,
+                                      progress=False, guard=self._guard)  # fmt: skip
 
     async def _sync_job(self, scheduled: bool) -> None:
         try:

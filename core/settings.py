@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     bot_context_turns: int = Field(20, ge=1, description="Recent turns of the conversation in the prompt.")
     # 60 min: new chats reach the twin within the hour; each sync costs a few API requests per dialog.
     sync_interval_minutes: float = Field(60.0, ge=0, description="Scheduled sync period; 0 = off.")
+    # 0: a sync with nothing new costs no history request. 1-2 re-reads the active dialogs of the last days,
+    # so edits and messages deleted on Telegram reach storage (and the next round) too.
+    sync_refresh_days: int = Field(0, ge=0, description="Days the bot's syncs re-read for edits and deletions.")
 
     # -- training rounds (trainer/) ----------------------------------------------------------------------
     # Empty = the defaults in trainer/config.py (`twin train --show-config` lists every knob and its why).

@@ -195,6 +195,25 @@ async def test_sync_runs_the_collector_and_reports_the_summary(twin):
     assert texts[0].startswith("Syncing") and texts[-1].startswith("Sync done.") and "4 new" in texts[-1]
 
 
+async def test_the_bots_syncs_re_read_the_last_days_when_set(tmp_path):
+    import datetime as dt
+
+    account = FakeAccount(me_id=OWNER)
+    account.add_user(FRIEND, "Sasha")
+    account.clock = dt.datetime.now(dt.UTC) - dt.timedelta(hours=6)
+    ids = account.add_messages(FRIEND, 4)
+    twin = TwinUnderTest(tmp_path / "data", sync_client=fake_sync_client(FakeTelegramClient(account)),
+                         sync_refresh_days=1)  # fmt: skip
+    try:
+        await twin.say(OWNER, "/sync")
+        account.delete(FRIEND, ids[1])
+        await twin.say(OWNER, "/sync")
+        assert "1 deleted on Telegram" in twin.session.texts(OWNER)[-1]
+        assert [m["id"] for m in twin.store.messages(FRIEND)] == [ids[0], *ids[2:]]
+    finally:
+        twin.close()
+
+
 async def test_a_failed_sync_is_reported_and_the_bot_goes_on(twin):
     def broken(settings):
         raise NotLoggedIn("the Telegram session is not logged in: run `twin login`")
