@@ -136,13 +136,13 @@ class TwinUnderTest:
     """A whole bot wired as `twin serve` wires it, fed updates through the real Dispatcher.feed_update."""
 
     def __init__(self, data_dir: Path, *, train: Callable | None = None, sync_client: Callable | None = None,
-                 **settings: Any):  # fmt: skip
+                 engine: Any = None, **settings: Any):  # fmt: skip
         values = {"data_dir": data_dir, "owner_id": OWNER, "bot_token": TOKEN, "bot_typing_delay": 0.0,
                   "bot_reply_timeout": 5.0, "session_gap_minutes": 60, **settings}  # fmt: skip
         self.settings = Settings(_env_file=None, **values)
         self.settings.ensure_data_dir()
         self.store = Storage(self.settings.db_path)
-        self.engine = EngineDouble()
+        self.engine = engine if engine is not None else EngineDouble()  # a real one for load tests
         self.session = FakeSession()
         self.bot = build_bot(self.settings, session=self.session)
         self.jobs = Jobs(self.settings, self.store, OwnerReports(self.bot, OWNER), self.engine,

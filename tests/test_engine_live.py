@@ -148,6 +148,56 @@ async def test_remote_server_keeps_only_the_adapter_in_use_loaded(engine, adapte
     assert "twin-0002" in served and "twin-0001" not in served
 
 
+async def test_200_chats_of_5_messages_through_the_real_dispatcher_are_all_answered_in_order(
+    engine, adapters_store, tmp_path
+):
+    """The load case on each real engine: 1,000 messages from 200 chats at once, every chat answered after
+    its last message by the active adapter, each chat's messages reaching the engine in order."""
+    from collections import defaultdict
+
+    from bot.chats import ENGINE_FAILED
+    from tests.bot_fakes import OWNER, TwinUnderTest
+
+    chats, messages = 200, 5
+    heard: dict[int, list[str]] = defaultdict(list)  # chat → its messages in the order the engine saw them
+    adapters: set[int | None] = set()
+    dropped: list[int] = []  # rounds whose reply came back empty (degenerate twice): a chat left unanswered
+
+    class Noting:
+        """The real engine, noting what each reply round was asked."""
+
+        rejected = engine.rejected
+
+        async def reply(self, turns, persona, partner, adapter):
+            last = turns[-1].messages
+            heard[int(last[0].split()[1])] += list(last)
+            adapters.add(adapter.version if adapter else None)
+            replies = await engine.reply(turns, persona, partner, adapter)
+            dropped.extend([] if replies else [int(last[0].split()[1])])
+            return replies
+
+        def __getattr__(self, name):
+            return getattr(engine, name)
+
+    twin = TwinUnderTest(tmp_path / "data", engine=Noting(), bot_reply_timeout=300.0)
+    twin.store.upsert_people([{"id": OWNER, "first_name": "Owner", "username": "owner"}])  # persona "owner"
+    twin.store.add_adapter({"version": 1, "path": adapters_store.adapter(1)["path"], "status": "active"}, [])
+    users = range(10_000, 10_000 + chats)
+    for uid in users:
+        twin.store.allow(user_id=uid)
+    updates = [twin.update(uid, f"chat {uid} message {k}") for k in range(messages) for uid in users]
+    try:
+        await asyncio.gather(*(twin.feed(u) for u in updates))
+        await twin.settle(timeout=600)
+    finally:
+        twin.close()
+    assert adapters == {1} and dropped == []
+    for uid in users:
+        assert heard[uid] == [f"chat {uid} message {k}" for k in range(messages)], f"chat {uid}"
+        texts = twin.session.texts(uid)
+        assert texts and ENGINE_FAILED not in texts, f"chat {uid}: {texts}"
+
+
 async def test_a_killed_vllm_core_is_replaced_and_the_next_reply_works(engine, adapters_store):
     """Last in the module: it kills the engine's core process (as the OOM killer would)."""
     if engine.name != "vllm":
