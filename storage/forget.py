@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import UserError
+
 FORGOTTEN_REASON = "trained on a forgotten person"
 
 
@@ -106,6 +108,8 @@ class ForgetStore:
         """What `forget_person` would delete, for the confirmation question. `trained_on` lists adapters
         that still have their folder."""
         person = self.require_person(id_or_slug)
+        if str(person["id"]) == self.get_meta("owner_id"):
+            raise UserError(f"{person['slug']} is you, the owner: to delete everything, delete the data folder")
         own, _, sessions = self._forget_scope(person["id"])
         marks = ", ".join("?" for _ in own) or "NULL"
         n = self.query(

@@ -182,6 +182,12 @@ def test_forget_waits_for_no_round_and_changes_nothing_while_one_holds_the_lock(
     assert store.person(ALICE) and alice["folders"][2].exists()
 
 
+def test_the_owner_cannot_be_forgotten(settings, store, alice):
+    with pytest.raises(UserError, match="is you, the owner"):
+        forget_person(store, settings, OWNER)
+    assert store.person(OWNER) and store.messages(WEI)
+
+
 def test_twin_forget_asks_first_and_deletes_with_yes(settings, store, alice):
     env = {"TWIN_DATA_DIR": str(settings.data_dir)}
     slug = alice["person"]["slug"]
