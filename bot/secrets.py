@@ -1,10 +1,11 @@
-"""Keep the bot token out of logs: aiogram's network errors can carry request URLs, which hold it."""
+"""Keep secrets out of logs: aiogram's network errors can carry request URLs, which hold the bot token; the
+API hash and the session string are redacted too, should any library ever echo them."""
 
 from __future__ import annotations
 
 import logging
 
-REDACTED = "<bot-token>"
+REDACTED = "<secret>"
 
 
 class RedactSecrets(logging.Filter):

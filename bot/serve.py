@@ -39,7 +39,10 @@ POLLING_TIMEOUT = 10
 
 
 async def serve(settings: Settings) -> None:
-    hide_in_logs(settings.require("bot_token").get_secret_value())
+    secrets = (settings.require("bot_token"), settings.api_hash, settings.session)
+    hide_in_logs(*(s.get_secret_value() for s in secrets if s is not None))
+    if logging.getLogger().level > logging.DEBUG:  # one INFO line per update is noise over months (-v keeps it)
+        logging.getLogger("aiogram.event").setLevel(logging.WARNING)
     owner_id = settings.require("owner_id")
     stop = stop_on_signals()  # first: a SIGTERM while the engine loads still shuts down cleanly
     # Each part's clean-up is registered as soon as it exists; they run in reverse order, on errors too:

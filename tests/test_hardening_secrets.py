@@ -29,3 +29,14 @@ async def test_a_sync_with_a_broken_session_reports_and_logs_no_secret(tmp_path,
     for text in (told, logged):
         assert API_HASH not in text and BAD_SESSION not in text and BAD_SESSION[5:30] not in text
         assert TOKEN.split(":")[1] not in text
+
+
+def test_the_api_hash_and_session_string_are_redacted_like_the_token():
+    from bot.secrets import RedactSecrets
+
+    handler = logging.StreamHandler()
+    handler.addFilter(RedactSecrets(TOKEN, API_HASH, BAD_SESSION))
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "connect %s with %s at %s", (BAD_SESSION, API_HASH,
+                               f"https://api.telegram.org/bot{TOKEN}/getMe"), None)  # fmt: skip
+    handler.filter(record)
+    assert record.getMessage() == "connect <secret> with <secret> at https://api.telegram.org/bot<secret>/getMe"
