@@ -51,13 +51,13 @@ def without_key(value: Any, key: str) -> Any:
 class ForgetStore:
     # -- the forgotten list: keyed hashes of Telegram ids -----------------------------------------------
     def _forget_key(self) -> bytes:
-        with self.transaction() as c:
-            row = c.execute("SELECT value FROM meta WHERE key = 'forget_key'").fetchone()
-            if row:
-                return bytes.fromhex(row[0])
-            key = secrets.token_bytes(32)
-            c.execute("INSERT INTO meta (key, value) VALUES ('forget_key', ?)", (key.hex(),))
-            return key
+        """The database's random key for the hashes (made on first use; a racing process keeps the first)."""
+        if (value := self.get_meta("forget_key")) is None:
+            with self.transaction() as c:
+                c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('forget_key', ?)",
+                          (secrets.token_bytes(32).hex(),))  # fmt: skip
+            value = self.get_meta("forget_key")
+        return bytes.fromhex(value)
 
     def _forgotten_hash(self, user_id: int) -> str:
         return hmac.new(self._forget_key(), str(int(user_id)).encode(), hashlib.sha256).hexdigest()
