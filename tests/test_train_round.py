@@ -16,7 +16,7 @@ from trainer import loop, packing
 from trainer.config import TrainConfig
 from trainer.plan import NothingToTrain
 from trainer.registry import rollback
-from trainer.train import LOCK, run_round
+from trainer.train import LOCK, dry_run, run_round
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +98,13 @@ def test_incremental_round_trains_only_new_and_replayed_sessions(tmp_path, tiny_
     first_ids = corpus.store.trained_session_ids([1])
     new = [corpus.add_session(f, "train") for f in ("bob", "carol", "dave", "bob")]
     corpus.rebuild()
+    # Planning reads no messages: only the chosen sessions (new + replayed) and the eval ones are read.
+    read: list[str] = []
+    real_read = Storage.session_messages
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Storage, "session_messages", lambda self, row: read.append(row["id"]) or real_read(self, row))
+        plan = dry_run(settings, CFG.model_copy(update={"replay_ratio": 0.5}))
+    assert plan["train_sessions"] == 6 and len(read) == 6 + plan["eval_sessions"] < 28
     result = run_round(settings, CFG.model_copy(update={"replay_ratio": 0.5}))
     assert result.counts["new_sessions"] == 4 and result.counts["replay_sessions"] == 2
     second = corpus.store.adapter(2)

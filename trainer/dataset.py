@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -58,13 +58,32 @@ def load_session(
     )
 
 
-def iter_sessions(store: Storage, settings: Settings, split: Split = "train") -> Iterator[TrainingSession]:
-    """Closed sessions of non-excluded dialogs in `split`, oldest first per dialog; lone turns skipped."""
+@dataclass(frozen=True)
+class SessionRef:
+    """A closed session as storage lists it, no message read: what a round is planned on."""
+
+    id: str
+    split: str
+    content_hash: str
+
+
+def session_refs(store: Storage, split: Split = "train") -> list[SessionRef]:
+    """The sessions `iter_sessions` would yield, without reading their messages (n_turns is stored)."""
+    rows = store.sessions(closed=True, split=None if split == "all" else split)
+    return [SessionRef(r["id"], r["split"], r["content_hash"]) for r in rows if r["n_turns"] >= MIN_TURNS]
+
+
+def iter_sessions(store: Storage, settings: Settings, split: Split = "train",
+                  ids: Collection[str] | None = None) -> Iterator[TrainingSession]:  # fmt: skip
+    """Closed sessions of non-excluded dialogs in `split` (only `ids`, if given), oldest first per dialog;
+    lone turns skipped."""
     if split not in SPLITS:
         raise UserError(f"split must be train, eval or all, not {split!r}")
     scrubber = Scrubber(settings.scrub_words)
     slug_of = {p["id"]: p["slug"] for p in store.people()}
     for row in store.sessions(closed=True, split=None if split == "all" else split):
+        if row["n_turns"] < MIN_TURNS or (ids is not None and row["id"] not in ids):
+            continue  # no need to read it
         session = load_session(store, row, slug_of, scrubber.scrub)
         if len(session.turns) >= MIN_TURNS:
             yield session

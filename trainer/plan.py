@@ -19,7 +19,7 @@ from core.errors import UserError
 from core.settings import Settings
 from storage import Storage
 from trainer.config import TrainConfig
-from trainer.dataset import MIN_TURNS, TrainingSession
+from trainer.dataset import MIN_TURNS, SessionRef, TrainingSession
 
 
 class NothingToTrain(UserError):
@@ -95,7 +95,7 @@ def _fresh_reason(store: Storage, cfg: TrainConfig, full: bool, settings: Settin
 def plan_round(
     store: Storage,
     cfg: TrainConfig,
-    train: Sequence[TrainingSession],
+    train: Sequence[SessionRef],
     eval_: Sequence[TrainingSession],
     full: bool = False,
     settings: Settings | None = None,

@@ -29,7 +29,7 @@ from trainer import artifacts
 from trainer import evaluate as ev
 from trainer import model as tm
 from trainer.config import TrainConfig
-from trainer.dataset import iter_sessions
+from trainer.dataset import iter_sessions, session_refs
 from trainer.loop import Trainer, make_optimizer, total_steps
 from trainer.packing import pack_examples
 from trainer.plan import RoundPlan, lora_shape, plan_round
@@ -110,7 +110,7 @@ class TrainingRound:
     # -- setup ------------------------------------------------------------------------------------------
     def load_sessions(self) -> None:
         self.fmt = ChatFormat(tm.load_tokenizer(self.base_model))
-        self.train_sessions = list(iter_sessions(self.store, self.settings, "train"))
+        self.train_refs = session_refs(self.store, "train")  # planned on as stored; only the chosen are read
         self.eval_sessions = list(iter_sessions(self.store, self.settings, "eval"))
 
     def make_plan(self) -> RoundPlan:
@@ -118,8 +118,7 @@ class TrainingRound:
         try:
             plan = None
             if self.main:
-                plan = plan_round(self.store, self.cfg, self.train_sessions, self.eval_sessions, self.full,
-                                  self.settings)  # fmt: skip
+                plan = plan_round(self.store, self.cfg, self.train_refs, self.eval_sessions, self.full, self.settings)
         except Exception as exc:  # noqa: BLE001 - every process must learn that there is nothing to do
             plan = exc
         if self.acc.num_processes > 1:
@@ -134,7 +133,7 @@ class TrainingRound:
         """Plan the round and turn its sessions into packs (no model yet: `--dry-run` stops here)."""
         self.load_sessions()
         self.plan = self.make_plan()
-        chosen = [s for s in self.train_sessions if s.id in self.plan.train_ids]
+        chosen = list(iter_sessions(self.store, self.settings, "train", ids=set(self.plan.train_ids)))
         eval_ids = {s.id for s in self.eval_sessions}
         assert all(s.split == "train" and s.id not in eval_ids for s in chosen), "eval session in training data"
         self.chosen = chosen
