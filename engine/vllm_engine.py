@@ -125,11 +125,11 @@ class VLLMEngine(BaseEngine):
             async with self._restarting:
                 if getattr(self._llm, "errored", False):
                     log.error("the vLLM engine died: starting a new one (in-flight replies were lost)")
-                    dead, self._llm = self._llm, None
                     with contextlib.suppress(Exception):
-                        dead.shutdown()
+                        self._llm.shutdown()
                     # In a thread: the bot keeps answering commands meanwhile (AsyncLLM starts its output
-                    # handler on the first request, in this loop).
+                    # handler on the first request, in this loop). Until it is ready, `self._llm` stays the
+                    # dead engine, so requests arriving meanwhile wait on the lock above, not fail on None.
                     self._llm = await asyncio.to_thread(self._new_llm)
                     self.restarts += 1
                     log.info("vLLM engine restarted (%d restart(s) so far)", self.restarts)
