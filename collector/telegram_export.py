@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -90,10 +90,10 @@ def save_chat(store: Storage, chat: ChatRows, gap_seconds: float, now: float) ->
     return added
 
 
-def without_forgotten(store: Storage, chat: ChatRows, summary: ImportSummary) -> ChatRows | None:
+def without_forgotten(chat: ChatRows, is_forgotten: Callable[[int], bool], summary: ImportSummary) -> ChatRows | None:
     """The chat without the people the owner made the twin forget (/forget): their dialog is skipped whole,
     their messages in a group are left out. None: skip the chat."""
-    forgotten = store.forgotten_ids(set(chat.people) | {chat.dialog["person_id"]} - {None})
+    forgotten = {pid for pid in set(chat.people) | {chat.dialog["person_id"]} - {None} if is_forgotten(pid)}
     if not forgotten:
         return chat
     if chat.dialog["person_id"] in forgotten:
@@ -141,6 +141,7 @@ def save_chats(
     """Convert and save the wanted chats, counting into `summary`; returns everyone who wrote in them."""
     people: dict[int, dict[str, Any]] = {}
     now = time.time()
+    is_forgotten = store.forgotten()  # people the owner made the twin forget (/forget)
     total = sum(len(chat.messages) for chat in chats if wanted(chat.type, include_groups))
     with progress_bar(progress, total) as bar:
         for chat in chats:
@@ -153,7 +154,7 @@ def save_chats(
             if not wanted(kind, include_groups):  # a chat without a type that turned out to be a group
                 summary.chats_skipped[kind] += 1
                 continue
-            if (converted := without_forgotten(store, converted, summary)) is None:
+            if (converted := without_forgotten(converted, is_forgotten, summary)) is None:
                 continue
             added = save_chat(store, converted, gap_seconds, now)
             bar.advance(0, len(chat.messages))

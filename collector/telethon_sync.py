@@ -175,6 +175,7 @@ async def iter_dialog_list(client) -> AsyncIterator[Any]:
 async def plan_dialogs(client, store, summary, *, only: int | None, since: dt.datetime | None):
     """The owner's person dialogs with what each needs: new messages, a refresh, or nothing."""
     stored = {d["id"]: d for d in store.dialogs()}
+    is_forgotten = store.forgotten()  # people the owner made the twin forget (/forget)
     plans: list[DialogPlan] = []
     async for d in iter_dialog_list(client):
         summary.dialogs_seen += 1
@@ -183,7 +184,7 @@ async def plan_dialogs(client, store, summary, *, only: int | None, since: dt.da
         reason = skip_reason(d.entity)
         if reason is not None:
             summary.skipped[reason] += 1
-        elif stored.get(d.id, {}).get("excluded") or store.forgotten_ids({d.entity.id}):
+        elif stored.get(d.id, {}).get("excluded") or is_forgotten(d.entity.id):
             summary.excluded += 1
         else:
             wm = int(stored.get(d.id, {}).get("watermark") or 0)

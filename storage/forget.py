@@ -17,6 +17,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,21 @@ def without_key(value: Any, key: str) -> Any:
     return value
 
 
+def _keyed_hash(key: bytes, user_id: int) -> str:
+    return hmac.new(key, str(int(user_id)).encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass
+class _Scope:
+    """What a person's data reaches."""
+
+    person: dict[str, Any]
+    own: list[int]  # their one-to-one dialogs
+    other: list[int]  # other dialogs they wrote in
+    session_ids: list[str]  # every session holding their messages
+    tainted: list[int]  # adapters trained on those sessions or continued from one (pruned ones included)
+
+
 class ForgetStore:
     # -- the forgotten list: keyed hashes of Telegram ids -----------------------------------------------
     def _forget_key(self) -> bytes:
@@ -60,14 +76,16 @@ class ForgetStore:
         return bytes.fromhex(value)
 
     def _forgotten_hash(self, user_id: int) -> str:
-        return hmac.new(self._forget_key(), str(int(user_id)).encode(), hashlib.sha256).hexdigest()
+        return _keyed_hash(self._forget_key(), user_id)
 
-    def forgotten_ids(self, user_ids: list[int] | set[int]) -> set[int]:
-        """Which of `user_ids` were forgotten (cheap when nobody was: no hash is computed)."""
-        if not self.query("SELECT 1 FROM forgotten LIMIT 1"):
-            return set()
+    def forgotten(self) -> Callable[[int], bool]:
+        """A test for forgotten Telegram ids, with the list and key read once (for a whole sync or import);
+        no hash is computed when nobody was forgotten."""
         hashes = {r[0] for r in self.query("SELECT key FROM forgotten")}
-        return {uid for uid in user_ids if self._forgotten_hash(uid) in hashes}
+        if not hashes:
+            return lambda user_id: False
+        key = self._forget_key()
+        return lambda user_id: _keyed_hash(key, user_id) in hashes
 
     def unforget(self, user_id: int) -> bool:
         """Let syncs and imports bring `user_id` back; False when they were not forgotten."""
@@ -75,22 +93,25 @@ class ForgetStore:
             return c.execute("DELETE FROM forgotten WHERE key = ?", (self._forgotten_hash(user_id),)).rowcount > 0
 
     # -- what a person's data reaches -----------------------------------------------------------------
-    def _forget_scope(self, person_id: int) -> tuple[list[int], list[int], list[str]]:
-        """(their dialogs, other dialogs they wrote in, ids of every session holding their messages)."""
-        own = [r[0] for r in self.query("SELECT id FROM dialogs WHERE person_id = ?", (person_id,))]
+    def _scope(self, id_or_slug: int | str) -> _Scope:
+        person = self.require_person(id_or_slug)
+        if str(person["id"]) == self.get_meta("owner_id"):
+            raise UserError(f"{person['slug']} is you, the owner: to delete everything, delete the data folder")
+        pid = person["id"]
+        own = [r[0] for r in self.query("SELECT id FROM dialogs WHERE person_id = ?", (pid,))]
         marks = ", ".join("?" for _ in own) or "NULL"
         other = [r[0] for r in self.query(
             f"SELECT DISTINCT dialog_id FROM messages WHERE sender_id = ? AND dialog_id NOT IN ({marks})",
-            (person_id, *own),
+            (pid, *own),
         )]  # fmt: skip
         sessions = [
             r[0] for r in self.query(f"SELECT id FROM sessions WHERE dialog_id IN ({marks})", tuple(own))
         ]
         sessions += [r[0] for r in self.query(
             "SELECT DISTINCT s.id FROM sessions s JOIN messages m ON m.dialog_id = s.dialog_id"
-            " AND m.date BETWEEN s.start AND s.\"end\" WHERE m.sender_id = ?", (person_id,),
+            " AND m.date BETWEEN s.start AND s.\"end\" WHERE m.sender_id = ?", (pid,),
         ) if r[0] not in sessions]  # fmt: skip
-        return own, other, sessions
+        return _Scope(person, own, other, sessions, self.adapters_trained_on(sessions))
 
     def adapters_trained_on(self, session_ids: list[str]) -> list[int]:
         """Adapters trained on any of `session_ids`, and every adapter continued from one of those (its
@@ -107,19 +128,16 @@ class ForgetStore:
     def forget_preview(self, id_or_slug: int | str) -> ForgetReport:
         """What `forget_person` would delete, for the confirmation question. `trained_on` lists adapters
         that still have their folder."""
-        person = self.require_person(id_or_slug)
-        if str(person["id"]) == self.get_meta("owner_id"):
-            raise UserError(f"{person['slug']} is you, the owner: to delete everything, delete the data folder")
-        own, _, sessions = self._forget_scope(person["id"])
-        marks = ", ".join("?" for _ in own) or "NULL"
-        n = self.query(
-            f"SELECT count(*) FROM messages WHERE dialog_id IN ({marks}) OR sender_id = ?",
-            (*own, person["id"]),
-        )[0][0]
+        return self._report(self._scope(id_or_slug))
+
+    def _report(self, scope: _Scope) -> ForgetReport:
+        pid, marks = scope.person["id"], ", ".join("?" for _ in scope.own) or "NULL"
+        n = self.query(f"SELECT count(*) FROM messages WHERE dialog_id IN ({marks}) OR sender_id = ?",
+                       (*scope.own, pid))[0][0]  # fmt: skip
         alive = {a["version"]: a for a in self.adapters() if a["status"] != "deleted"}
-        trained_on = [v for v in self.adapters_trained_on(sessions) if v in alive]
+        trained_on = [v for v in scope.tainted if v in alive]
         active = next((v for v in trained_on if alive[v]["status"] == "active"), None)
-        return ForgetReport(person["id"], person["slug"], n, len(sessions), own, trained_on, active,
+        return ForgetReport(pid, scope.person["slug"], n, len(scope.session_ids), scope.own, trained_on, active,
                             adapter_paths=[alive[v]["path"] for v in trained_on if alive[v]["path"]])  # fmt: skip
 
     def forget_person(self, id_or_slug: int | str, gap_seconds: float, now: float | None = None) -> ForgetReport:
@@ -127,20 +145,18 @@ class ForgetStore:
         of their id so they are not collected again. Files are the caller's: the report lists the adapter
         folders and evaluation reports to delete."""
         with self.transaction() as c:
-            report = self.forget_preview(id_or_slug)
-            person = self.require_person(report.person_id)
-            own, other, session_ids = self._forget_scope(report.person_id)
+            scope = self._scope(id_or_slug)
+            report = self._report(scope)
             eval_held_them = bool(self.query(
                 "SELECT 1 FROM sessions WHERE split = 'eval' AND id IN (SELECT value FROM json_each(?))",
-                (json.dumps(session_ids),),
+                (json.dumps(scope.session_ids),),
             ))  # fmt: skip
-            self._delete_their_rows(c, person, own)
-            tainted = self.adapters_trained_on(session_ids)
-            self._retire_adapters_of(c, report, tainted)
-            report.report_paths = self._drop_reports(c, tainted, eval_held_them)
+            self._delete_their_rows(c, scope.person, scope.own)
+            self._retire_adapters_of(c, report, scope.tainted)
+            report.report_paths = self._drop_reports(c, scope.tainted, eval_held_them)
             c.execute("INSERT OR IGNORE INTO forgotten (key, forgotten_at) VALUES (?, ?)",
                       (self._forgotten_hash(report.person_id), int(time.time())))  # fmt: skip
-            for dialog_id in other:
+            for dialog_id in scope.other:
                 self.rebuild_sessions(dialog_id, gap_seconds, now)
         return report
 
