@@ -73,14 +73,14 @@ def lora_shape(cfg: TrainConfig) -> dict:
     return {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "target_modules": cfg.target_modules}
 
 
-def _fresh_reason(store: Storage, cfg: TrainConfig, full: bool, settings: Settings | None) -> str | None:
+def _fresh_reason(store: Storage, cfg: TrainConfig, full: bool, settings: Settings) -> str | None:
     """Why this round must start from the base model, or None if it may continue the active adapter."""
     active = store.active_adapter()
     if full:
         return "--full: retrain from the base model on everything"
     if active is None:
         return "no active adapter yet"
-    if settings is not None and not settings.fits_base_model(active["base_model"]):
+    if not settings.fits_base_model(active["base_model"]):
         return f"the base model changed (adapter {active['version']} was trained on {active['base_model']})"
     if not Path(active["path"]).is_dir():
         return f"adapter {active['version']}'s folder is missing"
@@ -97,8 +97,8 @@ def plan_round(
     cfg: TrainConfig,
     train: Sequence[SessionRef],
     eval_: Sequence[TrainingSession],
-    full: bool = False,
-    settings: Settings | None = None,
+    full: bool,
+    settings: Settings,
 ) -> RoundPlan:
     if any(s.split != "train" for s in train):
         raise AssertionError("an eval session was offered for training")
