@@ -103,14 +103,14 @@ def status_cmd(ctx: typer.Context) -> None:
 
     Example: twin status
     """
-    store = open_storage(settings_of(ctx))
-    c = store.counts()
+    settings = settings_of(ctx)
+    store = open_storage(settings)
+    c, s = store.counts(), store.session_counts(settings.session_gap_seconds)
     table = Table("what", "count", show_header=False)
     table.add_row("people", str(c["people"]))
     table.add_row("dialogs", f"{c['dialogs']} ({c['dialogs_excluded']} excluded)")
     table.add_row("messages", str(c["messages"]))
-    table.add_row("sessions", f"{c['sessions_closed']} closed, {c['sessions_open']} open "
-                  f"({c['sessions_eval']} held out for eval)")  # fmt: skip
+    table.add_row("sessions", f"{s['closed']} closed, {s['open']} open ({s['eval']} held out for eval)")
     table.add_row("last import", _when(store.get_meta("last_import_at")))
     table.add_row("last sync", _when(store.get_meta("last_sync_at")))
     out.print(table)

@@ -101,11 +101,18 @@ def content_hash(turns: Sequence[Turn]) -> str:
     return h.hexdigest()
 
 
+def closed_before(now: float, gap_seconds: float) -> float:
+    """A session whose last message is older than this is closed: no later message can join it, so it is safe
+    to train on. Readers decide it from the session's end and the current time (a dialog that goes quiet is
+    never rebuilt, so a flag stored when it was rebuilt would keep its last conversation open forever)."""
+    return now - gap_seconds
+
+
 def session_rows(
     dialog_id: int, messages: Sequence[dict[str, Any]], gap_seconds: float, now: float
 ) -> list[dict[str, Any]]:
-    """The storage rows of a dialog's sessions (cut from the messages with text). A session is closed once
-    its last message is older than the gap: no later message can join it, so it is safe to train on."""
+    """The storage rows of a dialog's sessions (cut from the messages with text). `closed` is as of `now`;
+    readers of stored rows decide it again with `closed_before`."""
     rows = []
     for chunk in split_by_gap([m for m in messages if has_text(m)], gap_seconds):
         turns = merge_bursts(chunk)
@@ -120,7 +127,7 @@ def session_rows(
                 "end": chunk[-1]["date"],
                 "n_messages": len(chunk),
                 "n_turns": len(turns),
-                "closed": int(now - chunk[-1]["date"] > gap_seconds),
+                "closed": int(chunk[-1]["date"] < closed_before(now, gap_seconds)),
                 "split": split_of(sid),
                 "content_hash": content_hash(turns),
             }

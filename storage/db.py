@@ -85,7 +85,7 @@ def _v1(db: sqlite_utils.Database) -> None:
             "end": int,
             "n_messages": int,
             "n_turns": int,
-            "closed": int,  # last message older than the session gap: no message can join it any more
+            "closed": int,  # as of the last rebuild only: readers decide it from "end" and the time
             "split": str,  # train | eval, a stable hash of the id
             "content_hash": str,
         },

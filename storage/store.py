@@ -12,7 +12,7 @@ import orjson
 
 from core.errors import UserError
 from core.personas import slug_base, unique_slug, validate_slug
-from core.sessions import session_rows
+from core.sessions import closed_before, session_rows
 
 from .bot import BotStore
 from .db import Database
@@ -264,14 +264,19 @@ class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
         self.replace_sessions(dialog_id, rows)
         return len(rows)
 
-    def sessions(self, closed: bool | None = None, split: str | None = None) -> list[dict[str, Any]]:
+    def sessions(self, closed: bool | None = None, split: str | None = None, *, gap_seconds: float | None = None,
+                 now: float | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """Sessions of dialogs not excluded, oldest first per dialog. `closed` is decided from each session's
+        end and the time (`gap_seconds` is then required), not from the flag stored when it was cut."""
         sql, params = (
             "SELECT s.* FROM sessions s JOIN dialogs d ON d.id = s.dialog_id WHERE d.excluded = 0",
             [],
         )
         if closed is not None:
-            sql += " AND s.closed = ?"
-            params.append(int(closed))
+            if gap_seconds is None:
+                raise TypeError("sessions(closed=...) needs gap_seconds: closed-ness depends on the time")
+            sql += ' AND s."end" < ?' if closed else ' AND s."end" >= ?'
+            params.append(closed_before(time.time() if now is None else now, gap_seconds))
         if split is not None:
             sql += " AND s.split = ?"
             params.append(split)
@@ -292,7 +297,13 @@ class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
             "dialogs": one("SELECT count(*) FROM dialogs"),
             "dialogs_excluded": one("SELECT count(*) FROM dialogs WHERE excluded = 1"),
             "messages": one("SELECT count(*) FROM messages"),
-            "sessions_closed": one("SELECT count(*) FROM sessions WHERE closed = 1"),
-            "sessions_open": one("SELECT count(*) FROM sessions WHERE closed = 0"),
-            "sessions_eval": one("SELECT count(*) FROM sessions WHERE split = 'eval'"),
         }
+
+    def session_counts(self, gap_seconds: float, now: float | None = None) -> dict[str, int]:
+        """Closed, open and held-out sessions, closed-ness decided as `sessions` decides it."""
+        cutoff = closed_before(time.time() if now is None else now, gap_seconds)
+        row = self.query(
+            'SELECT count(*), coalesce(sum(s."end" < ?), 0), coalesce(sum(s.split = \'eval\'), 0) FROM sessions s',
+            (cutoff,),
+        )[0]
+        return {"closed": row[1], "open": row[0] - row[1], "eval": row[2]}

@@ -3,6 +3,7 @@ JSONL export (from Python and from the CLI)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
@@ -21,7 +22,7 @@ from trainer.dataset import export_jsonl, iter_sessions
 OWNER, BOB, CAROL = 1, 2, 3
 BOB_DIALOG, CAROL_DIALOG = 2, 3
 DAY = 86_400
-NOW = 100 * DAY
+NOW = int(time.time())  # the open session is open now: readers decide closed-ness from the clock
 EMAIL, CARD = "alice.private@example.com", "4111 1111 1111 1111"
 
 
@@ -136,7 +137,7 @@ def test_only_closed_sessions_of_included_dialogs_with_a_reply(store, settings, 
     assert "LONELY" not in text  # one turn: nothing to learn about replying
 
 
-def test_eval_split_is_stable_and_disjoint_from_train(store, settings, tmp_path):
+def test_eval_split_is_stable_and_disjoint_from_train(store, settings, tmp_path, monkeypatch):
     def ids(split):
         export_jsonl(store, settings, tmp_path / f"{split}.jsonl", split=split)
         return [rec["session_id"] for rec in _read(tmp_path / f"{split}.jsonl")]
@@ -146,9 +147,11 @@ def test_eval_split_is_stable_and_disjoint_from_train(store, settings, tmp_path)
     assert not set(train) & set(evals)
     assert sorted(train + evals) == sorted(every)
     assert all(split_of(sid) == "eval" for sid in evals)
-    # Rebuilding sessions a day later (after a sync) keeps every session in its split; the session that
-    # was open has closed meanwhile and joins the split of its own id.
-    store.rebuild_sessions(BOB_DIALOG, settings.session_gap_seconds, now=NOW + DAY)
+    # A day later every session keeps its split, rebuilt (after a sync) or not; the session that was open
+    # has closed meanwhile and joins the split of its own id.
+    monkeypatch.setattr(time, "time", lambda: NOW + DAY)
+    assert set(ids("train")) | set(ids("eval")) == set(every) | {"2-90100"}
+    store.rebuild_sessions(BOB_DIALOG, settings.session_gap_seconds)
     later_train, later_eval = ids("train"), ids("eval")
     assert set(train) <= set(later_train) and set(evals) <= set(later_eval)
     assert set(later_train) | set(later_eval) == set(every) | {"2-90100"}

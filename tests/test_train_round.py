@@ -194,3 +194,42 @@ def test_rollback_and_pruning(tmp_path, tiny_model_dir):
     assert rollback(store, 3) == (2, 3)
     with pytest.raises(Exception, match="pruned"):
         rollback(store, 1)
+
+
+def test_a_conversation_synced_mid_way_is_trained_on_once_it_goes_quiet(tmp_path, tiny_model_dir):
+    """A sync during a conversation stores its session open; nobody writes again, so it is never rebuilt.
+    Once the gap has passed it is closed all the same: `twin status` says so and the next round trains on it."""
+    import asyncio
+    import datetime as dt
+    import time
+
+    from typer.testing import CliRunner
+
+    from collector.telethon_sync import sync
+    from core.cli import app
+    from core.sessions import split_of
+    from tests.fake_telegram import FakeAccount, FakeTelegramClient
+
+    gap = 3  # seconds: short enough to wait for in a test
+    settings = Settings(data_dir=tmp_path, base_model=str(tiny_model_dir), session_gap_minutes=gap / 60,
+                        _env_file=None)  # fmt: skip
+    settings.ensure_data_dir()
+    store = Storage(settings.db_path)
+    account = FakeAccount()
+    friend = next(p for p in range(2000, 2100) if split_of(f"{p}-1") == "train")  # its session is a train one
+    account.add_user(friend, "Sasha")
+    account.clock = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=4)
+    for i in range(4):
+        account.add_message(friend, f"line {i}", out=bool(i % 2), seconds_later=1)
+    asyncio.run(sync(FakeTelegramClient(account), store, settings, progress=False))
+    [session] = store.sessions()
+    env = {"TWIN_DATA_DIR": str(tmp_path), "TWIN_SESSION_GAP_MINUTES": str(gap / 60)}
+    status = lambda: CliRunner().invoke(app, ["status"], env=env).output  # noqa: E731
+    assert session["id"] == f"{friend}-1" and "0 closed, 1 open" in status()
+
+    time.sleep(max(0.0, session["end"] + gap + 1.5 - time.time()))  # the gap passes; nobody writes again
+    asyncio.run(sync(FakeTelegramClient(account), store, settings, progress=False))  # nothing new: no rebuild
+
+    assert "1 closed, 0 open" in status()
+    result = run_round(settings, CFG.model_copy(update={"max_steps": 1}))
+    assert session["id"] in store.trained_session_ids([result.version])

@@ -67,9 +67,15 @@ class SessionRef:
     content_hash: str
 
 
-def session_refs(store: Storage, split: Split = "train") -> list[SessionRef]:
+def closed_sessions(store: Storage, settings: Settings, split: Split) -> list[dict[str, Any]]:
+    """Stored rows of the closed sessions in `split` (closed as of now: see core.sessions.closed_before)."""
+    gap = settings.session_gap_seconds
+    return store.sessions(closed=True, split=None if split == "all" else split, gap_seconds=gap)
+
+
+def session_refs(store: Storage, settings: Settings, split: Split = "train") -> list[SessionRef]:
     """The sessions `iter_sessions` would yield, without reading their messages (n_turns is stored)."""
-    rows = store.sessions(closed=True, split=None if split == "all" else split)
+    rows = closed_sessions(store, settings, split)
     return [SessionRef(r["id"], r["split"], r["content_hash"]) for r in rows if r["n_turns"] >= MIN_TURNS]
 
 
@@ -81,7 +87,7 @@ def iter_sessions(store: Storage, settings: Settings, split: Split = "train",
         raise UserError(f"split must be train, eval or all, not {split!r}")
     scrubber = Scrubber(settings.scrub_words)
     slug_of = {p["id"]: p["slug"] for p in store.people()}
-    for row in store.sessions(closed=True, split=None if split == "all" else split):
+    for row in closed_sessions(store, settings, split):
         # n_turns is what load_session's turns will count (both from merge_bursts): no need to read the rest.
         if row["n_turns"] >= MIN_TURNS and (ids is None or row["id"] in ids):
             yield load_session(store, row, slug_of, scrubber.scrub)

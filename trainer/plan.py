@@ -19,7 +19,7 @@ from core.errors import UserError
 from core.settings import Settings
 from storage import Storage
 from trainer.config import TrainConfig
-from trainer.dataset import MIN_TURNS, SessionRef, TrainingSession
+from trainer.dataset import SessionRef, TrainingSession, session_refs
 
 
 class NothingToTrain(UserError):
@@ -61,11 +61,10 @@ def seen_by(store: Storage, versions: Sequence[int]) -> tuple[set[str], set[str]
     return store.trained_session_ids(versions), hashes
 
 
-def count_new_sessions(store: Storage) -> int:
+def count_new_sessions(store: Storage, settings: Settings) -> int:
     """Closed train sessions the active adapter's lineage has not seen (cheap: no message is read)."""
     ids, hashes = seen_by(store, lineage(store, (store.active_adapter() or {}).get("version")))
-    rows = store.sessions(closed=True, split="train")
-    return sum(1 for r in rows if r["n_turns"] >= MIN_TURNS and r["id"] not in ids and r["content_hash"] not in hashes)
+    return sum(1 for r in session_refs(store, settings, "train") if r.id not in ids and r.content_hash not in hashes)
 
 
 def lora_shape(cfg: TrainConfig) -> dict:

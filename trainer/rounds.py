@@ -58,7 +58,7 @@ def training_needed(settings: Settings) -> tuple[bool, int, int]:
     """(needed, new sessions, threshold): at least settings.train_min_new_sessions new closed sessions."""
     store = Storage(settings.db_path)
     try:
-        n = count_new_sessions(store)
+        n = count_new_sessions(store, settings)
     finally:
         store.close()
     return n >= settings.train_min_new_sessions, n, settings.train_min_new_sessions

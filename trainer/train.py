@@ -110,7 +110,7 @@ class TrainingRound:
     # -- setup ------------------------------------------------------------------------------------------
     def load_sessions(self) -> None:
         self.fmt = ChatFormat(tm.load_tokenizer(self.base_model))
-        self.train_refs = session_refs(self.store, "train")  # planned on as stored; only the chosen are read
+        self.train_refs = session_refs(self.store, self.settings, "train")  # planned on as stored; only the chosen are read
         self.eval_sessions = list(iter_sessions(self.store, self.settings, "eval"))
 
     def make_plan(self) -> RoundPlan:

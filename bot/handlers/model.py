@@ -29,10 +29,10 @@ def _loss(value: float | None) -> str:
 
 
 def status_text(store: Storage, settings: Settings, jobs: Jobs, conversations: Conversations) -> str:
-    c = store.counts()
+    c, s = store.counts(), store.session_counts(settings.session_gap_seconds)
     lines = [
         f"People: {c['people']}; dialogs: {c['dialogs']} ({c['dialogs_excluded']} excluded)",
-        f"Messages: {c['messages']}; sessions: {c['sessions_closed']} closed, {c['sessions_open']} open",
+        f"Messages: {c['messages']}; sessions: {s['closed']} closed, {s['open']} open",
         f"Last sync: {_when(store.get_meta('last_sync_at'))}; last import: {_when(store.get_meta('last_import_at'))}",
     ]
     active = store.active_adapter()
