@@ -111,12 +111,52 @@ def test_two_process_data_parallel_round_equals_one_process_with_accumulation(tm
 
 
 def test_training_subprocess_gets_no_telegram_secrets(tmp_path, monkeypatch):
+    import json
+
     from core.settings import Settings
-    from trainer.runner import child_env
+    from trainer.runner import SETTINGS_VARIABLE, child_env
 
     monkeypatch.setenv("TWIN_BOT_TOKEN", "123:SECRET")
     monkeypatch.setenv("TWIN_API_HASH", "hash-secret")
     monkeypatch.setenv("TWIN_SESSION", "session-secret")
     env = child_env(Settings(data_dir=tmp_path))
     assert not {"TWIN_BOT_TOKEN", "TWIN_API_HASH", "TWIN_SESSION"} & set(env)
-    assert env["TWIN_DATA_DIR"] == str(tmp_path)
+    assert "SECRET" not in json.dumps(env) and "secret" not in env[SETTINGS_VARIABLE]
+    assert json.loads(env[SETTINGS_VARIABLE])["data_dir"] == str(tmp_path)
+
+
+# The child as the bot starts it (trainer.__main__.main), its round replaced by a probe that reports the
+# settings the child built.
+SETTINGS_PROBE = """
+import sys
+import trainer.rounds
+
+def probe(settings, opts, on_event=None):
+    secret = lambda value: value.get_secret_value() if value is not None else None
+    return {"event": "done", "bot_token": secret(settings.bot_token), "api_hash": secret(settings.api_hash),
+            "session": secret(settings.session), "data_dir": str(settings.data_dir),
+            "base_model": settings.base_model, "owner_id": settings.owner_id}
+
+trainer.rounds.round_once = probe
+from trainer.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_training_child_reads_no_dotenv_and_gets_its_settings_from_the_parent(tmp_path, monkeypatch):
+    import sys
+
+    from trainer import runner
+
+    (tmp_path / ".env").write_text(
+        "TWIN_BOT_TOKEN=123:DOTENV-SECRET\nTWIN_API_HASH=dotenv-hash\nTWIN_SESSION=dotenv-session\n"
+        "TWIN_DATA_DIR=/nowhere\nTWIN_BASE_MODEL=dotenv/model\n"
+    )
+    monkeypatch.chdir(tmp_path)  # where the bot runs: its .env is in the working directory
+    monkeypatch.setattr(runner, "trainer_command", lambda args: [sys.executable, "-c", SETTINGS_PROBE, *args])
+    settings = Settings(data_dir=tmp_path / "data", owner_id=7, base_model="parent/model", _env_file=None)
+    outcome = asyncio.run(run_training_subprocess(settings, ["train"]))
+    assert outcome.status == "done", outcome.stderr_tail
+    got = outcome.final
+    assert got["bot_token"] is None and got["api_hash"] is None and got["session"] is None
+    assert got["data_dir"] == str(tmp_path / "data") and got["base_model"] == "parent/model" and got["owner_id"] == 7

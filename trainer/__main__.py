@@ -37,13 +37,13 @@ def distributed_command(opts) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     from dataclasses import replace
 
-    from core.settings import Settings
     from trainer.rounds import RoundOptions, round_once, training_needed
+    from trainer.runner import trainer_settings
 
     opts = RoundOptions.parse(sys.argv[1:] if argv is None else argv)
     if opts.num_processes > 1 and "LOCAL_RANK" not in os.environ and not opts.dry_run:
         # Decide --if-needed here, once, then hand the round to one process per rank.
-        needed, n, threshold = training_needed(Settings()) if opts.if_needed else (True, 0, 0)
+        needed, n, threshold = training_needed(trainer_settings()) if opts.if_needed else (True, 0, 0)
         if not needed:
             print(json.dumps({"event": "skipped", "reason": f"{n} new closed sessions, fewer than {threshold}"}))
             return 0
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Libraries that print would corrupt the JSON stream: their stdout goes to stderr.
         with contextlib.redirect_stdout(sys.stderr):
-            final = round_once(Settings(), opts, emit)
+            final = round_once(trainer_settings(), opts, emit)
     except UserError as exc:
         emit({"event": "error", "error": str(exc), "kind": "user"})
         return 1

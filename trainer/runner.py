@@ -16,13 +16,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from pydantic import SecretStr
+
 from core.settings import Settings
 
-# The settings a trainer child needs; secrets (bot token, API hash) are not passed on.
-CHILD_SETTINGS = (
-    "data_dir", "owner_id", "base_model", "scrub_words", "session_gap_minutes", "keep_stickers",
-    "train_config", "train_min_new_sessions",
-)  # fmt: skip
 TERMINATE_GRACE_S = 30  # a clean stop only has to record the failure and release the lock
 STDERR_TAIL = 40  # lines of the child's log kept to explain a crash
 
@@ -43,25 +40,32 @@ class TrainingOutcome:
     stderr_tail: str = ""
 
 
-SECRET_VARIABLES = frozenset({"TWIN_BOT_TOKEN", "TWIN_API_HASH", "TWIN_SESSION"})
+# The child's settings, as JSON: it builds them from this alone, reading no .env (which holds the bot's secrets).
+SETTINGS_VARIABLE = "TWIN_TRAINER_SETTINGS"
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    """This process's environment with the trainer's settings as TWIN_* variables (the child's Settings())."""
-    # The trainer needs no Telegram secrets: keep the bot token, API hash and session out of its environment.
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
-    for name in CHILD_SETTINGS:
-        key, value = f"TWIN_{name.upper()}", getattr(settings, name, None)
-        if value is None:
-            env.pop(key, None)
-        elif isinstance(value, list | dict):
-            env[key] = json.dumps(value)
-        elif name in ("data_dir", "train_config"):
-            env[key] = str(os.path.abspath(value))
-        else:
-            env[key] = str(value)
+    """This process's environment without any TWIN_* variable (the bot token, API hash and session among
+    them), plus the parent's settings but its secrets, passed explicitly in SETTINGS_VARIABLE (the round's
+    report decodes as the bot does). The trainer needs no Telegram secret, so it gets none."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
+    values = {name: value for name, value in settings.model_dump(mode="json", exclude_none=True).items()
+              if not isinstance(getattr(settings, name), SecretStr)}  # fmt: skip
+    for name in ("data_dir", "train_config"):  # the same folders whatever the child's working directory
+        if name in values:
+            values[name] = os.path.abspath(values[name])
+    env[SETTINGS_VARIABLE] = json.dumps(values)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def trainer_settings() -> Settings:
+    """The settings of `python -m trainer`: the ones its parent passed, with no .env and no TWIN_* variable
+    read; run by hand (no parent), the usual environment and .env."""
+    passed = os.environ.get(SETTINGS_VARIABLE)
+    if passed is None:
+        return Settings()
+    return Settings(_env_file=None, **json.loads(passed))
 
 
 def trainer_command(args: Sequence[str]) -> list[str]:
