@@ -99,14 +99,16 @@ class ForgetStore:
             raise UserError(f"{person['slug']} is you, the owner: to delete everything, delete the data folder")
         pid = person["id"]
         own = [r[0] for r in self.query("SELECT id FROM dialogs WHERE person_id = ?", (pid,))]
-        marks = ", ".join("?" for _ in own) or "NULL"
+        # A JSON list, not "IN (?, ...) or NULL": `NOT IN (NULL)` is never true, so someone with no dialog of
+        # their own would have no other dialogs either, and the groups they wrote in would keep stale sessions.
+        own_json = json.dumps(own)
         other = [r[0] for r in self.query(
-            f"SELECT DISTINCT dialog_id FROM messages WHERE sender_id = ? AND dialog_id NOT IN ({marks})",
-            (pid, *own),
+            "SELECT DISTINCT dialog_id FROM messages WHERE sender_id = ?"
+            " AND dialog_id NOT IN (SELECT value FROM json_each(?))", (pid, own_json),
         )]  # fmt: skip
-        sessions = [
-            r[0] for r in self.query(f"SELECT id FROM sessions WHERE dialog_id IN ({marks})", tuple(own))
-        ]
+        sessions = [r[0] for r in self.query(
+            "SELECT id FROM sessions WHERE dialog_id IN (SELECT value FROM json_each(?))", (own_json,)
+        )]  # fmt: skip
         sessions += [r[0] for r in self.query(
             "SELECT DISTINCT s.id FROM sessions s JOIN messages m ON m.dialog_id = s.dialog_id"
             " AND m.date BETWEEN s.start AND s.\"end\" WHERE m.sender_id = ?", (pid,),

@@ -209,3 +209,24 @@ async def test_a_dropped_adapter_is_never_served_again_not_even_as_a_fallback(tm
     assert await engine.reply(turns, "alice", "bob", one) == ["base talk"]
     assert await engine.reply(turns, "alice", "bob", two) == ["base talk"]  # 2 fails its check: no fallback to 1
     assert engine.rejected[1] == "deleted"
+
+
+def test_forgetting_someone_with_no_chat_of_their_own_rebuilds_the_groups_they_wrote_in(settings, store):
+    group, kim, lee = -4001, 2101, 2102  # Kim writes only in the group: there is no one-to-one dialog with her
+    store.upsert_people([{"id": OWNER, "first_name": "Olga"}, {"id": kim, "first_name": "Kim"},
+                         {"id": lee, "first_name": "Lee"}])  # fmt: skip
+    store.upsert_dialog({"id": group, "type": "private_group", "name": "friends"})
+    speakers = [lee, kim, kim, OWNER, kim, lee]
+    store.insert_messages([{"dialog_id": group, "id": i, "sender_id": who, "date": 1_000_000 + 60 * i,
+                            "text": f"line {i}"} for i, who in enumerate(speakers, 1)])  # fmt: skip
+    store.rebuild_sessions(group, HOUR)
+    [before] = sessions_of(store, group)
+    assert before["n_turns"] == 5
+
+    forget_person(store, settings, kim)
+
+    [after] = sessions_of(store, group)
+    assert (after["n_turns"], after["n_messages"]) == (3, 3)  # lee | owner | lee
+    assert after["content_hash"] != before["content_hash"]
+    store.rebuild_sessions(group, HOUR)
+    assert sessions_of(store, group) == [after]  # what a rebuild from the messages left gives: nothing stale
