@@ -280,6 +280,20 @@ async def test_status_adapters_and_rollback(twin, tmp_path):
     assert twin.store.active_adapter()["version"] == 1
 
 
+async def test_rollback_waits_for_a_round_running_in_another_process(twin):
+    from trainer.registry import LOCK
+
+    add_adapter(twin.store, 1, "retired", 2.0)
+    add_adapter(twin.store, 2, "active", 1.8)
+    twin.store.acquire_lock(LOCK, pid=1)  # a round of `twin train` (cron): init stands for a live process
+    await twin.say(OWNER, "/rollback")
+    assert twin.session.texts(OWNER)[-1].startswith("A training round is running")
+    assert twin.store.active_adapter()["version"] == 2  # its promotion at the end cannot undo a rollback
+    twin.store.release_lock(LOCK, pid=1)
+    await twin.say(OWNER, "/rollback")
+    assert twin.store.active_adapter()["version"] == 1
+
+
 async def test_forget_asks_then_deletes_and_retrains_in_full(twin):
     add_adapter(twin.store, 1, "active", 2.0, sessions=[s["id"] for s in twin.store.sessions()])
     await twin.say(OWNER, "/forget sasha")

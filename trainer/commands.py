@@ -139,11 +139,9 @@ def rollback_cmd(
 
     Example: twin rollback 3
     """
-    from trainer.registry import LOCK, rollback
+    from trainer.registry import rollback
 
-    store = _open(settings_of(ctx))
-    with store.holding_lock(LOCK):  # not in the middle of a round, which promotes at its end
-        old, new = rollback(store, version)
+    old, new = rollback(_open(settings_of(ctx)), version)
     out.print(f"active adapter: {new} (was {old if old is not None else 'none'})")
 
 

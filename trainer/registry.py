@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import UserError
-from storage import Storage
+from storage import LockHeld, Storage
 
 LOCK = "train"  # the storage lock a training round holds; rollback and forget take it too
+ROUND_RUNNING = "A training round is running: wait for it to finish, then roll back"
 
 
 @dataclass
@@ -53,7 +54,20 @@ def rollback_target(store: Storage, version: int | None) -> int:
 
 
 def rollback(store: Storage, version: int | None = None) -> tuple[int | None, int]:
-    """Make `version` (default: the previously active adapter) active; returns (old, new) versions."""
+    """Make `version` (default: the previously active adapter) active; returns (old, new) versions.
+
+    Refused while a round holds the training lock, in any process: its promotion at the end would undo it."""
+    try:
+        store.acquire_lock(LOCK)
+    except LockHeld as exc:
+        raise UserError(f"{ROUND_RUNNING} ({exc})") from exc
+    try:
+        return _activate_earlier(store, version)
+    finally:
+        store.release_lock(LOCK)
+
+
+def _activate_earlier(store: Storage, version: int | None) -> tuple[int | None, int]:
     target = rollback_target(store, version)
     row = store.adapter(target)
     if row is None or row["status"] == "deleted":

@@ -16,7 +16,7 @@ from core.settings import Settings
 from engine.base import AdapterRef
 from evaluation.headline import describe as describe_report
 from storage import Storage
-from trainer.registry import adapter_listing
+from trainer.registry import ROUND_RUNNING, adapter_listing
 from trainer.registry import rollback as activate_earlier
 
 
@@ -112,7 +112,7 @@ async def rollback(message: Message, command: CommandObject, store: Storage, job
     if arg and not arg.isdigit():
         raise UserError("give an adapter version, e.g. /rollback 3 (/adapters lists them)")
     if "training" in jobs.running():
-        raise UserError("a training round is running: wait for it to finish, then roll back")
+        raise UserError(ROUND_RUNNING)
     old, new = activate_earlier(store, int(arg) if arg else None)
     was = f" (was {old:04d})" if old else ""
     await message.answer(f"Adapter {new:04d} is active now{was}; the next reply uses it.")
