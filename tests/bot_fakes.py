@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import itertools
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -132,6 +133,13 @@ class EngineDouble:
         return self.answer(list(turns), persona)
 
 
+def telegram_mentions(text: str) -> list[dict[str, Any]]:
+    """The `mention` entities Telegram attaches to a text's @usernames (offsets in UTF-16 code units)."""
+    utf16 = lambda s: len(s.encode("utf-16-le")) // 2  # noqa: E731
+    return [{"type": "mention", "offset": utf16(text[: m.start()]), "length": utf16(m.group())}
+            for m in re.finditer(r"(?<![\w@])@[A-Za-z][A-Za-z0-9_]{3,31}\b", text)]  # fmt: skip
+
+
 class TwinUnderTest:
     """A whole bot wired as `twin serve` wires it, fed updates through the real Dispatcher.feed_update."""
 
@@ -167,6 +175,8 @@ class TwinUnderTest:
                "text": text, **message}  # fmt: skip
         if text.startswith("/"):
             msg["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+        elif mentions := telegram_mentions(text):
+            msg["entities"] = mentions
         return Update.model_validate({"update_id": next(self._update_ids), "message": msg}, context={"bot": self.bot})
 
     def button(self, user_id: int, data: str, chat_id: int | None = None) -> Update:

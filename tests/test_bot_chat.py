@@ -95,6 +95,16 @@ async def test_group_chats_are_ignored_unless_allowed(twin):
     assert turns == [ChatTurn("sasha", ("just chatting", "what do you think?"))]  # mention cut, burst merged
 
 
+async def test_a_group_mention_is_the_bots_own_username_not_one_that_starts_with_it(twin):
+    twin.store.allow(user_id=-500)
+    await twin.say(FRIEND, "@twin_test_bot2 are you there?", chat_id=-500, chat_type="group")
+    await twin.say(FRIEND, "ask @twin_test_bot_fan, or mail twin@twin_test_bot.org", chat_id=-500, chat_type="group")
+    assert twin.engine.calls == []  # another bot, another user, an e-mail address: the twin was not addressed
+    await twin.say(FRIEND, "👋 @twin_test_bot, and you?", chat_id=-500, chat_type="group")
+    assert len(twin.engine.calls) == 1
+    assert twin.engine.calls[0]["turns"][-1].messages[-1] == "👋 , and you?"  # cut where Telegram says it is
+
+
 async def test_messages_during_a_reply_are_answered_next_in_order(twin):
     twin.engine.delay = 0.05
     for text in ("first", "second", "third"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram import Bot, F, Router
 from aiogram.enums import ChatType
-from aiogram.types import Message
+from aiogram.types import Message, MessageEntity
 
 from bot.chats import Conversations, Incoming
 from bot.personas import speaker_slug
@@ -20,13 +20,23 @@ def message_text(message: Message) -> str | None:
     return None
 
 
+def cut_mention(text: str, entities: list[MessageEntity] | None, username: str | None) -> str | None:
+    """`text` without the first mention of @username, as Telegram marked it (an entity, so "@twinbot2" or an
+    e-mail address is not one); None when it is not mentioned."""
+    for entity in entities or []:
+        if username and entity.type == "mention" and entity.extract_from(text).lower() == f"@{username.lower()}":
+            utf16 = text.encode("utf-16-le")  # entity offsets count UTF-16 code units
+            start, end = 2 * entity.offset, 2 * (entity.offset + entity.length)
+            return (utf16[:start] + utf16[end:]).decode("utf-16-le").strip()
+    return None
+
+
 async def addressed_in_group(message: Message, bot: Bot, text: str) -> tuple[bool, str]:
     """In a group the twin answers only when mentioned or replied to; the mention is cut from the text."""
     me = await bot.me()
-    mention = f"@{me.username}" if me.username else None
-    if mention and mention.lower() in text.lower():
-        start = text.lower().index(mention.lower())
-        return True, (text[:start] + text[start + len(mention) :]).strip()
+    entities = message.entities if message.text else message.caption_entities
+    if (cut := cut_mention(text, entities, me.username)) is not None:
+        return True, cut
     reply = message.reply_to_message
     return bool(reply and reply.from_user and reply.from_user.id == me.id), text
 
