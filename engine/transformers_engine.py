@@ -69,8 +69,8 @@ class TransformersEngine(BaseEngine):
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         self._stops = list(dict.fromkeys(self.format.stop_token_ids + eos))
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.format.eot_id
-        # bf16 halves memory on a GPU; CPUs compute bf16 slowly, so fp32 there.
-        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        # bf16 halves memory on a GPU that has it; older GPUs (T4, V100) and CPUs compute it slowly: fp32 there.
+        dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
         model = AutoModelForCausalLM.from_pretrained(model_name, dtype=dtype)
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model = model.to(self._device).eval()

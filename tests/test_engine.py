@@ -238,3 +238,18 @@ async def test_compare_decodings_scores_replies_against_what_the_persona_said(fm
     (row,) = await compare_decodings(engine, pairs, None, {"greedy": Sampling(temperature=0)})
     assert row["chrF"] == pytest.approx(100) and row["retried %"] == 50 and row["dropped %"] == 0
     assert row["distinct %"] == 100 and row["messages vs real"] == 1
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_the_transformers_engine_uses_bf16_only_on_a_gpu_that_supports_it(tiny_model_dir, monkeypatch, bf16):
+    """A GPU without bf16 (T4, V100) would emulate it slowly or fail: fp32 there, as the trainer does."""
+    import torch
+
+    from engine.transformers_engine import TransformersEngine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the GPU is the edge we fake:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self)  # no copy to a device we lack
+    engine = TransformersEngine(Settings(_env_file=None, base_model=str(tiny_model_dir)))
+    engine._load_base()
+    assert engine._model.dtype == (torch.bfloat16 if bf16 else torch.float32)
