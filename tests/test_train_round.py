@@ -233,3 +233,31 @@ def test_a_conversation_synced_mid_way_is_trained_on_once_it_goes_quiet(tmp_path
     assert "1 closed, 0 open" in status()
     result = run_round(settings, CFG.model_copy(update={"max_steps": 1}))
     assert session["id"] in store.trained_session_ids([result.version])
+
+
+LEAKY_READ = """
+import sys
+from core.settings import Settings
+from trainer import train
+from trainer.config import TrainConfig
+
+real = train.iter_sessions
+
+def leaky(store, settings, split="train", ids=None):  # a bug upstream: the train read lets eval sessions in
+    yield from real(store, settings, "all" if split == "train" else split, None if split == "train" else ids)
+
+train.iter_sessions = leaky
+settings = Settings(_env_file=None, data_dir=sys.argv[1], owner_id=1, base_model=sys.argv[2])
+print(train.dry_run(settings, TrainConfig(pack_tokens=512)))
+"""
+
+
+def test_the_check_that_no_eval_session_is_trained_on_holds_under_python_o(tmp_path, tiny_model_dir):
+    """`python -O` strips asserts: the privacy check must be a real one."""
+    import subprocess
+    import sys
+
+    settings, _ = _setup(tmp_path, tiny_model_dir, n_train=4, n_eval=2)
+    run = subprocess.run([sys.executable, "-O", "-c", LEAKY_READ, str(settings.data_dir), str(tiny_model_dir)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode != 0 and "eval session" in run.stderr, run.stdout + run.stderr[-2000:]

@@ -110,7 +110,7 @@ class TrainingRound:
     # -- setup ------------------------------------------------------------------------------------------
     def load_sessions(self) -> None:
         self.fmt = ChatFormat(tm.load_tokenizer(self.base_model))
-        self.train_refs = session_refs(self.store, self.settings, "train")  # planned on as stored; only the chosen are read
+        self.train_refs = session_refs(self.store, self.settings, "train")  # stored rows: only the chosen are read
         self.eval_sessions = list(iter_sessions(self.store, self.settings, "eval"))
 
     def make_plan(self) -> RoundPlan:
@@ -135,7 +135,8 @@ class TrainingRound:
         self.plan = self.make_plan()
         chosen = list(iter_sessions(self.store, self.settings, "train", ids=set(self.plan.train_ids)))
         eval_ids = {s.id for s in self.eval_sessions}
-        assert all(s.split == "train" and s.id not in eval_ids for s in chosen), "eval session in training data"
+        if leaked := [s.id for s in chosen if s.split != "train" or s.id in eval_ids]:  # not an assert: -O drops those
+            raise AssertionError(f"eval session in training data: {leaked[:5]}")
         self.chosen = chosen
         window = (self.cfg.max_seq_len, self.cfg.window_context)
         examples = list(build_examples(self.fmt, chosen, *window))
