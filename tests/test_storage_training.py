@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -55,3 +56,16 @@ def test_one_active_adapter_and_rollback(store):
     assert [a["status"] for a in store.adapters()] == ["active", "retired"]
     assert store.trained_session_ids([2]) == {"s2"} and store.trained_content_hashes(1) == {"h1"}
     assert store.next_adapter_version() == 3
+
+
+def test_leftovers_of_dead_rounds_go_and_stray_tmp_names_neither_stop_a_round_nor_go(store, tmp_path):
+    from trainer.artifacts import remove_leftovers
+
+    adapters = tmp_path / "adapters"
+    dead, live = adapters / f".tmp-0002-{_dead_pid()}", adapters / f".tmp-0003-{os.getpid()}"
+    stray = [adapters / ".tmp-old", adapters / ".tmp-0004-copy", adapters / ".tmp-"]  # the user's, not a round's
+    orphan = adapters / "0007"  # a round died after the rename, before its row
+    for folder in (dead, live, orphan, *stray):
+        folder.mkdir(parents=True)
+    assert sorted(remove_leftovers(store, adapters)) == sorted([dead, orphan])
+    assert live.is_dir() and all(p.is_dir() for p in stray)

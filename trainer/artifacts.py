@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,6 +73,10 @@ def save_adapter(
     return final
 
 
+# What save_adapter names its temp folder: .tmp-{version:04d}-{pid}.
+TMP_NAME = re.compile(r"\.tmp-\d+-(?P<pid>\d+)")
+
+
 def remove_leftovers(store: Storage, adapters_dir: Path) -> list[Path]:
     """Delete temp folders of dead rounds and numbered folders that storage has no row for."""
     adapters_dir = Path(adapters_dir)
@@ -81,7 +86,8 @@ def remove_leftovers(store: Storage, adapters_dir: Path) -> list[Path]:
     removed = []
     for path in adapters_dir.iterdir():
         name = path.name
-        stale_tmp = name.startswith(".tmp-") and not pid_alive(int(name.rsplit("-", 1)[-1] or 0))
+        ours = TMP_NAME.fullmatch(name)  # any other name is not a round's: left alone, never parsed
+        stale_tmp = ours is not None and not pid_alive(int(ours["pid"]))
         orphan = name.isdigit() and int(name) not in known
         if path.is_dir() and (stale_tmp or orphan):
             log.warning("removing %s left by a crashed round", path)
