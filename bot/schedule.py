@@ -9,15 +9,18 @@ import datetime as dt
 import logging
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.jobs import Jobs
 from core.settings import Settings
-from trainer.schedule import MISFIRE_GRACE_S, training_trigger
 
 log = logging.getLogger(__name__)
 
 # The first scheduled sync waits this long after start: the bot answers first, then the collector runs.
 FIRST_SYNC_DELAY = dt.timedelta(minutes=1)
+# A round that could not start on time (bot asleep, previous round running) still runs within this window.
+MISFIRE_GRACE_S = 3600
 
 
 def build_scheduler(settings: Settings, jobs: Jobs) -> AsyncIOScheduler:
@@ -25,6 +28,15 @@ def build_scheduler(settings: Settings, jobs: Jobs) -> AsyncIOScheduler:
     add_sync_job(scheduler, settings, jobs)
     add_training_job(scheduler, settings, jobs)
     return scheduler
+
+
+def training_trigger(settings: Settings):
+    """CronTrigger from settings.train_cron, else an IntervalTrigger of train_interval_hours; None = off."""
+    if settings.train_cron:
+        return CronTrigger.from_crontab(settings.train_cron)
+    if settings.train_interval_hours > 0:
+        return IntervalTrigger(hours=settings.train_interval_hours)
+    return None
 
 
 def add_sync_job(scheduler: AsyncIOScheduler, settings: Settings, jobs: Jobs) -> None:

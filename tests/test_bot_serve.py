@@ -72,6 +72,32 @@ async def test_scheduled_training_waits_for_enough_new_sessions(twin):
     assert twin.session.texts(OWNER) == []  # a scheduled round with nothing to report stays quiet
 
 
+async def test_the_scheduled_round_follows_the_interval_or_cron_and_the_new_sessions_rule(twin):
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    from bot.schedule import MISFIRE_GRACE_S, training_trigger
+    from trainer.rounds import training_needed
+
+    job = build_scheduler(twin.settings, twin.jobs).get_job("training")
+    assert isinstance(job.trigger, IntervalTrigger) and job.trigger.interval.total_seconds() == 24 * 3600
+    assert job.max_instances == 1 and job.coalesce and job.misfire_grace_time == MISFIRE_GRACE_S
+    nightly = twin.settings.model_copy(update={"train_cron": "0 4 * * *"})
+    assert isinstance(build_scheduler(nightly, twin.jobs).get_job("training").trigger, CronTrigger)
+    assert training_trigger(twin.settings.model_copy(update={"train_interval_hours": 0})) is None
+
+    corpus = Corpus(twin.store)
+    corpus.add(twin.settings.train_min_new_sessions - 1, 2)
+    assert training_needed(twin.settings) == (False, 19, 20)
+    await job.func()  # the tick itself: below the threshold it starts no trainer process
+    await twin.settle()
+    assert twin.jobs._train.calls == []
+    corpus.add(1)
+    await job.func()
+    await twin.settle()
+    assert twin.jobs._train.calls == [["train"]]
+
+
 async def test_drain_lets_a_reply_in_flight_go_out(twin):
     twin.engine.delay = 0.3
     await twin.feed(twin.update(FRIEND, "hi"))

@@ -3,7 +3,6 @@ training knobs, their overrides and the scheduled-training rule."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,8 @@ from typer.testing import CliRunner
 from core.cli import app
 from core.errors import UserError
 from core.settings import Settings
-from storage import Storage
-from tests.train_corpus import Corpus
 from trainer.config import TrainConfig, load_config
-from trainer.rounds import RoundOptions, training_needed
-from trainer.schedule import add_training_job, training_job, training_trigger
+from trainer.rounds import RoundOptions
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/telegram-export"
 OWNER_ID = "6565661032"  # "Batman & Robin" (from_id user6565661032) in the fixture
@@ -76,24 +72,3 @@ def test_knobs_come_from_a_toml_file_and_flags(tmp_path):
         load_config(settings)
     opts = RoundOptions(full=True, max_steps=3, num_processes=2)
     assert RoundOptions.parse(opts.to_args()) == opts
-
-
-def test_schedule_trigger_and_the_new_sessions_rule(tmp_path):
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
-    from apscheduler.triggers.cron import CronTrigger
-    from apscheduler.triggers.interval import IntervalTrigger
-
-    settings = Settings(data_dir=tmp_path, train_min_new_sessions=5, _env_file=None)
-    assert isinstance(training_trigger(settings), IntervalTrigger)
-    assert isinstance(training_trigger(settings.model_copy(update={"train_cron": "0 4 * * *"})), CronTrigger)
-    assert training_trigger(settings.model_copy(update={"train_interval_hours": 0})) is None
-    job = add_training_job(AsyncIOScheduler(), settings)
-    assert job.id == "twin-train" and job.max_instances == 1 and job.coalesce
-
-    corpus = Corpus(Storage(settings.db_path))
-    corpus.add(4, 2)
-    assert training_needed(settings) == (False, 4, 5)
-    # Below the threshold the job returns without starting a trainer process.
-    assert asyncio.run(training_job(settings)) is None
-    corpus.add(1)
-    assert training_needed(settings) == (True, 5, 5)
