@@ -141,12 +141,11 @@ async def bench_decoding(settings: Settings, limit: int) -> None:
     from dataclasses import replace
 
     from engine.build import build_engine, stored_adapters
-    from engine.chat import owner_slug
     from engine.decoding_eval import compare_decodings, persona_turns
     from trainer.dataset import iter_sessions
 
     store = Storage(settings.db_path)
-    persona = owner_slug(store, settings)
+    persona = store.owner_slug(settings.owner_id)
     pairs = persona_turns((s.turns for s in iter_sessions(store, settings, split="eval")), persona, limit)
     if not pairs:
         raise SystemExit(f"no held-out turns of {persona!r} in {settings.data_dir}: import chats first")

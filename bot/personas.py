@@ -20,8 +20,7 @@ SELF_TALK_PARTNER = "friend"
 
 def owner_slug(store: Storage, owner_id: int) -> str:
     """The owner's persona: their slug in the data, else the name storage would give an unknown id."""
-    person = store.person(owner_id)
-    return person["slug"] if person else slug_base(None, None, owner_id)
+    return store.owner_slug(owner_id) or slug_base(None, None, owner_id)
 
 
 def speaker_slug(store: Storage, user: User) -> str:

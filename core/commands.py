@@ -76,11 +76,12 @@ def personas_cmd(ctx: typer.Context) -> None:
 
     Example: twin personas
     """
-    store = open_storage(settings_of(ctx))
-    owner_id = settings_of(ctx).owner_id or store.get_meta("owner_id")
+    settings = settings_of(ctx)
+    store = open_storage(settings)
+    owner_id = store.owner_id(settings.owner_id)
     table = Table("persona", "name", "messages", "sessions", "")
     for p in store.personas():
-        mark = "owner (default)" if owner_id and p["id"] == int(owner_id) else ""
+        mark = "owner (default)" if p["id"] == owner_id else ""
         table.add_row(p["slug"], p["name"] or "", str(p["messages"]), str(p["sessions"]), mark)
     out.print(table)
 

@@ -25,19 +25,10 @@ class ChatRoles:
     adapter: AdapterRef | None  # None: the base model
 
 
-def owner_slug(store, settings: Settings) -> str | None:
-    """The owner's persona slug (TWIN_OWNER_ID, else the owner id an import recorded), if known."""
-    owner_id = settings.owner_id if settings.owner_id is not None else store.get_meta("owner_id")
-    if owner_id is None or not str(owner_id).strip():
-        return None
-    person = store.person(int(owner_id))
-    return person["slug"] if person else None
-
-
 def chat_roles(store, settings: Settings, persona: str | None, partner: str | None,
                adapter: int | None) -> ChatRoles:  # fmt: skip
     """Resolve `twin chat`'s options: persona (default the owner), partner, adapter (default active)."""
-    owner = owner_slug(store, settings)
+    owner = store.owner_slug(settings.owner_id)
     persona = persona or owner
     if persona is None:
         raise UserError("whom should the twin play? Pass --persona SLUG (`twin personas` lists them) or set "

@@ -22,7 +22,6 @@ from core.errors import UserError
 from core.format import ChatFormat
 from core.settings import Settings
 from engine.base import AdapterRef, Engine
-from engine.chat import owner_slug
 from storage import Storage
 from trainer.dataset import iter_sessions
 from trainer.model import load_tokenizer
@@ -232,7 +231,7 @@ async def evaluate_adapter(settings: Settings, store: Storage, version: int | No
     fmt = ChatFormat(load_tokenizer(base_model))
     data["loss"] = held_out_losses(store, fmt, base_model, sessions, current, previous)
     data["notes"] += eval_warnings(sessions, data["loss"])
-    owner = owner_slug(store, settings)
+    owner = store.owner_slug(settings.owner_id)
     personas = pick_personas(owner, data["loss"]["tokens"], cfg.top_personas)
     window = (cfg.replies_per_persona, settings.bot_context_turns, cfg.seed)
     probes = {p: probes_for(sessions, p, *window) for p in personas}

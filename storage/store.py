@@ -70,6 +70,21 @@ class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
         with self.transaction() as c:
             c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
 
+    # -- the owner ----------------------------------------------------------------------------------
+    def owner_id(self, configured: int | None) -> int | None:
+        """The owner's Telegram id: `configured` (TWIN_OWNER_ID) when set, else the one an import or a sync
+        recorded; None when neither. Every part asks here, so they all agree on who the owner is."""
+        if configured is not None:
+            return int(configured)
+        recorded = self.get_meta("owner_id")
+        return int(recorded) if recorded is not None and recorded.strip() else None
+
+    def owner_slug(self, configured: int | None) -> str | None:
+        """The owner's persona slug, or None when the owner or their person row is not known."""
+        owner = self.owner_id(configured)
+        person = self.person(owner) if owner is not None else None
+        return person["slug"] if person else None
+
     # -- people -----------------------------------------------------------------------------------
     def upsert_people(self, people: Iterable[dict[str, Any]]) -> int:
         """Insert new people (giving each a unique slug) and refresh names of known ones.

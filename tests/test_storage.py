@@ -104,3 +104,25 @@ def test_sessions_are_rebuilt_and_excluded_dialogs_hidden(tmp_path):
     assert [m["id"] for m in store.session_messages(store.sessions()[0])] == [1, 2]
     store.set_excluded(7, True)
     assert store.sessions() == []
+
+
+def test_the_owner_is_the_setting_else_the_id_an_import_recorded_in_every_part(tmp_path):
+    from typer.testing import CliRunner
+
+    from core.cli import app
+    from core.settings import Settings
+    from engine.chat import chat_roles
+    from trainer.dataset import owner_id_of
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    store = Storage(settings.db_path)
+    assert store.owner_id(None) is None and store.owner_slug(None) is None
+    store.upsert_people([{"id": 5, "first_name": "Olga", "username": "olga"}, {"id": 7, "first_name": "Kim"}])
+    store.set_meta("owner_id", 5)  # what an import or a sync records
+    assert (store.owner_id(None), store.owner_slug(None)) == (5, "olga")
+    assert (store.owner_id(7), store.owner_slug(7)) == (7, "kim")  # TWIN_OWNER_ID wins
+    assert store.owner_slug(9) is None  # an owner no chat names yet
+    # The parts that name the owner all ask storage: the dataset's roles, `twin chat`, `twin personas`.
+    assert owner_id_of(store, settings) == 5 and chat_roles(store, settings, None, None, None).persona == "olga"
+    listing = CliRunner().invoke(app, ["personas"], env={"TWIN_DATA_DIR": str(tmp_path), "COLUMNS": "200"}).output
+    assert [line for line in listing.splitlines() if "owner (default)" in line][0].split()[1] == "olga"

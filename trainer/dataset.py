@@ -95,10 +95,9 @@ def iter_sessions(store: Storage, settings: Settings, split: Split = "train",
 
 def owner_id_of(store: Storage, settings: Settings) -> int:
     """The owner's user id from settings, else the one an import recorded; says how to set it if neither."""
-    owner = settings.owner_id if settings.owner_id is not None else store.get_meta("owner_id")
-    if owner is None or not str(owner).strip():
+    if (owner := store.owner_id(settings.owner_id)) is None:
         raise UserError(HOW_TO_GET["owner_id"])
-    return int(owner)
+    return owner
 
 
 def session_record(session: TrainingSession, owner_id: int) -> dict[str, Any]:
