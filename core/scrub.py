@@ -12,12 +12,15 @@ readable.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
+
+import phonenumbers
 
 EMAIL, PHONE, CARD, IBAN, URL, SECRET, REDACTED = (
     "<EMAIL>", "<PHONE>", "<CARD>", "<IBAN>", "<URL>", "<SECRET>", "<REDACTED>",
@@ -57,13 +60,40 @@ UUID_RE = re.compile(r"(?i)\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-
 ALNUM_RUN_RE = re.compile(r"[A-Za-z0-9]{16,}")
 TG_INVITE_RE = re.compile(r"(?i)\bt(?:elegram)?\.me/(?:\+|joinchat/)")  # an invite link is a key to a chat
 
-# "password: hunter2", "пароль от wifi: qwerty", "pwd=abc", "PIN — 1234": keep the label, drop the value.
+# Labelled secrets, the way people write them in Russian, English and Chinese chats: "password: hunter2",
+# "пароль от wifi:\nqwerty", "pwd=abc", "PIN — 1234", "login/pass: me/abc1", "密码：abc123". The label stays,
+# the value goes. A pair ("login/pass", "логин/пароль", "账号/密码") loses both of its values.
+_PAIR = r"(?:(?:\b(?:login|user(?:name)?|e-?mail|логин|юзер|почта)|账号|用户名|邮箱)\s*/\s*)?"
+_PASSWORD = r"\b(?:password|passwd|passphrase|passcode|pwd|pin|пароль|пароля|паролем|пассворд)|密码|口令"
+_LABEL = (rf"(?:{_PASSWORD}|\b(?:pin[ -]?code|secret|api[ _-]?key|access[ _-]?token|token|пин(?:[ -]?код)?|секрет"
+          r"|токен|ключ(?: api)?))")  # fmt: skip
+_WHOSE = r"(?:\s+(?:от|для|к|for|to|of|on)(?:\s+[\w.@-]+){1,3}?)?"  # "пароль от вайфая", "password for the router"
+# A value ends before sentence punctuation and a space, or at Chinese punctuation (no space follows it there).
+_END = r"(?=[.,;]*(?:\s|$)|[，。；！？、）])"
+_VALUE = rf"(?!<[A-Z]+>)(?:\"[^\"\n]*\"|'[^'\n]*'|«[^»\n]*»|[^\s/]+\s*/\s*\S+?{_END}|\S+?{_END})"
 LABELED_SECRET_RE = re.compile(
-    r"(?i)(?P<label>\b(?:password|passwd|passphrase|passcode|pwd|pin(?:[ -]?code)?|secret|api[ _-]?key"
-    r"|access[ _-]?token|token|пароль|пароля|пассворд|пин(?:[ -]?код)?|секрет|токен|ключ(?: api)?)"
-    r"(?:\s+(?:от|для|к|for|to|of)\s+[\w.@-]+)?)"
-    r"(?P<sep>\s*[:=]\s*|\s+[—–]\s+)"
-    r"(?P<value>(?!<[A-Z]+>)(?:\"[^\"\n]*\"|'[^'\n]*'|«[^»\n]*»|\S+?(?=[.,;]*(?:\s|$))))"
+    rf"(?i)(?P<label>{_PAIR}{_LABEL}{_WHOSE})"
+    r"(?P<sep>(?:\s+(?:is|это))?(?:\s*[:=：]\s*|\s+[—–-]\s+)(?:(?:is|это)\s+)?)"
+    rf"(?P<value>{_VALUE})"
+)
+# Short labels are ordinary words too ("I'll pass — thanks"): only with a colon or an equals sign.
+SHORT_LABELED_SECRET_RE = re.compile(
+    rf"(?i)(?P<label>{_PAIR}\b(?:pass|pw|пасс))(?P<sep>\s*[:=：]\s*)(?P<value>{_VALUE})"
+)
+# A password said in words ("my password is hunter2", "пароль это qwe123", "密码是abc123"), or on the line
+# after its label: the value is one ASCII run (what passwords are made of), and not a word that talks
+# about the password instead of being it ("the password is wrong").
+SAID_PASSWORD_RE = re.compile(
+    rf"(?i)(?P<label>(?:{_PASSWORD}){_WHOSE})"
+    r"(?P<sep>\s+(?:is|was|это|будет)\s+|\s*是\s*|[ \t]*\n\s*|(?<=[码令])[ \t]+)"
+    r"(?P<value>(?!<[A-Z]+>)[!-~]+?(?=[.,;]*(?:\s|$)|[^!-~]))"
+)
+NOT_A_PASSWORD = frozenset(
+    "wrong incorrect correct right invalid valid weak strong too not no the a an same different expired changed "
+    "reset required needed empty ok okay fine case long short saved set still also just only really very what "
+    "which that this there here in on at for from your my his her their our its now being been sent stored hashed "
+    "encrypted secure safe easy hard simple below above attached written visible hidden missing unknown useless "
+    "public private new old and or but because so if when again is was".split()
 )
 # Login and confirmation codes are digits only: "code: 12345", "код: 4821".
 LABELED_CODE_RE = re.compile(r"(?i)(?P<label>\b(?:code|код))(?P<sep>\s*:\s*)(?P<value>\d[\d -]{2,8}\d)\b")
@@ -72,17 +102,16 @@ EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}\b
 IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 # A run of digit groups; the card itself is a Luhn-valid stretch of 13-19 of its digits.
 DIGIT_RUN_RE = re.compile(r"(?<![\w+.,-])\d+(?:[ -]\d+)*(?![\w])")
-PHONE_RE = re.compile(
-    # International: +CC then 7-14 more digits, single separators or brackets between them.
-    r"(?<![\w+])\+\d(?:[ .\-()]{0,2}\d){7,14}(?!\d)"
-    # Russian: 8 (916) 123-45-67, 8-800-555-35-35, 89161234567.
-    r"|(?<![\w+-])8[ -]?\(?\d{3}\)?[ -]?\d{3}[ -]?\d{2}[ -]?\d{2}(?![\w-])"
-    r"|(?<![\w+-])7[ -]?\(?9\d{2}\)?[ -]?\d{3}[ -]?\d{2}[ -]?\d{2}(?![\w-])"
-    # North American: (555) 123-4567, 555-123-4567, 555.123.4567.
-    r"|(?<![\w+(-])(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-])"
-    # City numbers: 123-45-67.
-    r"|(?<![\w+-])\d{3}-\d{2}-\d{2}(?![\w-])"
-)
+# Phones are libphonenumber's call (the `phonenumbers` port): a number written with +CC is checked against
+# its country's plan, for every country; one written without it is read as a number of these countries, the
+# ones of the owner's languages (Russian, English, Chinese). A region more finds more local formats and costs
+# a little time per digit run.
+PHONE_REGIONS = ("RU", "US", "GB", "CN")
+# Digit runs that may hold a phone (5-17 digits, + and brackets and single separators between): only these
+# are handed to libphonenumber, so a wall of digits costs one cheap regex pass, not a parse per position.
+PHONE_CANDIDATE_RE = re.compile(r"(?<![A-Za-z0-9_+])\+?\(?\d(?:[ .\-()\u2010-\u2015]{1,3}\d|\d){4,16}(?!\d)")
+# A city number without its area code (123-45-67) has no country to be checked against: its shape decides.
+LOCAL_PHONE_RE = re.compile(r"(?<![\w+-])\d{3}-\d{2}-\d{2}(?![\w-])")
 # Long random strings with upper, lower and digits (base64/base62), or long hex.
 HIGH_ENTROPY_RE = re.compile(r"(?<![\w+/=-])(?:[A-Za-z0-9+/_-]{24,}={0,2}|[0-9a-fA-F]{32,})(?![\w+/=-])")
 
@@ -167,11 +196,14 @@ class Scrubber:
             (URL_RE, self._url),
             (KNOWN_SECRET_RE, lambda m: SECRET),
             (LABELED_SECRET_RE, self._labeled),
+            (SHORT_LABELED_SECRET_RE, self._labeled),
+            (SAID_PASSWORD_RE, self._said),
             (LABELED_CODE_RE, self._labeled),
             (EMAIL_RE, lambda m: EMAIL),
             (IBAN_RE, self._iban),
             (DIGIT_RUN_RE, self._card),
-            (PHONE_RE, self._phone),
+            (PHONE_CANDIDATE_RE, self._phone),
+            (LOCAL_PHONE_RE, lambda m: PHONE),
             (HIGH_ENTROPY_RE, lambda m: SECRET if looks_random(m.group()) else None),
         ]
 
@@ -222,6 +254,10 @@ class Scrubber:
     def _labeled(m: re.Match[str]) -> str:
         return f"{m.group('label')}{m.group('sep')}{SECRET}"
 
+    @classmethod
+    def _said(cls, m: re.Match[str]) -> str | None:
+        return None if m.group("value").lower() in NOT_A_PASSWORD else cls._labeled(m)
+
     @staticmethod
     def _iban(m: re.Match[str]) -> str | None:
         # The match may run on into a following capitalised word: shorten it to a group boundary that checks.
@@ -255,5 +291,25 @@ class Scrubber:
 
     @staticmethod
     def _phone(m: re.Match[str]) -> str | None:
-        digits = sum(c.isdigit() for c in m.group())
-        return PHONE if 7 <= digits <= 15 else None
+        spans = phone_spans(m.group())
+        if not spans:
+            return None
+        text, out, at = m.group(), [], 0
+        for start, end in spans:
+            out += [text[at:start], PHONE]
+            at = end
+        return "".join(out) + text[at:]
+
+
+@functools.lru_cache(maxsize=4096)  # a message that repeats one number (or a wall of "1 1 1") parses it once
+def phone_spans(candidate: str) -> tuple[tuple[int, int], ...]:
+    """Where libphonenumber finds valid phone numbers in a digit run, in any of PHONE_REGIONS' readings."""
+    spans: set[tuple[int, int]] = set()
+    for region in PHONE_REGIONS:
+        for match in phonenumbers.PhoneNumberMatcher(candidate, region, leniency=phonenumbers.Leniency.VALID):
+            spans.add((match.start, match.end))
+    kept: list[tuple[int, int]] = []
+    for start, end in sorted(spans, key=lambda s: (s[0], -s[1])):  # the longest reading where two overlap
+        if not kept or start >= kept[-1][1]:
+            kept.append((start, end))
+    return tuple(kept)

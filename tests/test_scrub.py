@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 
+import phonenumbers
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from core.scrub import Scrubber, iban_ok, looks_random, luhn_ok
 
@@ -22,7 +25,7 @@ def scrub():
         ("звони +7 (916) 123-45-67", "звони <PHONE>"),
         ("мой 8 916 123 45 67, рабочий 8-800-555-35-35", "мой <PHONE>, рабочий <PHONE>"),
         ("номер 89161234567!", "номер <PHONE>!"),
-        ("call +1 (555) 123-4567 or 555.123.4567", "call <PHONE> or <PHONE>"),
+        ("call +1 (415) 555-2671 or 415.555.2671", "call <PHONE> or <PHONE>"),
         ("London +44 20 7946 0958, Berlin +49 30 123456", "London <PHONE>, Berlin <PHONE>"),
         ("домашний 123-45-67", "домашний <PHONE>"),
     ],
@@ -202,3 +205,108 @@ def test_pathological_messages_scrub_in_linear_time(scrub, text):
     start = time.perf_counter()
     scrub(text)
     assert time.perf_counter() - start < 2
+
+
+# -- passwords as people label them, in Russian, English and Chinese chats ---------------------------------
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("my password is hunter2", "my password is <SECRET>"),
+        ("the wifi password is Qwerty2024!", "the wifi password is <SECRET>"),
+        ("pass: Zx81-mm", "pass: <SECRET>"),
+        ("pw: letmein42", "pw: <SECRET>"),
+        ("PWD - s3cr3t", "PWD - <SECRET>"),
+        ("login/pass: admin/Adm1n2024", "login/pass: <SECRET>"),
+        ("логин/пароль: ivan / Vanya1990", "логин/пароль: <SECRET>"),
+        ("пасс: 12qwaszx", "пасс: <SECRET>"),
+        ("мой пароль это kotik2015", "мой пароль это <SECRET>"),
+        ("пароль от почты — ZaqXsw21", "пароль от почты — <SECRET>"),
+        ("Пароль от вайфая:\nMyWifi_2024\nпотом поменяю", "Пароль от вайфая:\n<SECRET>\nпотом поменяю"),
+        ("wifi password\nhunter22", "wifi password\n<SECRET>"),
+        ("密码：abc12345，别告诉别人", "密码：<SECRET>，别告诉别人"),
+        ("我的密码是Tiger_2024。", "我的密码是<SECRET>。"),
+        ("wifi密码 88886666", "wifi密码 <SECRET>"),
+        ("账号/密码：zhang/abc12345", "账号/密码：<SECRET>"),
+    ],
+)
+def test_passwords_labelled_as_people_label_them_become_secret(scrub, text, expected):
+    assert scrub(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the password is wrong, try again",
+        "your password is too short",
+        "пароль неверный, попробуй ещё",
+        "пароль такой же, как раньше",
+        "I'll pass, thanks",
+        "密码是什么？",
+        "he passed the ball",
+    ],
+)
+def test_talk_about_passwords_is_not_a_password(scrub, text):
+    assert scrub(text) == text
+
+
+# -- phone numbers of any country ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("мой номер +33 6 12 34 56 78", "мой номер <PHONE>"),
+        ("call +81 90-1234-5678 tonight", "call <PHONE> tonight"),
+        ("+55 11 91234-5678 whatsapp", "<PHONE> whatsapp"),
+        ("Lagos: +234 803 123 4567", "Lagos: <PHONE>"),
+        ("我的电话是13812345678，谢谢", "我的电话是<PHONE>，谢谢"),
+        ("北京办公室 010-12345678", "北京办公室 <PHONE>"),
+        ("ring me on 07700 900123", "ring me on <PHONE>"),
+        ("+380 67 123 4567 — это мама", "<PHONE> — это мама"),
+    ],
+)
+def test_phone_numbers_of_any_country_become_placeholders(scrub, text, expected):
+    assert scrub(text) == expected
+
+
+LABELLED_PASSWORDS = {  # {s}: the secret, {u}: a login written beside it
+    "en": ["my password is {s}", "password: {s}", "pwd={s}", "pw: {s} (don't share)", "pass: {s}",
+           "login/pass: {u}/{s}", "wifi password:\n{s}\nok?", "the password for the router is {s}, ok"],
+    "ru": ["пароль: {s}", "пароль от почты — {s}", "пасс: {s}", "логин/пароль: {u}/{s}", "мой пароль это {s}",
+           "Пароль от вайфая:\n{s}", "держи пароль\n{s}", "пароль={s}, не теряй"],
+    "zh": ["密码：{s}", "密码是{s}", "我的密码是 {s}，别告诉别人", "wifi密码: {s}", "账号/密码：{u}/{s}",
+           "密码\n{s}", "登录密码：{s}。"],
+}  # fmt: skip
+SECRET_CHARS = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ0123456789!#$%^&*_-+"
+
+
+@st.composite
+def passwords(draw) -> str:
+    """What people pick: letters, digits and symbols, at least one digit (a bare word is checked above)."""
+    secret = draw(st.text(alphabet=SECRET_CHARS, min_size=6, max_size=20))
+    assume(any(c.isdigit() for c in secret) and secret[-1] not in "!-+")
+    return secret
+
+
+@settings(max_examples=300, deadline=None)
+@given(lang=st.sampled_from(sorted(LABELLED_PASSWORDS)), data=st.data(), secret=passwords(),
+       login=st.from_regex(r"[a-z]{3,8}", fullmatch=True))  # fmt: skip
+def test_generated_passwords_in_every_language_never_survive_the_scrub(lang, data, secret, login):
+    template = data.draw(st.sampled_from(LABELLED_PASSWORDS[lang]))
+    text = template.format(s=secret, u=login)
+    out = Scrubber().scrub(text)
+    assert secret not in out and "<SECRET>" in out, (text, out)
+
+
+PHONE_TEMPLATES = {"en": "call me at {p} after six", "ru": "мой номер {p}, звони вечером", "zh": "我的电话是{p}，谢谢"}
+PHONE_TYPES = [phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE]
+
+
+@settings(max_examples=300, deadline=None)
+@given(region=st.sampled_from(sorted(phonenumbers.SUPPORTED_REGIONS)), kind=st.sampled_from(PHONE_TYPES),
+       style=st.sampled_from([phonenumbers.PhoneNumberFormat.INTERNATIONAL, phonenumbers.PhoneNumberFormat.E164]),
+       lang=st.sampled_from(sorted(PHONE_TEMPLATES)))  # fmt: skip
+def test_generated_phone_numbers_of_every_country_never_survive_the_scrub(region, kind, style, lang):
+    example = phonenumbers.example_number_for_type(region, kind)
+    assume(example is not None)
+    phone = phonenumbers.format_number(example, style)
+    out = Scrubber().scrub(PHONE_TEMPLATES[lang].format(p=phone))
+    assert out == PHONE_TEMPLATES[lang].format(p="<PHONE>"), phone
