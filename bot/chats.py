@@ -85,26 +85,34 @@ class Conversations:
             del self._workers[chat_id]
 
     async def reply_round(self, chat_id: int, batch: list[Incoming]) -> None:
-        # Stamped now, not with Telegram's date: a message written while the last reply was being made
-        # comes after that reply in the conversation the twin saw, and the stored order must say so.
-        for m in batch:
-            self.store.add_bot_message(chat_id, m.user_id, m.speaker, m.text, from_twin=False)
-        if not any(m.addressed for m in batch):
+        # Storage runs on a worker thread: a writer in another process (an import, a sync) may hold the
+        # database for a moment, and the event loop must go on serving every other chat meanwhile.
+        persona, rows, adapter = await asyncio.to_thread(self._remember_and_read, chat_id, batch)
+        if persona is None:
             return
-        last = batch[-1]
-        persona = chat_persona(self.store, chat_id, last.user_id, self.owner_id)
-        limit = self.settings.bot_context_turns * ROWS_PER_TURN
-        rows = self.store.recent_bot_messages(chat_id, since=0, limit=limit)
         turns = conversation_turns(rows, persona, self.settings.session_gap_seconds, self.settings.bot_context_turns)
-        adapter = self.active_adapter()
-        replies = await self._generate(chat_id, turns, persona, partner_name(last.speaker, persona), adapter)
+        partner = partner_name(batch[-1].speaker, persona)
+        replies = await self._generate(chat_id, turns, persona, partner, adapter)
         if replies is None:
             await send_text(self.bot, chat_id, ENGINE_FAILED)
             return
         for i, text in enumerate(replies):
             pause = typing_pause(text, self.settings.bot_typing_delay) if i else 0.0
             await send_text(self.bot, chat_id, text, pause)
-            self.store.add_bot_message(chat_id, None, persona, text, from_twin=True)
+            await asyncio.to_thread(self.store.add_bot_message, chat_id, None, persona, text, from_twin=True)
+
+    def _remember_and_read(self, chat_id: int, batch: list[Incoming]) -> tuple[str | None, list, AdapterRef | None]:
+        """Store the batch; when it asks for a reply, also read what the reply needs: (persona, the chat's
+        recent rows, the active adapter). Persona None: nothing to answer (a group talking among itself)."""
+        # Stamped now, not with Telegram's date: a message written while the last reply was being made
+        # comes after that reply in the conversation the twin saw, and the stored order must say so.
+        for m in batch:
+            self.store.add_bot_message(chat_id, m.user_id, m.speaker, m.text, from_twin=False)
+        if not any(m.addressed for m in batch):
+            return None, [], None
+        persona = chat_persona(self.store, chat_id, batch[-1].user_id, self.owner_id)
+        rows = self.store.recent_bot_messages(chat_id, since=0, limit=self.settings.bot_context_turns * ROWS_PER_TURN)
+        return persona, rows, self.active_adapter()
 
     async def _generate(self, chat_id, turns, persona, partner, adapter) -> list[str] | None:
         """The engine's reply within the bounded wait, or None when it failed or took too long."""

@@ -65,7 +65,7 @@ class Access(BaseMiddleware):
         if user is None or user.is_bot:
             return None
         data["is_owner"] = user.id == self.owner_id
-        if data["is_owner"] or self.allowed(user, chat):
+        if data["is_owner"] or await asyncio.to_thread(self.allowed, user, chat):  # storage off the loop
             return await handler(event, data)
         if chat is not None and chat.type == ChatType.PRIVATE:
             await self.turn_away(event, user)

@@ -1,8 +1,10 @@
 """`twin import`: a Telegram Desktop export (result.json) into storage.
 
 Three steps kept apart: read (export_read: bytes → orjson, headers checked), convert (export_rows: pure
-functions from export dicts to people, a dialog and MESSAGE_COLUMNS tuples), save (here: all of it in one
-transaction, so a bad file writes nothing).
+functions from export dicts to people, a dialog and MESSAGE_COLUMNS tuples), save (here). Every chat is
+converted before anything is written, so a bad file writes nothing; then the rows go in short transactions,
+so the bot and a sync keep using the database while a big export imports, and an import that fails while
+writing takes back what it wrote.
 """
 
 from __future__ import annotations
@@ -74,12 +76,37 @@ def _counts(counter: Counter[str]) -> str:
 
 
 # -- save -----------------------------------------------------------------------------------------
-def save_chat(store: Storage, chat: ChatRows, gap_seconds: float, now: float) -> int:
-    """Write one converted chat and its sessions; returns how many messages were new."""
+# Messages per write transaction: a few milliseconds each, so the bot and a sync get the database between
+# them (one transaction for the whole file kept every chat of the bot waiting until the import ended).
+BATCH_ROWS = 2_000
+# After each transaction the write lock stays free this long for a writer waiting for it.
+YIELD_S = 0.0005
+
+
+@dataclass
+class Written:
+    """What an import wrote into one dialog, to take it back if the import fails later."""
+
+    dialog_id: int
+    new_dialog: bool
+    new_ids: list[int]  # message ids this import added
+
+
+def save_chat(store: Storage, chat: ChatRows, gap_seconds: float, now: float, written: list[Written]) -> int:
+    """Write one converted chat (BATCH_ROWS messages per transaction) and its sessions; returns how many
+    messages were new. What it adds is appended to `written` before it is written."""
     dialog_id = chat.dialog["id"]
     fresh = not store.has_messages(dialog_id)
+    ids = [row[1] for row in chat.rows]
+    if not fresh:  # a re-import: only the ids not stored yet are this import's
+        known = store.message_ids(dialog_id)
+        ids = [i for i in ids if i not in known]
+    written.append(Written(dialog_id, store.dialog(dialog_id) is None, ids))
     store.upsert_dialog(chat.dialog)
-    added = store.insert_many_messages(chat.rows)
+    added = 0
+    for start in range(0, len(chat.rows), BATCH_ROWS):
+        added += store.insert_many_messages(chat.rows[start : start + BATCH_ROWS])
+        time.sleep(YIELD_S)
     if fresh:  # the rows in hand are all the dialog has: no need to read them back
         sessions = session_rows(dialog_id, session_messages(chat.rows), gap_seconds, now)
         store.replace_sessions(dialog_id, sessions)
@@ -88,6 +115,17 @@ def save_chat(store: Storage, chat: ChatRows, gap_seconds: float, now: float) ->
     if chat.watermark is not None:
         store.advance_watermark(dialog_id, chat.watermark)
     return added
+
+
+def take_back(store: Storage, written: list[Written], gap_seconds: float) -> None:
+    """Undo a failed import: the messages and dialogs it added go, touched dialogs get their sessions back."""
+    with store.transaction():
+        for w in reversed(written):
+            store.delete_messages(w.dialog_id, w.new_ids)
+            if w.new_dialog:
+                store.delete_dialog(w.dialog_id)
+            else:
+                store.rebuild_sessions(w.dialog_id, gap_seconds)
 
 
 def without_forgotten(chat: ChatRows, is_forgotten: Callable[[int], bool], summary: ImportSummary) -> ChatRows | None:
@@ -134,39 +172,43 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def save_chats(
+def convert_chats(
     store: Storage, chats: list[Chat], summary: ImportSummary, *, include_groups: bool, keep_stickers: bool,
-    gap_seconds: float, progress: bool,
-) -> dict[int, dict[str, Any]]:  # fmt: skip
-    """Convert and save the wanted chats, counting into `summary`; returns everyone who wrote in them."""
-    people: dict[int, dict[str, Any]] = {}
-    now = time.time()
+) -> list[tuple[ChatRows, int]]:  # fmt: skip
+    """Every wanted chat as rows (and how many messages it had), counting into `summary`; nothing is written,
+    so a bad message anywhere refuses the file with the database untouched."""
     is_forgotten = store.forgotten()  # people the owner made the twin forget (/forget)
-    total = sum(len(chat.messages) for chat in chats if wanted(chat.type, include_groups))
-    with progress_bar(progress, total) as bar:
-        for chat in chats:
-            if not wanted(chat.type, include_groups):
-                summary.chats_skipped[chat.type or "unknown"] += 1
-                continue
-            bar.update(0, description=escape(f"importing {chat.name or 'a chat'}"))
-            converted = chat_to_rows(chat, summary.owner_id, keep_stickers)
-            kind = converted.dialog["type"]
-            if not wanted(kind, include_groups):  # a chat without a type that turned out to be a group
-                summary.chats_skipped[kind] += 1
-                continue
-            if (converted := without_forgotten(converted, is_forgotten, summary)) is None:
-                continue
-            added = save_chat(store, converted, gap_seconds, now)
-            bar.advance(0, len(chat.messages))
-            chat.messages.clear()  # free the parsed chat now: the next chat's rows reuse its memory
-            summary.chats_imported[kind] += 1
+    converted_chats = []
+    for chat in chats:
+        if not wanted(chat.type, include_groups):
+            summary.chats_skipped[chat.type or "unknown"] += 1
+            continue
+        converted = chat_to_rows(chat, summary.owner_id, keep_stickers)
+        kind = converted.dialog["type"]
+        if not wanted(kind, include_groups):  # a chat without a type that turned out to be a group
+            summary.chats_skipped[kind] += 1
+            continue
+        n_messages = len(chat.messages)
+        chat.messages.clear()  # free the parsed chat now: its rows take its place
+        if (converted := without_forgotten(converted, is_forgotten, summary)) is not None:
+            converted_chats.append((converted, n_messages))
+    return converted_chats
+
+
+def save_chats(store: Storage, chats: list[tuple[ChatRows, int]], summary: ImportSummary, gap_seconds: float,
+               progress: bool, written: list[Written]) -> None:  # fmt: skip
+    """Write the converted chats, counting into `summary`."""
+    now = time.time()
+    with progress_bar(progress, sum(n for _, n in chats)) as bar:
+        for converted, n_messages in chats:
+            bar.update(0, description=escape(f"importing {converted.dialog.get('name') or 'a chat'}"))
+            added = save_chat(store, converted, gap_seconds, now, written)
+            bar.advance(0, n_messages)
+            summary.chats_imported[converted.dialog["type"]] += 1
             summary.messages_added += added
             summary.messages_known += len(converted.rows) - added
             summary.owner_messages += sum(map(SENT_BY_OWNER, converted.rows))
             summary.skipped.update(converted.skipped)
-            for pid, name in converted.people.items():
-                people.setdefault(pid, person_row(pid, name))
-    return people
 
 
 def import_export(
@@ -179,8 +221,9 @@ def import_export(
     gap_seconds: float,
     progress: bool = True,
 ) -> ImportSummary:
-    """Import a Telegram Desktop export (result.json or its folder) in one transaction: a bad file writes
-    nothing, and importing the same file again adds nothing."""
+    """Import a Telegram Desktop export (result.json or its folder): all of it or nothing (a bad file writes
+    nothing; a failure while writing takes back what was written), and importing the same file again adds
+    nothing. Written in short transactions, so the bot keeps answering meanwhile."""
     path = find_result_json(path)
     with gc_paused():
         data = read_export(path)
@@ -188,14 +231,21 @@ def import_export(
         chats = export_chats(data, path)
         check_same_owner(store, owner)
         summary = ImportSummary(path, owner, owner_source)
-        with store.transaction():
-            people = save_chats(
-                store, chats, summary, include_groups=include_groups, keep_stickers=keep_stickers,
-                gap_seconds=gap_seconds, progress=progress,
-            )  # fmt: skip
-            if owner_info := owner_row(data, owner):
-                people[owner] = owner_info
+        converted = convert_chats(store, chats, summary, include_groups=include_groups, keep_stickers=keep_stickers)
+        people: dict[int, dict[str, Any]] = {}  # everyone who wrote in the imported chats
+        for chat, _ in converted:
+            for pid, name in chat.people.items():
+                people.setdefault(pid, person_row(pid, name))
+        if owner_info := owner_row(data, owner):
+            people[owner] = owner_info
+    written: list[Written] = []
+    try:
+        save_chats(store, converted, summary, gap_seconds, progress, written)
+        with store.transaction():  # last, in one go: a failed import leaves people and meta as they were
             store.upsert_people(people.values())
             store.set_meta("owner_id", owner)
             store.set_meta("last_import_at", int(time.time()))
+    except BaseException:
+        take_back(store, written, gap_seconds)
+        raise
     return summary

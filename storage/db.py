@@ -11,6 +11,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,8 +19,12 @@ import sqlite_utils
 
 from core.errors import UserError
 
-# A writer waits this long for another writer before "database is locked" (training holds short txns only).
+# A writer waits this long for another writer before "database is locked" (every writer holds short txns).
 BUSY_TIMEOUT_MS = 30_000
+# A writer that finds the write lock taken tries again this soon, then less often. SQLite's own busy handler
+# sleeps 1, 2, 5, 10 … 100 ms between tries and so keeps missing the short gaps an import leaves between its
+# transactions: the bot would wait for the whole import.
+LOCK_RETRY_S, LOCK_RETRY_MAX_S = 0.0002, 0.005
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -252,7 +257,7 @@ class Database:
                 finally:
                     self._depth -= 1
                 return
-            self.conn.execute("BEGIN IMMEDIATE")
+            self._begin_immediate()
             self._depth = 1
             try:
                 yield self.conn
@@ -263,6 +268,24 @@ class Database:
                 self.conn.execute("COMMIT")
             finally:
                 self._depth = 0
+
+    def _begin_immediate(self) -> None:
+        """BEGIN IMMEDIATE (take the write lock), retried every fraction of a millisecond while another
+        process holds it, up to BUSY_TIMEOUT_MS."""
+        deadline, pause = time.monotonic() + BUSY_TIMEOUT_MS / 1000, LOCK_RETRY_S
+        self.conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                time.sleep(pause)
+                pause = min(pause * 1.5, LOCK_RETRY_MAX_S)
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         with self._lock:

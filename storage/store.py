@@ -189,6 +189,12 @@ class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
             raise UnknownPersona(f"no dialog with {person['slug']!r}")
         return dict(rows[0])
 
+    def delete_dialog(self, dialog_id: int) -> None:
+        """A dialog, its messages and its sessions (a failed import taking back what it added)."""
+        with self.transaction() as c:
+            for table, key in (("messages", "dialog_id"), ("sessions", "dialog_id"), ("dialogs", "id")):
+                c.execute(f"DELETE FROM {table} WHERE {key} = ?", (dialog_id,))
+
     def set_excluded(self, dialog_id: int, excluded: bool) -> None:
         with self.transaction() as c:
             c.execute("UPDATE dialogs SET excluded = ? WHERE id = ?", (int(excluded), dialog_id))
@@ -239,6 +245,9 @@ class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
     def messages(self, dialog_id: int) -> list[dict[str, Any]]:
         rows = self.query("SELECT * FROM messages WHERE dialog_id = ? ORDER BY date, id", (dialog_id,))
         return [dict(r) for r in rows]
+
+    def message_ids(self, dialog_id: int) -> set[int]:
+        return {r[0] for r in self.query("SELECT id FROM messages WHERE dialog_id = ?", (dialog_id,))}
 
     def has_messages(self, dialog_id: int) -> bool:
         return bool(self.query("SELECT 1 FROM messages WHERE dialog_id = ? LIMIT 1", (dialog_id,)))

@@ -187,3 +187,55 @@ def test_processes_opening_a_new_database_at_once_all_get_the_schema(tmp_path):
         assert child.returncode == 0 and out.strip() == "ok", err[-2000:]
     store = Storage(db_path)
     assert store.query("SELECT count(*) FROM bot_messages")[0][0] == 4
+
+
+IMPORT_UNDER_LOAD, CHATS_UNDER_LOAD = 200_000, 20
+
+
+async def test_every_chat_is_answered_within_a_second_while_a_big_import_writes(tmp_path):
+    """`twin import` of a big export in another process while the bot serves: no chat waits on the import
+    (it writes in short transactions; the bot's storage calls run off the event loop)."""
+    from tests.bot_fakes import OWNER, TwinUnderTest
+
+    export = _load_bench_import().write_export(tmp_path, IMPORT_UNDER_LOAD)
+    twin = TwinUnderTest(tmp_path / "data")
+    twin.store.upsert_people([{"id": OWNER, "first_name": "Olga"}])
+    users = [5000 + i for i in range(CHATS_UNDER_LOAD)]
+    for uid in users:
+        twin.store.allow(user_id=uid)
+    await twin.say(users[0], "warm up")
+    go = tmp_path / "go"
+    child = _spawn_writer("import", twin.settings.db_path, go, str(export))
+    await asyncio.sleep(2.0)  # the child has imported its modules
+    go.touch()
+
+    lag, running = [0.0], True
+
+    async def watch_the_loop() -> None:  # how long the event loop was kept from running anything else
+        while running:
+            t = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lag[0] = max(lag[0], time.perf_counter() - t - 0.005)
+
+    watcher = asyncio.create_task(watch_the_loop())
+    waits, stored_meanwhile, i = [], set(), 0
+    while child.poll() is None:
+        uid, text = users[i % len(users)], f"message {i}"
+        started = time.perf_counter()
+        await twin.feed(twin.update(uid, text))
+        while f"olga re: {text}" not in twin.session.texts(uid) and time.perf_counter() - started < 30:
+            await asyncio.sleep(0.001)
+        waits.append(time.perf_counter() - started)
+        count = await asyncio.to_thread(lambda: twin.store.query("SELECT count(*) FROM messages")[0][0])
+        stored_meanwhile.add(count)
+        i += 1
+        await asyncio.sleep(0.01)
+    running = False
+    await watcher
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0 and "locked" not in err, err[-2000:]
+    total = int(out.split()[0])
+    twin.close()
+    assert len(waits) > 20 and max(waits) < 1.0, f"longest wait {max(waits):.2f} s over {len(waits)} updates"
+    assert lag[0] < 0.25, f"the event loop stalled {lag[0]:.2f} s"
+    assert any(0 < n < total for n in stored_meanwhile), "no update was answered while the import was writing"

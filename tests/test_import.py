@@ -464,6 +464,28 @@ def test_failed_import_leaves_the_database_file_byte_for_byte_unchanged(tmp_path
     assert not Path(f"{db_path}-wal").exists() or Path(f"{db_path}-wal").stat().st_size == 0
 
 
+def test_an_import_that_fails_while_writing_takes_back_what_it_wrote(tmp_path, monkeypatch):
+    """The rows go in short transactions (the bot keeps the database meanwhile): a failure after some chats
+    were written (a full disk, Ctrl-C) leaves the data as it was before the import."""
+    store = Storage(tmp_path / "twin.db")
+    run_import(store, SINGLE, owner_id=OWNER)
+    tables = ("people", "dialogs", "messages", "sessions", "meta")
+    before = {t: [tuple(r) for r in store.query(f"SELECT * FROM {t} ORDER BY 1, 2")] for t in tables}
+    real, calls = Storage.insert_many_messages, []
+
+    def fails_on_the_third_chat(self, rows):
+        calls.append(rows[0][0])
+        if len(set(calls)) == 3:
+            raise OSError("No space left on device")
+        return real(self, rows)
+
+    monkeypatch.setattr(Storage, "insert_many_messages", fails_on_the_third_chat)
+    with pytest.raises(OSError, match="No space"):
+        run_import(store, FULL, include_groups=True)
+    assert len(set(calls)) == 3  # two chats were written before it failed
+    assert {t: [tuple(r) for r in store.query(f"SELECT * FROM {t} ORDER BY 1, 2")] for t in tables} == before
+
+
 def test_missing_file_says_what_to_pass(store, tmp_path):
     with pytest.raises(ExportError, match="no such file: pass the result.json"):
         run_import(store, tmp_path / "nowhere")

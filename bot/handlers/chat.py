@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiogram import Bot, F, Router
 from aiogram.enums import ChatType
 from aiogram.types import Message, MessageEntity
@@ -42,6 +44,7 @@ async def addressed_in_group(message: Message, bot: Bot, text: str) -> tuple[boo
 
 
 async def on_message(message: Message, bot: Bot, store: Storage, conversations: Conversations) -> None:
+    """Queue the message for its chat's next reply round (storage is read off the event loop)."""
     text = message_text(message)
     if not text:
         return
@@ -52,7 +55,7 @@ async def on_message(message: Message, bot: Bot, store: Storage, conversations: 
         Incoming(
             chat_id=message.chat.id,
             user_id=message.from_user.id,
-            speaker=speaker_slug(store, message.from_user),
+            speaker=await asyncio.to_thread(speaker_slug, store, message.from_user),
             text=text,
             addressed=addressed,
         )
