@@ -11,8 +11,14 @@ Time waiting (for the engine, or for the loop while it runs other chats) is not 
 by attributing each event-loop callback to the update or round whose context it runs in.
 Goal: p99 < 20 ms.
 
+With --import-messages N a `twin import` of a generated N-message export (bench/import.py's) runs in another
+process on the same database, and the 200 × 5 waves repeat for as long as it writes. Then it also prints the
+longest single wait of the bot for the database's write lock (its storage calls run off the event loop, so
+that is the longest any update waited on the import).
+
     python bench/bot.py                         # 200 chats × 5 messages, engine 50 ms
     python bench/bot.py --chats 50 --messages 3 --engine-ms 10
+    python bench/bot.py --import-messages 1000000
 """
 
 from __future__ import annotations
@@ -22,20 +28,35 @@ import asyncio
 import asyncio.events
 import contextvars
 import gc
+import importlib.util
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from bot.chats import Conversations  # noqa: E402
+from storage.db import Database  # noqa: E402
 from tests.bot_fakes import OWNER, TwinUnderTest  # noqa: E402
 
 GOAL_P99_MS = 20.0
 FIRST_USER = 10_000
+# The import in another process, as `twin import` runs it.
+IMPORT_CHILD = """
+import sys
+from pathlib import Path
+from collector.telegram_export import import_export
+from storage import Storage
+summary = import_export(Storage(Path(sys.argv[1])), Path(sys.argv[2]), owner_id=None, include_groups=True,
+                        keep_stickers=True, gap_seconds=3600, progress=False)
+print(summary.messages_added)
+"""
+LOCK_WAITS: list[float] = []  # seconds each write transaction of the bot waited for the write lock
 
 # What the running callback works for: ("update", text) in a Dispatcher pass, ("round", texts) in a round.
 WORKING_FOR: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("working_for", default=None)
@@ -94,7 +115,37 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-async def run(chats: int, messages: int, engine_seconds: float) -> int:
+def time_lock_waits() -> None:
+    """Record how long each write transaction of this process waited for SQLite's write lock."""
+    begin = Database._begin_immediate
+
+    def timed_begin(self):
+        started = time.perf_counter()
+        try:
+            return begin(self)
+        finally:
+            LOCK_WAITS.append(time.perf_counter() - started)
+
+    Database._begin_immediate = timed_begin
+
+
+def start_import(db_path: Path, folder: Path, n_messages: int) -> subprocess.Popen:
+    spec = importlib.util.spec_from_file_location("bench_import", ROOT / "bench" / "import.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    started = time.perf_counter()
+    export = module.write_export(folder, n_messages)
+    print(f"generated a {n_messages:,}-message export in {time.perf_counter() - started:.0f} s; importing it")
+    return subprocess.Popen([sys.executable, "-c", IMPORT_CHILD, str(db_path), str(export)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+async def stored_messages(twin: TwinUnderTest) -> int:
+    return await asyncio.to_thread(lambda: twin.store.query("SELECT count(*) FROM messages")[0][0])
+
+
+async def run(chats: int, messages: int, engine_seconds: float, import_messages: int = 0) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         twin = TwinUnderTest(Path(tmp) / "data")
         twin.conversations = TimedConversations(twin.settings, twin.store, Engine(engine_seconds), twin.bot)
@@ -104,24 +155,48 @@ async def run(chats: int, messages: int, engine_seconds: float) -> int:
         for uid in users:
             twin.store.allow(user_id=uid)
         await warm_up(twin)
-        updates = [twin.update(uid, f"chat {uid} message {k}") for k in range(messages) for uid in users]
+        child = start_import(twin.settings.db_path, Path(tmp), import_messages) if import_messages else None
+        if child is not None:
+            while child.poll() is None and not await stored_messages(twin):  # until it writes
+                await asyncio.sleep(0.05)
+        LOCK_WAITS.clear()
+        wave, waves_while_writing, updates = 0, 0, []
 
         async def feed(update) -> None:
             WORKING_FOR.set(("update", update.message.text))
             await twin.feed(update)
 
         started = time.perf_counter()
-        await asyncio.gather(*(feed(u) for u in updates))
-        await twin.settle(timeout=600)
+        while True:  # one wave; with an import, waves go on while it writes
+            before = await stored_messages(twin)
+            batch = [twin.update(uid, f"chat {uid} message {wave * messages + k}") for k in range(messages)
+                     for uid in users]  # fmt: skip
+            updates += batch
+            await asyncio.gather(*(feed(u) for u in batch))
+            await twin.settle(timeout=600)
+            wave += 1
+            waves_while_writing += child is not None and before < await stored_messages(twin)
+            if child is None or child.poll() is not None:
+                break
         wall = time.perf_counter() - started
+        imported = None
+        if child is not None:
+            out, err = child.communicate()
+            imported = out.strip() if child.returncode == 0 else f"FAILED: {err[-500:]}"
         rounds = [r for r in twin.conversations.rounds if r[0] in users]
         overhead = per_update(SPENT, rounds)
         cpu = per_update(CPU, rounds)
-        problems = check_answers(twin, rounds, users, messages)
+        problems = check_answers(twin, rounds, users, messages * wave)
         twin.close()
 
     p50, p99 = percentile(overhead, 50), percentile(overhead, 99)
-    print(f"{chats} chats × {messages} messages = {len(updates)} updates, engine {engine_seconds * 1000:.0f} ms/reply")
+    if imported is not None:
+        print(f"twin import of {import_messages:,} messages in another process: {imported} added; "
+              f"{wave} waves of updates, {waves_while_writing} of them while it was writing")  # fmt: skip
+        print(f"longest wait for the database's write lock: {max(LOCK_WAITS) * 1000:.1f} ms "
+              f"(p99 {percentile(LOCK_WAITS, 99) * 1000:.1f} ms over {len(LOCK_WAITS)} writes)")  # fmt: skip
+    print(f"{chats} chats × {messages} messages × {wave} = {len(updates)} updates, "
+          f"engine {engine_seconds * 1000:.0f} ms/reply")  # fmt: skip
     print(f"reply rounds: {len(rounds)}; wall time {wall:.2f} s ({len(updates) / wall:.0f} updates/s)")
     print(f"bot overhead per update: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(overhead):.2f} ms "
           f"(goal p99 < {GOAL_P99_MS:.0f} ms: {'met' if p99 < GOAL_P99_MS else 'MISSED'})")  # fmt: skip
@@ -168,9 +243,11 @@ def main() -> None:
     p.add_argument("--chats", type=int, default=200)
     p.add_argument("--messages", type=int, default=5)
     p.add_argument("--engine-ms", type=float, default=50.0)
+    p.add_argument("--import-messages", type=int, default=0, help="a twin import of this many messages meanwhile")
     a = p.parse_args()
     attribute_loop_time()
-    sys.exit(asyncio.run(run(a.chats, a.messages, a.engine_ms / 1000)))
+    time_lock_waits()
+    sys.exit(asyncio.run(run(a.chats, a.messages, a.engine_ms / 1000, a.import_messages)))
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ from core.errors import UserError
 
 # A writer waits this long for another writer before "database is locked" (every writer holds short txns).
 BUSY_TIMEOUT_MS = 30_000
-# A writer that finds the write lock taken tries again this soon, then less often. SQLite's own busy handler
-# sleeps 1, 2, 5, 10 … 100 ms between tries and so keeps missing the short gaps an import leaves between its
-# transactions: the bot would wait for the whole import.
-LOCK_RETRY_S, LOCK_RETRY_MAX_S = 0.0002, 0.005
+# A writer that finds the write lock taken tries again this soon, then at most this far apart. SQLite's own
+# busy handler sleeps 1, 2, 5, 10 … 100 ms between tries and so keeps missing the short gaps an import leaves
+# between its transactions (collector.telegram_export.YIELD_S, longer than the longest retry interval).
+LOCK_RETRY_S, LOCK_RETRY_MAX_S = 0.0002, 0.001
 
 
 def _v1(db: sqlite_utils.Database) -> None:
