@@ -84,6 +84,20 @@ BATCH_ROWS = 2_000
 YIELD_S = 0.002
 
 
+class Pacer:
+    """Leaves the write lock free for YIELD_S after every BATCH_ROWS messages written (however many chats
+    they came in: many small chats are written back to back otherwise)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def wrote(self, n: int) -> None:
+        self.rows += n
+        if self.rows >= BATCH_ROWS:
+            time.sleep(YIELD_S)
+            self.rows = 0
+
+
 @dataclass
 class Written:
     """What an import wrote into one dialog, to take it back if the import fails later."""
@@ -93,7 +107,8 @@ class Written:
     new_ids: list[int]  # message ids this import added
 
 
-def save_chat(store: Storage, chat: ChatRows, gap_seconds: float, now: float, written: list[Written]) -> int:
+def save_chat(store: Storage, chat: ChatRows, gap_seconds: float, now: float, written: list[Written],
+              pacer: Pacer) -> int:  # fmt: skip
     """Write one converted chat (BATCH_ROWS messages per transaction) and its sessions; returns how many
     messages were new. What it adds is appended to `written` before it is written."""
     dialog_id = chat.dialog["id"]
@@ -106,8 +121,9 @@ def save_chat(store: Storage, chat: ChatRows, gap_seconds: float, now: float, wr
     store.upsert_dialog(chat.dialog)
     added = 0
     for start in range(0, len(chat.rows), BATCH_ROWS):
-        added += store.insert_many_messages(chat.rows[start : start + BATCH_ROWS])
-        time.sleep(YIELD_S)
+        batch = chat.rows[start : start + BATCH_ROWS]
+        added += store.insert_many_messages(batch)
+        pacer.wrote(len(batch))
     if fresh:  # the rows in hand are all the dialog has: no need to read them back
         sessions = session_rows(dialog_id, session_messages(chat.rows), gap_seconds, now)
         store.replace_sessions(dialog_id, sessions)
@@ -199,11 +215,11 @@ def convert_chats(
 def save_chats(store: Storage, chats: list[tuple[ChatRows, int]], summary: ImportSummary, gap_seconds: float,
                progress: bool, written: list[Written]) -> None:  # fmt: skip
     """Write the converted chats, counting into `summary`."""
-    now = time.time()
+    now, pacer = time.time(), Pacer()
     with progress_bar(progress, sum(n for _, n in chats)) as bar:
         for converted, n_messages in chats:
             bar.update(0, description=escape(f"importing {converted.dialog.get('name') or 'a chat'}"))
-            added = save_chat(store, converted, gap_seconds, now, written)
+            added = save_chat(store, converted, gap_seconds, now, written, pacer)
             bar.advance(0, n_messages)
             summary.chats_imported[converted.dialog["type"]] += 1
             summary.messages_added += added
