@@ -20,7 +20,7 @@ from core.settings import Settings
 
 # The settings a trainer child needs; secrets (bot token, API hash) are not passed on.
 CHILD_SETTINGS = (
-    "data_dir", "owner_id", "base_model", "scrub_words", "session_gap_minutes", "keep_stickers",
+    "data_dir", "owner_id", "base_model", "models_dir", "scrub_words", "session_gap_minutes", "keep_stickers",
     "train_config", "train_min_new_sessions",
 )  # fmt: skip
 TERMINATE_GRACE_S = 30  # a clean stop only has to record the failure and release the lock
@@ -56,7 +56,7 @@ def child_env(settings: Settings) -> dict[str, str]:
             env.pop(key, None)
         elif isinstance(value, list | dict):
             env[key] = json.dumps(value)
-        elif name in ("data_dir", "train_config"):
+        elif name in ("data_dir", "models_dir", "train_config"):
             env[key] = str(os.path.abspath(value))
         else:
             env[key] = str(value)

@@ -24,6 +24,7 @@ import torch
 
 from core.format import ChatFormat
 from core.settings import Settings
+from engine.base_model import base_model_path
 from storage import Storage
 from trainer import artifacts
 from trainer import evaluate as ev
@@ -78,7 +79,7 @@ def make_accelerator(cfg: TrainConfig):
 class TrainingRound:
     def __init__(self, settings: Settings, cfg: TrainConfig, full: bool = False, on_event: Event | None = None):
         self.settings, self.cfg, self.full = settings, cfg, full
-        self.base_model: str = settings.require("base_model")
+        self.base_model: str = base_model_path(settings)
         self.acc = make_accelerator(cfg)
         self.main = self.acc.is_main_process
         self._emit = on_event if (on_event and self.main) else (lambda e: None)
