@@ -28,6 +28,7 @@ from trainer.dataset import iter_sessions
 from trainer.model import load_tokenizer
 
 from .config import EvalConfig
+from .discriminator import discriminator_accuracy
 from .generate import Gated, Probe, answer_probes, opener_dialogues, opener_pairs, probes_for, quiet_engine_log
 from .headline import headline
 from .leaks import EvalLeak, check_leaks
@@ -157,8 +158,12 @@ def style_section(probes: dict[str, list[Probe]], replies: dict[str, dict[str, l
         entry: dict = {"n": len(points), "real": real, "models": {}, "examples": []}
         for model, by_persona in replies.items():
             stats = style_stats(by_persona[persona], real["script_name"])
-            entry["models"][model] = {"stats": stats, "distance": style_distance(stats, real),
-                                      "components": style_components(stats, real)}  # fmt: skip
+            entry["models"][model] = {
+                "stats": stats,
+                "distance": style_distance(stats, real),
+                "components": style_components(stats, real),
+                "discriminator": discriminator_accuracy([p.real for p in points], by_persona[persona]),
+            }
         for i, p in enumerate(points[:shown]):
             context = [(t.speaker, list(t.messages)) for t in p.context[-3:]]
             generated = {m: r[persona][i] for m, r in replies.items()}
@@ -167,14 +172,18 @@ def style_section(probes: dict[str, list[Probe]], replies: dict[str, dict[str, l
     return out
 
 
-def overall_style(style: dict) -> dict:
-    """Per model: the reply-weighted mean style distance and question share over the personas."""
+def overall_style(style: dict, probes: dict[str, list[Probe]], replies: dict[str, dict[str, list]]) -> dict:
+    """Per model: the reply-weighted mean style distance and question share over the personas, and the
+    discriminator accuracy on all of their replies pooled (one classifier: not a mean of per-persona ones)."""
     out = {"real": {"question": _weighted(style, lambda e: e["real"]["question"])}}
+    real = [p.real for persona in style for p in probes[persona]]
     for model in MODELS:
         of = lambda e, m=model: e["models"].get(m) or {}  # noqa: E731
+        generated = [r for persona in style for r in replies[model][persona]] if model in replies else []
         out[model] = {
             "distance": _weighted(style, lambda e, of=of: of(e).get("distance")),
             "question": _weighted(style, lambda e, of=of: of(e).get("stats", {}).get("question")),
+            "discriminator": discriminator_accuracy(real, generated),
         }
     return out
 
@@ -241,6 +250,6 @@ async def evaluate_adapter(settings: Settings, store: Storage, version: int | No
     generated = await generate_all(settings, engine, engine_kind, current, previous, probes, data, cfg)
     generated = generated or {"replies": {}, "openers": []}
     data["style"] = style_section(probes, generated["replies"], cfg.examples_shown)
-    data["style_overall"] = overall_style(data["style"])
+    data["style_overall"] = overall_style(data["style"], probes, generated["replies"])
     data["openers"] = generated["openers"]
     return finish(store, data, out)

@@ -113,6 +113,21 @@ async def test_asking_for_a_persona_gets_its_signature_in_nine_of_ten_replies(en
     assert set(result.per_persona) == set(SIGNATURES)
 
 
+def sent_replies(figures: dict) -> int:
+    """Replies a model sent (not dropped as degenerate), from its style statistics."""
+    stats = figures["stats"]
+    return round(stats["n_replies"] * (1 - (stats["empty_share"] or 0)))
+
+
+def assert_discriminator(figure: float | None, sent: int, real: int) -> None:
+    """In [0, 1], or None because either side has fewer replies than the classifier's 5 folds (dropped ones
+    are left out)."""
+    if figure is None:
+        assert min(sent, real) < 5, (sent, real)
+    else:
+        assert 0.0 <= figure <= 1.0, figure
+
+
 @in_module_loop
 async def test_the_report_replies_through_the_engine_and_the_twin_is_closer_in_style(engine, signature_data, tmp_path):
     settings, store, _ = signature_data
@@ -128,6 +143,17 @@ async def test_the_report_replies_through_the_engine_and_the_twin_is_closer_in_s
     assert {(d["first"], d["second"]) for d in data["openers"]} >= {("bob", "alice"), ("alice", "bob")}
     assert report.headline["style_distance"] < report.headline["base_style_distance"]
     assert (tmp_path / "summary.png").stat().st_size > 1000
+    for entry in data["style"].values():
+        for figures in entry["models"].values():
+            assert_discriminator(figures["discriminator"], sent_replies(figures), entry["n"])
+    real = sum(entry["n"] for entry in data["style"].values())
+    pooled = {m: data["style_overall"][m]["discriminator"] for m in ("base", "current")}
+    print(f"\ndiscriminator on {engine.name}: {pooled}")
+    for model, figure in pooled.items():
+        assert_discriminator(figure, sum(sent_replies(e["models"][model]) for e in data["style"].values()), real)
+    assert pooled["current"] <= 0.75  # the twin's replies to the signature corpus pass for real ones
+    assert report.headline["discriminator"] == data["style_overall"]["current"]["discriminator"]
+    assert "| **discriminator accuracy** | 0.5 |" in (tmp_path / "report.md").read_text()
 
 
 def test_twin_eval_writes_the_report_and_its_page_opens_with_the_comparison_table(signature_data):
