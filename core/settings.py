@@ -150,10 +150,11 @@ class Settings(BaseSettings):
 
     @staticmethod
     def gguf_folder_name(gguf: Path) -> str:
-        """The converted folder of a .gguf file: its name, and a hash of where it is and its size (two files
-        of the same name are two models)."""
+        """The converted folder of a .gguf file: its name, and a hash of where it is, its size and time (two
+        files of the same name are two models; a file replaced in place is converted again)."""
         gguf = Path(gguf).expanduser().resolve()
-        tag = hashlib.sha256(f"{gguf}|{gguf.stat().st_size if gguf.exists() else 0}".encode()).hexdigest()[:8]
+        stat = (gguf.stat().st_size, gguf.stat().st_mtime_ns) if gguf.exists() else (0, 0)
+        tag = hashlib.sha256(f"{gguf}|{stat}".encode()).hexdigest()[:8]
         return f"{gguf.stem}-{tag}"
 
     @property

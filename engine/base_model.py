@@ -15,10 +15,12 @@ import importlib.util
 import logging
 import os
 import shutil
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 from core.errors import UserError
+from core.process import pid_alive
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -111,22 +113,31 @@ def convert_gguf(source: Path, folder: Path) -> Path:
     if is_converted(folder):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_conversions(folder)
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     log.warning("converting %s into a transformers model at %s (once; about a minute)", source.name, folder)
     try:
         _write_converted(source, tmp)
-        if folder.exists():  # a partial folder from an older twin, or another process that just finished
-            if is_converted(folder):
-                shutil.rmtree(tmp, ignore_errors=True)
-                return folder
+        if folder.exists() and not is_converted(folder):  # a partial folder left by an older twin
             shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not is_converted(folder):  # not another process that finished first
+                raise
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.warning("converted %s: %s", source.name, folder)
     return folder
+
+
+def remove_stale_conversions(folder: Path) -> None:
+    """Temporary folders of conversions whose process is gone (killed mid-way): model-sized, never used."""
+    for tmp in folder.parent.glob(f"{folder.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or not pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_converted(source: Path, out: Path) -> None:
@@ -138,9 +149,11 @@ def _write_converted(source: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kwargs = {"gguf_file": source.name}
-    tokenizer = AutoTokenizer.from_pretrained(source.parent, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(source.parent, dtype=torch.float32, **kwargs)
+    with tempfile.TemporaryDirectory(prefix="twin-gguf-") as alone:
+        # Alone in a folder: a config.json or tokenizer files beside the GGUF would be read instead of its own.
+        (Path(alone) / source.name).symlink_to(source.resolve())
+        tokenizer = AutoTokenizer.from_pretrained(alone, gguf_file=source.name)
+        model = AutoModelForCausalLM.from_pretrained(alone, dtype=torch.float32, gguf_file=source.name)
     # The weights are plain tensors now; a kept quantization config would make loaders look for the GGUF.
     model.hf_quantizer = None
     for config in (model.config, getattr(model, "generation_config", None)):

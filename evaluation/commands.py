@@ -50,7 +50,6 @@ def eval_cmd(
     from .report import evaluate_adapter
 
     settings = settings_of(ctx)
-    settings.require("base_model")
     if logging.getLogger().level > logging.DEBUG:  # vLLM's start-up log drowns the result
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     with ProgressDisplay(Console(stderr=True)) as progress:

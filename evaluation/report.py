@@ -23,6 +23,7 @@ from core.errors import UserError
 from core.format import ChatFormat
 from core.settings import Settings
 from engine.base import AdapterRef, Engine
+from engine.base_model import base_model_path
 from engine.chat import owner_slug
 from storage import Storage
 from trainer.dataset import iter_sessions
@@ -262,7 +263,7 @@ async def evaluate_adapter(settings: Settings, store: Storage, version: int | No
     `engine`: a started engine to reply with (else one of `engine_kind`, default TWIN_ENGINE, is started).
     `on_event`: hears `report_progress` events (see `progress_events`) while losses and replies are made."""
     cfg, emit = cfg or EvalConfig(), progress_events(on_event)
-    base_model = settings.require("base_model")
+    base_model = settings.base_model_name  # loaded (a GGUF converted) only after the leak guard passed
     current = adapter_info(pick_adapter(store, version), settings)
     if not current.on_disk:
         raise UserError(f"adapter {current.version}'s folder {current.path} is missing: `twin adapters` lists them")
@@ -279,6 +280,7 @@ async def evaluate_adapter(settings: Settings, store: Storage, version: int | No
         raise EvalLeak(f"{leaks.message()} (report: {out / 'report.md'})")
     if not sessions:
         data["notes"].append("no eval sessions: no held-out loss and no style statistics, only opener dialogues")
+    base_model = base_model_path(settings)
     fmt = ChatFormat(load_tokenizer(base_model))
     measured = lambda model, done, of: emit("losses", model, None, done, of)  # noqa: E731
     data["loss"] = held_out_losses(store, fmt, base_model, sessions, current, previous, measured)

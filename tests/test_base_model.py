@@ -1,5 +1,5 @@
 """The base model: the embedded SmolLM2 converted once and reused, never a partial conversion, and a model that
-cannot load stopping `twin train`, `chat`, `eval` and `serve` with one line that names the setting."""
+cannot load stopping `twin train`, `chat` and `serve` with one line that names the setting."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def unloadable(tmp_path: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("command", [["train"], ["chat"], ["eval"], ["serve"]])
+@pytest.mark.parametrize("command", [["train"], ["chat"], ["serve"]])
 def test_a_base_model_that_cannot_load_stops_the_command_with_one_line(tmp_path, command):
     for case, value in unloadable(tmp_path).items():
         bm._resolve.cache_clear()
