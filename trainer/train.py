@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from core.errors import UserError
 from core.format import ChatFormat
 from core.settings import Settings
 from engine.base_model import base_model_path
@@ -139,7 +140,8 @@ class TrainingRound:
         assert all(s.split == "train" and s.id not in eval_ids for s in chosen), "eval session in training data"
         self.chosen = chosen
         window = (self.cfg.max_seq_len, self.cfg.window_context)
-        examples = list(build_examples(self.fmt, chosen, *window))
+        only = self.owner() if self.cfg.loss_on == "owner" else None
+        examples = list(build_examples(self.fmt, chosen, *window, only=only))
         self.eval_examples = list(build_examples(self.fmt, self.eval_sessions, *window))
         self.packs = pack_examples(examples, self.cfg.pack_tokens, self.cfg.seed)
         self.steps = total_steps(len(self.packs), self.cfg, self.acc.num_processes)
@@ -151,6 +153,14 @@ class TrainingRound:
         }  # fmt: skip
         self._emit({"event": "plan", "full": self.plan.full, "parent_version": self.plan.parent_version,
                     "reason": self.plan.reason, **self.counts})  # fmt: skip
+
+    def owner(self) -> str:
+        from engine.chat import owner_slug
+
+        slug = owner_slug(self.store, self.settings)
+        if slug is None:
+            raise UserError("loss_on = \"owner\" needs to know who you are: set TWIN_OWNER_ID")
+        return slug
 
     def setup_model(self) -> None:
         torch.manual_seed(self.cfg.seed)
