@@ -116,3 +116,13 @@ class ProgressDisplay:
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream is before:
                 self._log_streams.append((handler, handler.setStream(proxy)))  # type: ignore[arg-type]
+
+
+def show_report_progress(progress: ProgressDisplay, event: dict) -> bool:
+    """Draw a `report_progress` event (from `twin eval`, or a round's report in `twin train`) on `progress`:
+    one bar per stage, model and persona, e.g. "replies current/alice". False for any other event."""
+    if event.get("event") != "report_progress":
+        return False
+    label = f"{event['stage']} {event['model']}" + (f"/{event['persona']}" if event.get("persona") else "")
+    progress.update(label, label, event["done"], event["of"])
+    return True

@@ -12,21 +12,11 @@ import typer
 from rich.console import Console
 
 from core.cli import friendly_errors, settings_of
-from core.progress import ProgressDisplay
+from core.progress import ProgressDisplay, show_report_progress
 
 from .headline import describe
 
 out = Console(soft_wrap=True)  # long paths and ids stay on one line (copyable)
-
-
-def show_report_progress(progress: ProgressDisplay, event: dict) -> bool:
-    """Draw a `report_progress` event (from `twin eval`, or a round's report in `twin train`) on `progress`:
-    one bar per stage, model and persona, e.g. "replies current/alice". False for any other event."""
-    if event.get("event") != "report_progress":
-        return False
-    label = f"{event['stage']} {event['model']}" + (f"/{event['persona']}" if event.get("persona") else "")
-    progress.update(label, label, event["done"], event["of"])
-    return True
 
 
 @friendly_errors

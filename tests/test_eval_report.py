@@ -23,11 +23,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from core.cli import app
-from core.progress import ProgressDisplay
+from core.progress import ProgressDisplay, show_report_progress
 from core.settings import Settings
 from engine import build_engine, stored_adapters
 from engine.base import AdapterRef
-from evaluation.commands import show_report_progress
 from evaluation.conditioning import SIGNATURES, build_signature_corpus, conditioning_check
 from evaluation.config import EvalConfig
 from evaluation.report import evaluate_adapter

@@ -92,3 +92,24 @@ def test_schedule_trigger_and_the_new_sessions_rule(tmp_path):
     assert asyncio.run(training_job(settings)) is None
     corpus.add(1)
     assert training_needed(settings) == (True, 5, 5)
+
+
+def test_train_prints_every_step_with_its_eta_then_the_reports_progress(capsys):
+    from rich.console import Console
+
+    from core.progress import ProgressDisplay
+    from trainer.commands import RoundProgress
+
+    with ProgressDisplay(Console(stderr=True, force_terminal=False)) as display:
+        progress = RoundProgress(display)
+        for step in range(1, 5):
+            progress({"event": "step", "step": step, "of": 4, "loss": 3.0 - step / 10, "tokens": 2000,
+                      "tokens_per_s": 100.0})  # fmt: skip
+        for done in range(3):
+            progress({"event": "report_progress", "stage": "replies", "model": "current", "persona": "casey",
+                      "done": done, "of": 2})  # fmt: skip
+    lines = capsys.readouterr().err.splitlines()
+    steps = [line for line in lines if line.startswith("step ")]
+    assert steps[0] == "step 1/4 loss 2.9000, 100 tok/s, eta 1m00s" and steps[2].endswith("eta 20s")
+    assert steps[3] == "step 4/4 loss 2.6000, 100 tok/s" and len(steps) == 4
+    assert any(line.startswith("replies current/casey: 2/2 done in") for line in lines)
