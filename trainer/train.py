@@ -279,6 +279,7 @@ class TrainingRound:
 def run_round(settings: Settings, cfg: TrainConfig, full: bool = False, on_event: Event | None = None):
     """Run one round; the main process returns its RoundResult (other processes of a DDP run: None)."""
     settings.ensure_data_dir()
+    tm.return_freed_memory()
     round_ = TrainingRound(settings, cfg, full, on_event)
     try:
         with round_.guarded():
