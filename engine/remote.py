@@ -27,7 +27,9 @@ from core.errors import UserError
 from core.settings import Settings
 
 from .base import AdapterRef, BaseEngine
+from .base_model import base_model_path
 from .decoding import Generation, Sampling
+from .vllm_engine import vllm_dtype
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,9 @@ def server_command(settings: Settings, host: str, port: int, max_lora_rank: int)
     """The command that starts a vLLM server this engine can use (set VLLM_ALLOW_RUNTIME_LORA_UPDATING)."""
     argv = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", settings.require("base_model"), "--host", host, "--port", str(port),
+        "--model", base_model_path(settings), "--host", host, "--port", str(port),
         "--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(settings.vllm_max_loras),
-        "--max-model-len", str(settings.vllm_max_model_len), "--dtype", settings.vllm_dtype,
+        "--max-model-len", str(settings.vllm_max_model_len), "--dtype", vllm_dtype(settings.vllm_dtype),
         "--gpu-memory-utilization", str(settings.vllm_gpu_memory_utilization),
         "--tensor-parallel-size", str(settings.vllm_tensor_parallel_size),
     ]  # fmt: skip

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from core.settings import Settings
 
 from .base import AdapterRef, BaseEngine
+from .base_model import base_model_path
 from .decoding import Generation, Sampling
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class TransformersEngine(BaseEngine):
 
         from core.format import ChatFormat
 
-        model_name = self.settings.require("base_model")
+        model_name = base_model_path(self.settings)
         tokenizer = AutoTokenizer.from_pretrained(model_name)
         self.format = ChatFormat(tokenizer)
         self.base_model = model_name

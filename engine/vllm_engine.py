@@ -23,6 +23,7 @@ from typing import Any
 from core.settings import Settings
 
 from .base import AdapterRef, BaseEngine
+from .base_model import base_model_path
 from .decoding import Generation, Sampling
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,16 @@ def capped_context(model: str, wanted: int) -> int:
     return min(wanted, limit) if limit else wanted
 
 
+def vllm_dtype(setting: str) -> str:
+    """TWIN_VLLM_DTYPE with `auto` resolved: vLLM's own choice on a GPU; float32 on a CPU, where vLLM would
+    pick bf16 and bf16 is several times slower than fp32 on CPUs without native bf16 kernels."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "auto" if torch.cuda.is_available() else "float32"
+
+
 class VLLMEngine(BaseEngine):
     name = "vllm"
 
@@ -71,10 +82,10 @@ class VLLMEngine(BaseEngine):
 
         s = self.settings
         return AsyncEngineArgs(
-            model=s.require("base_model"),
-            dtype=s.vllm_dtype,
+            model=base_model_path(s),
+            dtype=vllm_dtype(s.vllm_dtype),
             quantization=s.vllm_quantization,
-            max_model_len=capped_context(s.require("base_model"), s.vllm_max_model_len),
+            max_model_len=capped_context(base_model_path(s), s.vllm_max_model_len),
             gpu_memory_utilization=s.vllm_gpu_memory_utilization,
             tensor_parallel_size=s.vllm_tensor_parallel_size,
             enable_lora=True,

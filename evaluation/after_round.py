@@ -1,7 +1,8 @@
 """The report at the end of a training round: the same report as `twin eval`, and it never fails the round.
 
 The adapter is already published when it runs, so whatever goes wrong comes back as warnings on the round's
-result (a leak loudest of all), and the report's headline figures go out as a `report` event.
+result (a leak loudest of all). Its progress goes out as `report_progress` events (losses, replies, openers),
+then its headline figures as a `report` event.
 """
 
 from __future__ import annotations
@@ -47,13 +48,14 @@ def free_accelerator_memory() -> None:
 
 def report_after_round(settings: Settings, version: int, on_event: Callable[[dict], None] | None = None,
                        cfg: EvalConfig | None = None) -> list[str]:  # fmt: skip
-    """Write adapter `version`'s report; returns warnings for the round's result (none when all went well)."""
+    """Write adapter `version`'s report; returns warnings for the round's result (none when all went well).
+    `on_event` hears its `report_progress` events while it runs, then a `report` event with its headline."""
     cfg = cfg or EvalConfig()
     kind = None if cfg.after_round_engine == "settings" else "transformers"
     free_accelerator_memory()
     store = Storage(settings.db_path)
     try:
-        report = run_sync(evaluate_adapter(settings, store, version, cfg=cfg, engine_kind=kind))
+        report = run_sync(evaluate_adapter(settings, store, version, cfg=cfg, engine_kind=kind, on_event=on_event))
     except EvalLeak as exc:
         log.error("%s", exc)
         return [f"EVAL LEAK: {exc}"]

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from core.format import ChatTurn
@@ -82,10 +82,21 @@ class Gated:
             return await self.engine.reply(turns, persona, partner, adapter)
 
 
-async def answer_probes(engine: Engine | Gated, probes: Sequence[Probe], adapter: AdapterRef | None) -> list[list[str]]:
-    """The engine's reply to every probe (an empty list where it dropped a degenerate reply)."""
-    replies = await asyncio.gather(*(engine.reply(list(p.context), p.persona, p.partner, adapter) for p in probes))
-    return [list(r) for r in replies]
+async def answer_probes(
+    engine: Engine | Gated,
+    probes: Sequence[Probe],
+    adapter: AdapterRef | None,
+    on_reply: Callable[[], None] = lambda: None,
+) -> list[list[str]]:
+    """The engine's reply to every probe (an empty list where it dropped a degenerate reply); `on_reply` is
+    called as each one comes back."""
+
+    async def answer(p: Probe) -> list[str]:
+        reply = list(await engine.reply(list(p.context), p.persona, p.partner, adapter))
+        on_reply()
+        return reply
+
+    return list(await asyncio.gather(*(answer(p) for p in probes)))
 
 
 def openers_for(script: str | None) -> list[str]:
@@ -120,11 +131,26 @@ async def play_dialogue(engine: Engine | Gated, adapter: AdapterRef | None, firs
     return [(t.speaker, list(t.messages)) for t in turns]
 
 
-async def opener_dialogues(engine: Engine | Gated, adapter: AdapterRef | None, pairs: Sequence[tuple[str, str]],
-                           scripts: dict[str, str | None], replies: int) -> list[dict]:  # fmt: skip
-    """Every pair × its openers (in the answering persona's script), played concurrently."""
-    plays = [(first, second, opener) for first, second in pairs for opener in openers_for(scripts.get(second))]
-    dialogues = await asyncio.gather(*(play_dialogue(engine, adapter, *p, replies) for p in plays))
+def opener_plays(pairs: Sequence[tuple[str, str]], scripts: dict[str, str | None]) -> list[tuple[str, str, str]]:
+    """(who opens, who answers, the opener): every pair × its openers, in the answering persona's script."""
+    return [(first, second, opener) for first, second in pairs for opener in openers_for(scripts.get(second))]
+
+
+async def opener_dialogues(
+    engine: Engine | Gated,
+    adapter: AdapterRef | None,
+    plays: Sequence[tuple[str, str, str]],
+    replies: int,
+    on_dialogue: Callable[[], None] = lambda: None,
+) -> list[dict]:
+    """Every play of `opener_plays`, played concurrently; `on_dialogue` is called as each one ends."""
+
+    async def play(first: str, second: str, opener: str) -> list[tuple[str, list[str]]]:
+        dialogue = await play_dialogue(engine, adapter, first, second, opener, replies)
+        on_dialogue()
+        return dialogue
+
+    dialogues = await asyncio.gather(*(play(*p) for p in plays))
     return [{"first": f, "second": s, "opener": o, "turns": d} for (f, s, o), d in zip(plays, dialogues, strict=True)]
 
 

@@ -17,6 +17,8 @@ def headline(data: dict) -> dict:
         "owner": owner, "owner_eval_loss": (figure("current", "per_persona") or {}).get(owner),
         "style_distance": styled("current", "distance"), "base_style_distance": styled("base", "distance"),
         "previous_style_distance": styled("previous", "distance"),
+        "discriminator": styled("current", "discriminator"), "base_discriminator": styled("base", "discriminator"),
+        "previous_discriminator": styled("previous", "discriminator"),
         "question_share": styled("current", "question"), "base_question_share": styled("base", "question"),
         "real_question_share": styled("real", "question"), "engine": data.get("engine"),
     }  # fmt: skip
@@ -34,7 +36,10 @@ def describe(figures: dict) -> str:
         f"eval loss {_fmt(figures.get('eval_loss'))} (ppl {_fmt(figures.get('eval_ppl'), '.1f')}; base "
         f"{_fmt(figures.get('base_eval_loss'))}, previous {_fmt(figures.get('previous_eval_loss'))}); style distance "
         f"{_fmt(figures.get('style_distance'), '.2f')} (base {_fmt(figures.get('base_style_distance'), '.2f')}, "
-        f"previous {_fmt(figures.get('previous_style_distance'), '.2f')}); ending in a question "
+        f"previous {_fmt(figures.get('previous_style_distance'), '.2f')}); discriminator "
+        f"{_fmt(figures.get('discriminator'), '.2f')} (0.5 = passes for real; base "
+        f"{_fmt(figures.get('base_discriminator'), '.2f')}, "
+        f"previous {_fmt(figures.get('previous_discriminator'), '.2f')}); ending in a question "
         f"{_fmt(figures.get('question_share'), '.0%')} (real {_fmt(figures.get('real_question_share'), '.0%')}, "
         f"base {_fmt(figures.get('base_question_share'), '.0%')})"
     )

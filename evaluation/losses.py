@@ -13,7 +13,7 @@ import json
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,8 +96,13 @@ def stored_losses(current: AdapterInfo, previous: AdapterInfo | None, key: str, 
     return found
 
 
+# on_measured(model, done, of): 0 of 1 for each model in `need` before the base model loads, 1 of 1 as each ends.
+Measured = Callable[[str, int, int], None]
+
+
 def measure(base_model: str, examples: Sequence[Example], pack_tokens: int, current: AdapterInfo,
-            previous: AdapterInfo | None, need: set[str], store: Storage, key: str) -> dict:  # fmt: skip
+            previous: AdapterInfo | None, need: set[str], store: Storage, key: str,
+            on_measured: Measured) -> dict:  # fmt: skip
     """Run the trainer's evaluation for the models in `need` (base model loaded once, adapters on top)."""
     import torch
     from peft import PeftModel
@@ -110,16 +115,22 @@ def measure(base_model: str, examples: Sequence[Example], pack_tokens: int, curr
     out = {}
     if "current" in need:
         out["current"] = ev.evaluate(model, examples, pack_tokens, device)
+        on_measured("current", 1, 1)
     if "base" in need:
         out["base"] = ev.evaluate_base(model, examples, pack_tokens, device, store, key)
+        on_measured("base", 1, 1)
     if "previous" in need and previous is not None and previous.on_disk:
         out["previous"] = ev.evaluate_adapter_folder(model, previous.path, examples, pack_tokens, device)
+    if "previous" in need:
+        on_measured("previous", 1, 1)  # a pruned previous adapter is done too: it has no loss to measure
     return out
 
 
 def held_out_losses(store: Storage, fmt: ChatFormat, base_model: str, sessions: Sequence[TrainingSession],
-                    current: AdapterInfo, previous: AdapterInfo | None) -> dict:  # fmt: skip
-    """{"eval_set", "tokens" per persona, "models": {base, previous, current: figures + ppl}, "measured"}."""
+                    current: AdapterInfo, previous: AdapterInfo | None,
+                    on_measured: Measured = lambda model, done, of: None) -> dict:  # fmt: skip
+    """{"eval_set", "tokens" per persona, "models": {base, previous, current: figures + ppl}, "measured"}.
+    `on_measured` hears of each model measured here (the figures a round stored are not measured again)."""
     cfg = window_config(current.meta)
     examples = list(build_examples(fmt, sessions, cfg.max_seq_len, cfg.window_context))
     key = ev.eval_set_key(base_model, sessions, cfg.max_seq_len, cfg.window_context)
@@ -128,7 +139,9 @@ def held_out_losses(store: Storage, fmt: ChatFormat, base_model: str, sessions: 
     measured: dict = {}
     if examples and need:
         log.info("measuring eval loss of %s on %d eval windows", ", ".join(sorted(need)), len(examples))
-        measured = measure(base_model, examples, cfg.eval_pack_tokens, current, previous, need, store, key)
+        for model in sorted(need):
+            on_measured(model, 0, 1)
+        measured = measure(base_model, examples, cfg.eval_pack_tokens, current, previous, need, store, key, on_measured)
     figures.update(measured)
     return {
         "eval_set": key,

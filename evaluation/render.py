@@ -42,22 +42,26 @@ def comparison_table(data: dict) -> list[str]:
     tokens, style = (data.get("loss") or {}).get("tokens") or {}, data.get("style") or {}
     rows = [f"| persona | eval tokens | {' | '.join(names.values())} |", "|---|---:|---:|---:|---:|"]
 
-    def cell(loss, ppl, distance) -> str:
+    def cell(loss, ppl, styled: dict) -> str:
         parts = [_num(loss)] + ([f"ppl {ppl:.1f}"] if ppl else [])
-        return " · ".join(parts + ([f"style {distance:.2f}"] if distance is not None else []))
+        if styled.get("distance") is not None:
+            parts.append(f"style {styled['distance']:.2f}")
+        if styled.get("discriminator") is not None:
+            parts.append(f"disc {styled['discriminator']:.2f}")
+        return " · ".join(parts)
 
     overall = data.get("style_overall") or {}
-    cells = [cell((models.get(m) or {}).get("loss"), (models.get(m) or {}).get("ppl"),
-                  (overall.get(m) or {}).get("distance")) for m in MODELS]  # fmt: skip
+    figures = {m: models.get(m) or {} for m in MODELS}
+    cells = [cell(figures[m].get("loss"), figures[m].get("ppl"), overall.get(m) or {}) for m in MODELS]
     rows.append(f"| **all** | {sum(tokens.values()):,} | {' | '.join(cells)} |")
     for p in data.get("personas") or []:
         label = f"{p} (owner)" if p == data.get("owner") else p
         cells = []
         for m in MODELS:
-            fig = models.get(m) or {}
-            distance = ((style.get(p) or {}).get("models", {}).get(m) or {}).get("distance")
+            fig = figures[m]
+            styled = (style.get(p) or {}).get("models", {}).get(m) or {}
             per, per_ppl = fig.get("per_persona") or {}, fig.get("per_persona_ppl") or {}
-            cells.append(cell(per.get(p), per_ppl.get(p), distance))
+            cells.append(cell(per.get(p), per_ppl.get(p), styled))
         rows.append(f"| {label} | {tokens.get(p, 0):,} | {' | '.join(cells)} |")
     return rows
 
@@ -79,7 +83,9 @@ def style_section(data: dict) -> list[str]:
     lines = ["## Style of the replies vs the real ones", "",
              "Each model answered the same held-out contexts as the persona, through the engine and the bot's "
              "prompt. Style distance: mean of the habit-share differences and the length / burst histogram "
-             "distances (0 = the same style).", ""]  # fmt: skip
+             "distances (0 = the same style). Discriminator accuracy: how often a character n-gram classifier, "
+             "cross-validated, tells a generated reply from a real one (0.5 = it cannot tell them apart; dropped "
+             "replies left out; — = too few replies to say).", ""]  # fmt: skip
     for persona, entry in (data.get("style") or {}).items():
         present = [m for m in MODELS if m in entry["models"]]
         script = entry["real"].get("script_name") or "no"
@@ -94,7 +100,9 @@ def style_section(data: dict) -> list[str]:
                 values = [_num(s.get(key), fmt) for s in stats]
             lines.append(f"| {label} | {' | '.join(values)} |")
         distances = [_num(entry["models"][m]["distance"], "{:.3f}") for m in present]
-        lines += [f"| **style distance** | 0 | {' | '.join(distances)} |", ""]
+        told = [_num(entry["models"][m].get("discriminator"), "{:.2f}") for m in present]
+        lines.append(f"| **style distance** | 0 | {' | '.join(distances)} |")
+        lines += [f"| **discriminator accuracy** | 0.5 | {' | '.join(told)} |", ""]
         for ex in entry["examples"]:
             lines += ["```text", *(f"{s}: {_text(msgs)}" for s, msgs in ex["context"]), f"→ real: {_text(ex['real'])}"]
             lines += [f"→ {names[m]}: {_text(ex[m])}" for m in present] + ["```", ""]
@@ -130,8 +138,9 @@ def markdown(data: dict, plots: list[str]) -> str:
                           f"- by content hash: {', '.join(leak['by_hash']) or 'none'}", ""])  # fmt: skip
     when = dt.datetime.fromtimestamp(data["created_at"]).strftime("%Y-%m-%d %H:%M")
     lines = [title, "", *comparison_table(data), "",
-             "Cells: held-out loss (nats/token) · perplexity · style distance to the persona's real replies. "
-             "Lower is better in each.", "",
+             "Cells: held-out loss (nats/token) · perplexity · style distance to the persona's real replies · "
+             "discriminator accuracy (how often a classifier tells the generated replies from the real ones; "
+             "0.5 = it cannot). Lower is better in each, down to 0.5 for the discriminator.", "",
              f"Base model `{data['base_model']}`; replies by the {data.get('engine')} engine; {when}. Leak guard "
              f"passed: none of {leak['checked']} eval sessions is in the training data of adapters {leak['lineage']}.",
              ""]  # fmt: skip

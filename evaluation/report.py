@@ -11,6 +11,7 @@ answer the same held-out contexts and play the same opener dialogues.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -22,12 +23,23 @@ from core.errors import UserError
 from core.format import ChatFormat
 from core.settings import Settings
 from engine.base import AdapterRef, Engine
+from engine.base_model import base_model_path
 from storage import Storage
 from trainer.dataset import iter_sessions
 from trainer.model import load_tokenizer
 
 from .config import EvalConfig
-from .generate import Gated, Probe, answer_probes, opener_dialogues, opener_pairs, probes_for, quiet_engine_log
+from .discriminator import discriminator_accuracy
+from .generate import (
+    Gated,
+    Probe,
+    answer_probes,
+    opener_dialogues,
+    opener_pairs,
+    opener_plays,
+    probes_for,
+    quiet_engine_log,
+)
 from .headline import headline
 from .leaks import EvalLeak, check_leaks
 from .losses import MODELS, AdapterInfo, held_out_losses
@@ -89,13 +101,43 @@ def pick_personas(owner: str | None, tokens: dict[str, int], top: int) -> list[s
     return ([owner] if owner else []) + others
 
 
+# emit(stage, model, persona, done, of): where the report is, for a progress display.
+Emit = Callable[[str, str, str | None, int, int], None]
+
+
+def progress_events(on_event: Callable[[dict], None] | None) -> Emit:
+    """`emit` sending a JSON-able `report_progress` event to `on_event` (a round's child process writes it as a
+    JSON line for `twin train`; `twin eval` draws it): stage is losses, replies or openers; model is base,
+    previous or current; persona is a slug (replies) or None; done counts up to of."""
+
+    def emit(stage: str, model: str, persona: str | None, done: int, of: int) -> None:
+        if on_event is not None:
+            event = {"stage": stage, "model": model, "persona": persona, "done": done, "of": of}
+            on_event({"event": "report_progress", **event})
+
+    return emit
+
+
+def tally(emit: Emit, stage: str, model: str, persona: str | None, total: int) -> Callable[[], None]:
+    """Emit 0 of `total` now and one more done at each call of the returned function (nothing when total is 0)."""
+    if not total:
+        return lambda: None
+    done = itertools.count(1)
+    emit(stage, model, persona, 0, total)
+    return lambda: emit(stage, model, persona, next(done), total)
+
+
 async def generate_replies(engine: Engine, models: dict[str, AdapterRef | None], probes: dict[str, list[Probe]],
-                           owner: str | None, scripts: dict, cfg: EvalConfig) -> dict:  # fmt: skip
-    """Every model's replies to every probe, and its opener dialogues, all in flight together."""
+                           owner: str | None, scripts: dict, cfg: EvalConfig, emit: Emit) -> dict:  # fmt: skip
+    """Every model's replies to every probe, and its opener dialogues, all in flight together; `emit` hears of
+    each reply and each dialogue as it ends."""
     personas, gated = list(probes), Gated(engine, cfg.concurrency)
-    pairs = opener_pairs(owner, personas)
-    jobs = [answer_probes(gated, probes[p], ref) for ref in models.values() for p in personas]
-    jobs += [opener_dialogues(gated, ref, pairs, scripts, cfg.opener_turns) for ref in models.values()]
+    plays = opener_plays(opener_pairs(owner, personas), scripts)
+    jobs = []
+    for m, ref in models.items():
+        jobs += [answer_probes(gated, probes[p], ref, tally(emit, "replies", m, p, len(probes[p]))) for p in personas]
+    for m, ref in models.items():
+        jobs.append(opener_dialogues(gated, ref, plays, cfg.opener_turns, tally(emit, "openers", m, None, len(plays))))
     done = iter(await asyncio.gather(*jobs))
     replies = {m: {p: next(done) for p in personas} for m in models}
     openers = [dict(d, model=m) for m in models for d in next(done)]
@@ -121,8 +163,8 @@ async def usable_models(engine: Engine, current: AdapterInfo, previous: AdapterI
 
 
 async def generate_all(settings: Settings, engine: Engine | None, kind: str | None, current: AdapterInfo,
-                       previous: AdapterInfo | None, probes: dict, data: dict,
-                       cfg: EvalConfig) -> dict | None:  # fmt: skip
+                       previous: AdapterInfo | None, probes: dict, data: dict, cfg: EvalConfig,
+                       emit: Emit) -> dict | None:  # fmt: skip
     """The replies of every usable model, from `engine` or one of `kind` (None: TWIN_ENGINE) started here.
     An engine that cannot start or serve leaves the report without replies (noted), not without losses."""
     from engine.build import build_engine
@@ -136,7 +178,7 @@ async def generate_all(settings: Settings, engine: Engine | None, kind: str | No
         data["engine"] = engine.name
         models = await usable_models(engine, current, previous, settings, data["notes"])
         with quiet_engine_log():
-            return await generate_replies(engine, models, probes, data["owner"], data["scripts"], cfg)
+            return await generate_replies(engine, models, probes, data["owner"], data["scripts"], cfg, emit)
     except Exception as exc:  # noqa: BLE001 - the losses and the leak guard still make a report
         log.exception("no replies for the report")
         data["notes"].append(f"no replies were generated: {type(exc).__name__}: {exc}")
@@ -156,8 +198,12 @@ def style_section(probes: dict[str, list[Probe]], replies: dict[str, dict[str, l
         entry: dict = {"n": len(points), "real": real, "models": {}, "examples": []}
         for model, by_persona in replies.items():
             stats = style_stats(by_persona[persona], real["script_name"])
-            entry["models"][model] = {"stats": stats, "distance": style_distance(stats, real),
-                                      "components": style_components(stats, real)}  # fmt: skip
+            entry["models"][model] = {
+                "stats": stats,
+                "distance": style_distance(stats, real),
+                "components": style_components(stats, real),
+                "discriminator": discriminator_accuracy([p.real for p in points], by_persona[persona]),
+            }
         for i, p in enumerate(points[:shown]):
             context = [(t.speaker, list(t.messages)) for t in p.context[-3:]]
             generated = {m: r[persona][i] for m, r in replies.items()}
@@ -166,14 +212,18 @@ def style_section(probes: dict[str, list[Probe]], replies: dict[str, dict[str, l
     return out
 
 
-def overall_style(style: dict) -> dict:
-    """Per model: the reply-weighted mean style distance and question share over the personas."""
+def overall_style(style: dict, probes: dict[str, list[Probe]], replies: dict[str, dict[str, list]]) -> dict:
+    """Per model: the reply-weighted mean style distance and question share over the personas, and the
+    discriminator accuracy on all of their replies pooled (one classifier: not a mean of per-persona ones)."""
     out = {"real": {"question": _weighted(style, lambda e: e["real"]["question"])}}
+    real = [p.real for persona in style for p in probes[persona]]
     for model in MODELS:
         of = lambda e, m=model: e["models"].get(m) or {}  # noqa: E731
+        generated = [r for persona in style for r in replies[model][persona]] if model in replies else []
         out[model] = {
             "distance": _weighted(style, lambda e, of=of: of(e).get("distance")),
             "question": _weighted(style, lambda e, of=of: of(e).get("stats", {}).get("question")),
+            "discriminator": discriminator_accuracy(real, generated),
         }
     return out
 
@@ -206,12 +256,13 @@ def eval_warnings(sessions: list, loss: dict) -> list[str]:
 
 
 async def evaluate_adapter(settings: Settings, store: Storage, version: int | None = None, out_dir: Path | None = None,
-                           cfg: EvalConfig | None = None, engine: Engine | None = None,
-                           engine_kind: str | None = None) -> Report:  # fmt: skip
+                           cfg: EvalConfig | None = None, engine: Engine | None = None, engine_kind: str | None = None,
+                           on_event: Callable[[dict], None] | None = None) -> Report:  # fmt: skip
     """Write adapter `version`'s report (default: the active adapter) and store its headline figures.
-    `engine`: a started engine to reply with (else one of `engine_kind`, default TWIN_ENGINE, is started)."""
-    cfg = cfg or EvalConfig()
-    base_model = settings.require("base_model")
+    `engine`: a started engine to reply with (else one of `engine_kind`, default TWIN_ENGINE, is started).
+    `on_event`: hears `report_progress` events (see `progress_events`) while losses and replies are made."""
+    cfg, emit = cfg or EvalConfig(), progress_events(on_event)
+    base_model = settings.base_model_name  # loaded (a GGUF converted) only after the leak guard passed
     current = adapter_info(pick_adapter(store, version), settings)
     if not current.on_disk:
         raise UserError(f"adapter {current.version}'s folder {current.path} is missing: `twin adapters` lists them")
@@ -228,8 +279,10 @@ async def evaluate_adapter(settings: Settings, store: Storage, version: int | No
         raise EvalLeak(f"{leaks.message()} (report: {out / 'report.md'})")
     if not sessions:
         data["notes"].append("no eval sessions: no held-out loss and no style statistics, only opener dialogues")
+    base_model = base_model_path(settings)
     fmt = ChatFormat(load_tokenizer(base_model))
-    data["loss"] = held_out_losses(store, fmt, base_model, sessions, current, previous)
+    measured = lambda model, done, of: emit("losses", model, None, done, of)  # noqa: E731
+    data["loss"] = held_out_losses(store, fmt, base_model, sessions, current, previous, measured)
     data["notes"] += eval_warnings(sessions, data["loss"])
     owner = store.owner_slug(settings.owner_id)
     personas = pick_personas(owner, data["loss"]["tokens"], cfg.top_personas)
@@ -237,9 +290,9 @@ async def evaluate_adapter(settings: Settings, store: Storage, version: int | No
     probes = {p: probes_for(sessions, p, *window) for p in personas}
     scripts = {p: dominant_script([x.real for x in probes[p]]) for p in personas}
     data.update(owner=owner, personas=personas, scripts=scripts)
-    generated = await generate_all(settings, engine, engine_kind, current, previous, probes, data, cfg)
+    generated = await generate_all(settings, engine, engine_kind, current, previous, probes, data, cfg, emit)
     generated = generated or {"replies": {}, "openers": []}
     data["style"] = style_section(probes, generated["replies"], cfg.examples_shown)
-    data["style_overall"] = overall_style(data["style"])
+    data["style_overall"] = overall_style(data["style"], probes, generated["replies"])
     data["openers"] = generated["openers"]
     return finish(store, data, out)

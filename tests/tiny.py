@@ -1,6 +1,7 @@
 """Tiny models built offline for tests and benches: a byte-level BPE tokenizer trained here with the
 `tokenizers` library (ChatML turn tokens like Qwen's) and a randomly initialised Qwen2 of a few hundred
-thousand parameters, saved as an ordinary Hugging Face folder. No download anywhere.
+thousand parameters, saved as an ordinary Hugging Face folder; or a random llama with the same tokenizer as one
+GGUF file, the way llama.cpp and Ollama ship models (`build_tiny_gguf`). No download anywhere.
 
     python -m tests.tiny OUT_DIR      # build one by hand (e.g. TWIN_BASE_MODEL=OUT_DIR for `twin train`)
 """
@@ -72,6 +73,87 @@ def build_tiny_model(out_dir: Path | str, seed: int = 0, hidden_size: int = 128,
     model.save_pretrained(out_dir, safe_serialization=True)
     model.generation_config.save_pretrained(out_dir)
     return out_dir
+
+
+# ChatML as Qwen and SmolLM2 GGUFs carry it: a GGUF has no tokenizer_config.json, the template is metadata.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def build_tiny_gguf(path: Path | str, seed: int = 0, hidden_size: int = 128, layers: int = 2) -> Path:
+    """A random llama in f32 as one GGUF file at `path` (returned), written the way llama.cpp writes one: the
+    tokenizer above as metadata (tokens, merges, token types, special ids, a ChatML template), tied embeddings.
+
+    Weights are random, so llama.cpp's q/k row permutation (undone by transformers on load) does not matter.
+    """
+    import json
+    import tempfile
+
+    import gguf
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Built away from `path`: tokenizer files next to the GGUF would be read instead of its metadata.
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer = build_tokenizer(Path(folder))
+    vocab = tokenizer.get_vocab()
+    tokens = sorted(vocab, key=vocab.get)
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    special = set(tokenizer.all_special_ids)
+    heads, kv_heads, ffn = 2, 1, hidden_size * 2  # head_dim 64: a size every vLLM attention backend supports
+    head_dim = hidden_size // heads
+
+    writer = gguf.GGUFWriter(path, arch="llama")
+    writer.add_name("tiny-llama")
+    writer.add_context_length(1024)
+    writer.add_embedding_length(hidden_size)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_vocab_size(len(tokens))
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("gpt2")  # byte-level BPE
+    writer.add_token_list(tokens)
+    writer.add_token_merges(merges)
+    writer.add_token_types(
+        [gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for i in range(len(tokens))]
+    )
+    writer.add_bos_token_id(vocab["<|endoftext|>"])
+    writer.add_eos_token_id(vocab["<|im_end|>"])
+    writer.add_pad_token_id(vocab["<|endoftext|>"])
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(CHATML_TEMPLATE)
+
+    rng = np.random.default_rng(seed)
+    weight = lambda *shape: (rng.standard_normal(shape) * 0.02).astype(np.float32)  # noqa: E731
+    writer.add_tensor("token_embd.weight", weight(len(tokens), hidden_size))  # (rows, cols) as in PyTorch
+    writer.add_tensor("output_norm.weight", np.ones(hidden_size, dtype=np.float32))
+    for i in range(layers):
+        for name, shape in (
+            ("attn_q", (hidden_size, hidden_size)),
+            ("attn_k", (kv_heads * head_dim, hidden_size)),
+            ("attn_v", (kv_heads * head_dim, hidden_size)),
+            ("attn_output", (hidden_size, hidden_size)),
+            ("ffn_gate", (ffn, hidden_size)),
+            ("ffn_up", (ffn, hidden_size)),
+            ("ffn_down", (hidden_size, ffn)),
+        ):
+            writer.add_tensor(f"blk.{i}.{name}.weight", weight(*shape))
+        for name in ("attn_norm", "ffn_norm"):
+            writer.add_tensor(f"blk.{i}.{name}.weight", np.ones(hidden_size, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
 
 
 if __name__ == "__main__":

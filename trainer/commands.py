@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.cli import friendly_errors, settings_of
+from core.progress import ProgressDisplay, duration, show_report_progress
 from core.settings import Settings
 from storage import Storage
 
@@ -26,18 +27,38 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def _progress(event: dict) -> None:
-    """Human progress on stderr: the plan, about ten step lines, the eval figures."""
-    kind = event.get("event")
-    if kind == "plan":
-        err.print(f"plan: {event['reason']}; {event['train_sessions']} sessions, {event['tokens']:,} tokens, "
-                  f"{event['eval_sessions']} eval sessions, {event['steps']} steps", highlight=False)  # fmt: skip
-    elif kind == "step" and (event["step"] % max(1, event["of"] // 10) == 0 or event["step"] == event["of"]):
+class RoundProgress:
+    """Draws a round's events on stderr: the plan, every step (loss, tokens/s, ETA; a bar on a terminal), the
+    eval figures, then the report's progress per model and persona."""
+
+    def __init__(self, display: ProgressDisplay):
+        self.display = display
+        self.step_seconds: list[float] = []
+
+    def __call__(self, event: dict) -> None:
+        if show_report_progress(self.display, event):
+            return
+        kind = event.get("event")
+        if kind == "plan":
+            err.print(f"plan: {event['reason']}; {event['train_sessions']} sessions, {event['tokens']:,} tokens, "
+                      f"{event['eval_sessions']} eval sessions, {event['steps']} steps", highlight=False)  # fmt: skip
+        elif kind == "step":
+            self.step(event)
+        elif kind == "eval":
+            err.print(f"eval loss {_fmt(event['eval_loss'])} (base {_fmt(event['base_eval_loss'])}, "
+                      f"active {_fmt(event['active_eval_loss'])})", highlight=False)  # fmt: skip
+
+    def step(self, event: dict) -> None:
+        if event.get("tokens_per_s"):
+            self.step_seconds.append(event["tokens"] / event["tokens_per_s"])
+        eta = (sum(self.step_seconds) / len(self.step_seconds) * (event["of"] - event["step"])
+               if self.step_seconds else None)  # fmt: skip
+        if self.display.console.is_terminal:
+            self.display.update("train", f"training, loss {event['loss']:.4f}", event["step"], event["of"])
+            return
         speed = f", {event['tokens_per_s']:,.0f} tok/s" if event.get("tokens_per_s") else ""
-        err.print(f"step {event['step']}/{event['of']} loss {event['loss']:.4f}{speed}", highlight=False)
-    elif kind == "eval":
-        err.print(f"eval loss {_fmt(event['eval_loss'])} (base {_fmt(event['base_eval_loss'])}, "
-                  f"active {_fmt(event['active_eval_loss'])})", highlight=False)  # fmt: skip
+        left = f", eta {duration(eta)}" if eta is not None and event["step"] < event["of"] else ""
+        err.print(f"step {event['step']}/{event['of']} loss {event['loss']:.4f}{speed}{left}", highlight=False)
 
 
 def _report(final: dict | None) -> None:
@@ -96,12 +117,15 @@ def train_cmd(
         out.print(table)
         return
     settings.ensure_data_dir()
-    if num_processes > 1 and not dry_run:
-        from trainer.runner import run_training_subprocess
+    with ProgressDisplay(err) as display:
+        progress = RoundProgress(display)
+        if num_processes > 1 and not dry_run:
+            from trainer.runner import run_training_subprocess
 
-        _report(asyncio.run(run_training_subprocess(settings, opts.to_args(), _progress)).final or None)
-        return
-    _report(round_once(settings, opts, _progress))
+            final = asyncio.run(run_training_subprocess(settings, opts.to_args(), progress)).final or None
+        else:
+            final = round_once(settings, opts, progress)
+    _report(final)
 
 
 @friendly_errors

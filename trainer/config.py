@@ -21,6 +21,9 @@ from core.errors import UserError
 from core.settings import Settings
 
 Strategy = Literal["ddp", "fsdp"]
+# Target tokens whose logits exist at once: 1024 x a 49k vocabulary is 200 MB in fp32, where a whole pack's
+# logits (and their softmax gradient) took gigabytes. Evaluation uses it too.
+LOSS_CHUNK_TOKENS = 1024
 
 
 class TrainConfig(BaseModel):
@@ -53,6 +56,10 @@ class TrainConfig(BaseModel):
                              "square, so ~2x the typical session is the sweet spot; lower it on OOM.")  # fmt: skip
     grad_accum: int = Field(4, ge=1, description="Micro-batches per optimiser step: ~8k tokens a step is "
                             "stable for LoRA without needing the memory for it at once.")  # fmt: skip
+    loss_on: Literal["everyone", "owner"] = Field("everyone", description="everyone: the adapter learns every "
+                                                  "speaker, so it can play you and each friend (/persona); owner: "
+                                                  "only your turns carry loss (friends' are context), as some "
+                                                  "twins do; bench/quality.py compares them.")  # fmt: skip
     max_seq_len: int = Field(1024, ge=32, description="Longest window the model sees; longer sessions become "
                              "overlapping windows. Chats rarely need more context than this.")  # fmt: skip
     window_context: float = Field(0.5, ge=0, lt=1, description="Share of a window that repeats earlier text "
@@ -72,6 +79,10 @@ class TrainConfig(BaseModel):
                                      "and still be promoted: small eval sets are noisy.")  # fmt: skip
     keep_adapters: int = Field(5, ge=1, description="Adapter folders kept on disk (plus the active one); older "
                                 "ones are deleted. A 1.5B r=16 adapter is ~70 MB.")  # fmt: skip
+    loss_chunk_tokens: int = Field(LOSS_CHUNK_TOKENS, ge=0, description="Target tokens whose logits exist at "
+                                   "once: a pack's full logits (tokens x vocabulary) never do, which more than "
+                                   "halves peak memory on small models with big vocabularies (bench/train.py "
+                                   "--part memory); 0 = all at once.")  # fmt: skip
     eval_pack_tokens: int = Field(8192, ge=64, description="Eval needs no gradients, so it packs more per pass.")
 
     # -- scale-out ----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from trainer.config import TrainConfig
+from trainer.config import LOSS_CHUNK_TOKENS, TrainConfig
 from trainer.packing import IGNORE, Pack, collate
 
 
@@ -29,19 +29,72 @@ class TokenLosses:
     example: torch.Tensor  # index into pack.examples of each target token
 
 
-def token_losses(model, pack: Pack, device: torch.device) -> TokenLosses:
-    """Forward one pack; the loss of every target token. Logits are computed only where a token is learned
-    (`logits_to_keep`), which saves most of the vocabulary projection on header and context tokens."""
+def token_losses(model, pack: Pack, device: torch.device, chunk: int = LOSS_CHUNK_TOKENS) -> TokenLosses:
+    """Forward one pack; the loss of every target token. Logits are computed only where a token is learned,
+    and, with `chunk`, `chunk` target tokens at a time: each chunk's logits are dropped after its loss and
+    recomputed in the backward pass, so a pack's full logits never exist at once (same loss, far less peak
+    memory, one extra vocabulary projection)."""
     batch = {k: v.to(device) for k, v in collate(pack).items()}
     labels = batch.pop("labels")[0]
     keep = (labels[1:] != IGNORE).nonzero().squeeze(1)
-    out = model(**batch, use_cache=False, logits_to_keep=keep)
-    loss = F.cross_entropy(out.logits[0].float(), labels[1:][keep], reduction="none")
+    targets = labels[1:][keep]
+    head = output_head(model) if chunk else None
+    if head is None:
+        out = model(**batch, use_cache=False, logits_to_keep=keep)
+        loss = F.cross_entropy(out.logits[0].float(), targets, reduction="none")
+    else:
+        norm, weight = head
+        with captured_output(norm) as hidden:
+            model(**batch, use_cache=False, logits_to_keep=1)  # the full model runs; one position's logits
+        loss = chunked_cross_entropy(hidden[0][0][keep], weight, targets, chunk)
     speakers = torch.tensor([s for e in pack.examples for s in e.speaker], device=device)
     owners = torch.repeat_interleave(
         torch.arange(len(pack.examples), device=device), torch.tensor([len(e) for e in pack.examples], device=device)
     )
     return TokenLosses(loss, speakers[1:][keep], owners[1:][keep])
+
+
+def output_head(model) -> tuple[torch.nn.Module, torch.Tensor] | None:
+    """(the decoder's final norm, the output projection's weight) of a causal LM (under peft and DDP
+    wrappers too), or None where the logits are more than `norm(h) @ W.T` (a bias, soft-capping)."""
+    inner = getattr(model, "module", model)  # DDP / FSDP wrapper
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # peft
+    decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else None
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    norm = getattr(decoder, "norm", None)
+    plain = isinstance(head, torch.nn.Linear) and head.bias is None and not getattr(head, "base_layer", None)
+    if norm is None or not plain or getattr(inner.config, "final_logit_softcapping", None):
+        return None
+    return norm, head.weight
+
+
+@contextlib.contextmanager
+def captured_output(module: torch.nn.Module):
+    """Yields a list that holds `module`'s output once the forward inside the block has run."""
+    seen: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def _logits_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy((hidden @ weight.T).float(), targets, reduction="none")
+
+
+def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                          chunk: int) -> torch.Tensor:  # fmt: skip
+    """Per-token cross-entropy of `hidden @ weight.T` against `targets`, `chunk` rows at a time; with
+    gradients, each chunk is checkpointed (its logits recomputed in backward instead of kept)."""
+    from torch.utils.checkpoint import checkpoint
+
+    grad = torch.is_grad_enabled() and hidden.requires_grad
+    parts = []
+    for i in range(0, len(targets), chunk):
+        args = (hidden[i : i + chunk], weight, targets[i : i + chunk])
+        parts.append(checkpoint(_logits_loss, *args, use_reentrant=False) if grad else _logits_loss(*args))
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
 
 
 def step_groups(packs: Sequence[Pack], per_step: int, seed: int, processes: int = 1) -> list[list[Pack | None]]:
@@ -72,7 +125,7 @@ class Trainer:
 
     def _micro(self, pack: Pack, weight: float) -> float:
         acc = self.accelerator
-        losses = token_losses(self.model, pack, acc.device).loss
+        losses = token_losses(self.model, pack, acc.device, self.cfg.loss_chunk_tokens).loss
         acc.backward(losses.sum() * weight)
         return float(losses.detach().sum()) if weight else 0.0
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from core.settings import Settings
+from engine.base_model import base_model_path
 from storage import Storage
 from trainer.config import TrainConfig, load_config
 from trainer.plan import NothingToTrain, count_new_sessions
@@ -68,7 +69,7 @@ def round_once(settings: Settings, opts: RoundOptions, on_event: Callable[[dict]
     """Run (or plan, or skip) one round in this process; returns the final event (None on non-main ranks)."""
     from trainer.train import dry_run, run_round
 
-    settings.require("base_model")
+    base_model_path(settings)  # converted (a GGUF) or checked once, before any work
     cfg = opts.config(settings)
     if opts.if_needed:
         needed, n, threshold = training_needed(settings)

@@ -51,7 +51,7 @@ def child_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
     values = {name: value for name, value in settings.model_dump(mode="json", exclude_none=True).items()
               if not isinstance(getattr(settings, name), SecretStr)}  # fmt: skip
-    for name in ("data_dir", "train_config"):  # the same folders whatever the child's working directory
+    for name in ("data_dir", "models_dir", "train_config"):  # the same folders whatever the child's working directory
         if name in values:
             values[name] = os.path.abspath(values[name])
     env[SETTINGS_VARIABLE] = json.dumps(values)

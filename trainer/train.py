@@ -22,8 +22,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from core.errors import UserError
 from core.format import ChatFormat
 from core.settings import Settings
+from engine.base_model import base_model_path
 from storage import Storage
 from trainer import artifacts
 from trainer import evaluate as ev
@@ -78,7 +80,7 @@ def make_accelerator(cfg: TrainConfig):
 class TrainingRound:
     def __init__(self, settings: Settings, cfg: TrainConfig, full: bool = False, on_event: Event | None = None):
         self.settings, self.cfg, self.full = settings, cfg, full
-        self.base_model: str = settings.require("base_model")
+        self.base_model: str = base_model_path(settings)
         self.acc = make_accelerator(cfg)
         self.main = self.acc.is_main_process
         self._emit = on_event if (on_event and self.main) else (lambda e: None)
@@ -139,7 +141,8 @@ class TrainingRound:
             raise AssertionError(f"eval session in training data: {leaked[:5]}")
         self.chosen = chosen
         window = (self.cfg.max_seq_len, self.cfg.window_context)
-        examples = list(build_examples(self.fmt, chosen, *window))
+        only = self.owner() if self.cfg.loss_on == "owner" else None
+        examples = list(build_examples(self.fmt, chosen, *window, only=only))
         self.eval_examples = list(build_examples(self.fmt, self.eval_sessions, *window))
         self.packs = pack_examples(examples, self.cfg.pack_tokens, self.cfg.seed)
         self.steps = total_steps(len(self.packs), self.cfg, self.acc.num_processes)
@@ -151,6 +154,12 @@ class TrainingRound:
         }  # fmt: skip
         self._emit({"event": "plan", "full": self.plan.full, "parent_version": self.plan.parent_version,
                     "reason": self.plan.reason, **self.counts})  # fmt: skip
+
+    def owner(self) -> str:
+        slug = self.store.owner_slug(self.settings.owner_id)
+        if slug is None:
+            raise UserError("loss_on = \"owner\" needs to know who you are: set TWIN_OWNER_ID")
+        return slug
 
     def setup_model(self) -> None:
         torch.manual_seed(self.cfg.seed)
@@ -269,6 +278,7 @@ class TrainingRound:
 def run_round(settings: Settings, cfg: TrainConfig, full: bool = False, on_event: Event | None = None):
     """Run one round; the main process returns its RoundResult (other processes of a DDP run: None)."""
     settings.ensure_data_dir()
+    tm.return_freed_memory()
     round_ = TrainingRound(settings, cfg, full, on_event)
     try:
         with round_.guarded():

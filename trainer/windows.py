@@ -58,20 +58,24 @@ def window_bounds(n: int, turn_starts: list[int], max_len: int, context: float) 
         new_from, end = end, min(n, end + stride)
 
 
-def session_examples(fmt: ChatFormat, session: TrainingSession, max_len: int, context: float) -> list[Example]:
-    """A session's windows as examples (one example when it fits)."""
+def session_examples(fmt: ChatFormat, session: TrainingSession, max_len: int, context: float,
+                     only: str | None = None) -> list[Example]:  # fmt: skip
+    """A session's windows as examples (one example when it fits). `only`: loss on that persona's turns
+    alone (the others stay as context), instead of on every speaker's."""
     rendered = fmt.render(session.turns)
     personas = tuple(t.speaker for t in session.turns)
     speakers = token_speakers(rendered, len(personas))
+    learned = [only is None or p == only for p in personas]
     out = []
     for start, new_from, end in window_bounds(len(rendered.ids), rendered.turn_starts, max_len, context):
-        loss = [m if i >= new_from else 0 for i, m in enumerate(rendered.mask[start:end], start)]
+        mask = enumerate(rendered.mask[start:end], start)
+        loss = [m if i >= new_from and learned[speakers[i]] else 0 for i, m in mask]
         out.append(Example(session.id, rendered.ids[start:end], loss, speakers[start:end], personas))
     return out
 
 
 def build_examples(
-    fmt: ChatFormat, sessions: Iterable[TrainingSession], max_len: int, context: float
+    fmt: ChatFormat, sessions: Iterable[TrainingSession], max_len: int, context: float, only: str | None = None
 ) -> Iterator[Example]:
     for session in sessions:
-        yield from session_examples(fmt, session, max_len, context)
+        yield from session_examples(fmt, session, max_len, context, only)

@@ -1,0 +1,192 @@
+"""Does the twin sound like the person? One round on real chats, base model beside the adapter.
+
+On `chitchat-dataset` (real English conversations; tests/chitchat.py turns the most active sender into an
+owner with a personal chat per partner) and the base model (default: the embedded SmolLM2-135M), it imports
+the export, trains one round, writes the adapter's evaluation report and prints, per persona (the owner and
+the top three others), base model and adapter side by side:
+
+- held-out loss and perplexity (the trainer's own mask, on the eval sessions);
+- the style of replies to held-out contexts against the real replies (message length, messages per burst,
+  replies ending in a question, lowercase starts, dropped replies) and the style distance (0 = same style);
+- the discriminator accuracy: a cross-validated character n-gram classifier telling real held-out replies
+  from generated ones to the same contexts (0.5 = it cannot tell them apart, 1.0 = always can).
+
+Every figure also goes to OUT/TAG.json, the report to OUT/TAG/data/adapters/0001/report/.
+
+    python bench/quality.py                                  # 30 steps (about 40 minutes on 2 CPU cores)
+    python bench/quality.py --steps 8 --conversations 120    # a quick look
+    python bench/quality.py --set loss_on=owner --tag owner-only      # any training knob, compared by tag
+    python bench/quality.py --temperature 0 --tag greedy     # decoding knobs (TWIN_REPLY_*) too
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from collector.telegram_export import import_export  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from engine.base_model import base_model_path  # noqa: E402
+from engine.build import vllm_available  # noqa: E402
+from evaluation.config import EvalConfig  # noqa: E402
+from evaluation.report import evaluate_adapter  # noqa: E402
+from storage import Storage  # noqa: E402
+from tests.chitchat import chitchat_export  # noqa: E402
+from trainer.config import TrainConfig  # noqa: E402
+from trainer.train import run_round  # noqa: E402
+
+# 30 steps of 4 x 2048 tokens (~250k tokens): under an hour on 2 CPU cores for the embedded model.
+DEFAULT_STEPS = 30
+# Style figures shown per persona: (label, key of style_stats).
+STYLE = (("msg length", "length_median"), ("msgs/burst", "burst_mean"), ("question", "question"),
+         ("lowercase", "lowercase_start"), ("dropped", "empty_share"))  # fmt: skip
+
+
+def knob(text: str) -> tuple[str, object]:
+    """`name=value` → (name, value parsed as JSON when it is, else the string)."""
+    name, _, value = text.partition("=")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimiser steps of the round")
+    parser.add_argument("--model", default=None, help="base model (default: the embedded SmolLM2-135M)")
+    parser.add_argument("--owner-rank", type=int, default=0, help="0: the corpus's most active sender is the owner")
+    parser.add_argument("--partners", type=int, default=None, help="only the N partners the owner talked with most")
+    parser.add_argument("--conversations", type=int, default=None, help="at most N conversations in all")
+    parser.add_argument("--engine", choices=["vllm", "transformers"], default=None, help="default: vllm if installed")
+    parser.add_argument("--replies", type=int, default=24, help="held-out contexts answered per persona and model")
+    parser.add_argument("--set", type=knob, action="append", default=[], metavar="KNOB=VALUE",
+                        help="a training knob (twin train --show-config), e.g. --set learning_rate=1e-3")  # fmt: skip
+    parser.add_argument("--temperature", type=float, default=None, help="TWIN_REPLY_TEMPERATURE for the replies")
+    parser.add_argument("--top-p", type=float, default=None, help="TWIN_REPLY_TOP_P for the replies")
+    parser.add_argument("--repetition-penalty", type=float, default=None, help="TWIN_REPLY_REPETITION_PENALTY")
+    parser.add_argument("--tag", default="default", help="name of this run's folder and JSON under --out")
+    parser.add_argument("--out", type=Path, default=Path("bench/out/quality"))
+    parser.add_argument("--models-dir", type=Path, default=Path("bench/out/models"),
+                        help="where the embedded model is converted, once for every run")  # fmt: skip
+    return parser.parse_args()
+
+
+def settings_for(a: argparse.Namespace, data_dir: Path) -> Settings:
+    decoding = {"reply_temperature": a.temperature, "reply_top_p": a.top_p,
+                "reply_repetition_penalty": a.repetition_penalty}  # fmt: skip
+    engine = a.engine or ("vllm" if vllm_available() else "transformers")
+    return Settings(_env_file=None, data_dir=data_dir, models_dir=a.models_dir.absolute(), owner_id=1000,
+                    base_model=a.model, engine=engine,
+                    vllm_dtype="float32", vllm_max_model_len=2048,
+                    **{k: v for k, v in decoding.items() if v is not None})  # fmt: skip
+
+
+def run(a: argparse.Namespace) -> dict:
+    root = a.out / a.tag
+    shutil.rmtree(root, ignore_errors=True)
+    settings = settings_for(a, root / "data")
+    settings.ensure_data_dir()
+    model = base_model_path(settings)
+    made = chitchat_export(root / "result.json", a.owner_rank, a.partners, a.conversations)
+    store = Storage(settings.db_path)
+    import_export(store, made.path, owner_id=None, include_groups=False, keep_stickers=True,
+                  gap_seconds=settings.session_gap_seconds, progress=False)  # fmt: skip
+    cfg = TrainConfig(**{**dict(a.set), "max_steps": a.steps})
+    print(f"{made.messages:,} messages with {len(made.partners)} partners; training {a.steps} steps on {model}",
+          file=sys.stderr, flush=True)  # fmt: skip
+    t0 = time.perf_counter()
+    result = run_round(settings, cfg, full=True, on_event=progress_line)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    eval_cfg = EvalConfig(replies_per_persona=a.replies)
+    report = asyncio.run(evaluate_adapter(settings, store, result.version, cfg=eval_cfg, engine_kind=settings.engine))
+    report_s = time.perf_counter() - t0
+    return {"tag": a.tag, "model": model, "steps": a.steps, "knobs": dict(a.set), "engine": settings.engine,
+            "decoding": {"temperature": settings.reply_temperature, "top_p": settings.reply_top_p,
+                         "repetition_penalty": settings.reply_repetition_penalty},
+            "corpus": {"messages": made.messages, "partners": len(made.partners)}, "counts": result.counts,
+            "trained_tokens": sum(TRAINED), "train_seconds": round(train_s), "report_seconds": round(report_s),
+            "report": str(report.path / "report.md"), "owner": report.data["owner"],
+            "loss": report.data["loss"], "style": report.data["style"],
+            "style_overall": report.data["style_overall"]}  # fmt: skip
+
+
+TRAINED: list[int] = []  # tokens of each step of the round
+
+
+def progress_line(event: dict) -> None:
+    if event.get("event") == "step":
+        TRAINED.append(event["tokens"])
+        print(f"  step {event['step']}/{event['of']} loss {event['loss']:.3f}, {event['tokens_per_s']:.0f} tok/s",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+
+def fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def held_out(figures: dict | None, key: str, persona: str) -> float | None:
+    """A model's held-out `key` (loss, ppl) overall (`persona` "all") or for one persona."""
+    figures = figures or {}
+    if persona == "all":
+        return figures.get(key)
+    return (figures.get("per_persona" if key == "loss" else "per_persona_ppl") or {}).get(persona)
+
+
+def table(r: dict) -> str:
+    """The bench's one table: a row per persona (owner first, then everyone), base beside adapter."""
+    models = r["loss"]["models"]
+    personas = list(dict.fromkeys(p for p in [r["owner"], *r["style"]] if p))
+    header = (f"{'persona':14} {'tokens':>6} │ {'loss base':>9} {'adapter':>7} │ {'ppl base':>8} {'adapter':>7} │ "
+              + " │ ".join(f"{label:>10} {'base':>5} {'adapt':>5}" for label, _ in STYLE)
+              + f" │ {'style dist':>10} {'adapt':>5} │ {'discrim.':>8} {'adapt':>5}")  # fmt: skip
+    lines = [header, "─" * len(header)]
+    for p in [*personas, "all"]:
+        loss = {m: held_out(models[m], "loss", p) for m in ("base", "current")}
+        ppl = {m: held_out(models[m], "ppl", p) for m in ("base", "current")}
+        tokens = sum(r["loss"]["tokens"].values()) if p == "all" else r["loss"]["tokens"].get(p, 0)
+        style = r["style"].get(p, {})
+        stats = {m: ((style.get("models") or {}).get(m) or {}) for m in ("base", "current")}
+        cells = []
+        for _, key in STYLE:
+            real = (style.get("real") or {}).get(key)
+            cells.append(f"{fmt(real):>10} {fmt(stats['base'].get('stats', {}).get(key)):>5} "
+                         f"{fmt(stats['current'].get('stats', {}).get(key)):>5}")  # fmt: skip
+        overall = r["style_overall"] if p == "all" else None
+        dist = {m: (overall[m] if overall else stats[m]).get("distance") for m in ("base", "current")}
+        disc = {m: (overall[m] if overall else stats[m]).get("discriminator") for m in ("base", "current")}
+        label = f"{p} (owner)" if p == r["owner"] else p
+        lines.append(f"{label:14} {tokens:6} │ {fmt(loss['base'], 3):>9} {fmt(loss['current'], 3):>7} │ "
+                     f"{fmt(ppl['base'], 1):>8} {fmt(ppl['current'], 1):>7} │ " + " │ ".join(cells)
+                     + f" │ {fmt(dist['base']):>10} {fmt(dist['current']):>5} │ {fmt(disc['base']):>8} "
+                     f"{fmt(disc['current']):>5}")  # fmt: skip
+    lines.append("style columns: real value, then base, then adapter; `all` style rows are not shown "
+                 "(distance and discriminator pooled over personas); discriminator 0.5 = indistinguishable")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    a = parse_args()
+    r = run(a)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / f"{a.tag}.json").write_text(json.dumps(r, indent=1, ensure_ascii=False))
+    print(f"\nbench/quality.py [{a.tag}]: {Path(r['model']).name}, {r['steps']} steps ({r['trained_tokens']:,} "
+          f"tokens trained, {r['train_seconds']} s), knobs {r['knobs'] or 'default'}, {r['engine']} replies "
+          f"(temperature {r['decoding']['temperature']}, top_p {r['decoding']['top_p']}, repetition penalty "
+          f"{r['decoding']['repetition_penalty']}), report {r['report_seconds']} s")  # fmt: skip
+    print(table(r))
+    print(f"figures: {a.out / (a.tag + '.json')}; report: {r['report']}")
+
+
+if __name__ == "__main__":
+    main()
