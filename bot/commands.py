@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from core.cli import friendly_errors, settings_of
 
-
-@friendly_errors
 def serve_cmd(ctx: typer.Context) -> None:
     """Start the Telegram bot with the active adapter, plus periodic sync and training. Stops on Ctrl-C or
     SIGTERM after the replies in flight went out.
@@ -19,7 +16,7 @@ def serve_cmd(ctx: typer.Context) -> None:
     """
     from bot.serve import run
 
-    if run(settings_of(ctx)):
+    if run(ctx.obj):
         raise typer.Exit(1)
 
 

@@ -29,7 +29,7 @@ from core.settings import Settings
 from engine.base import AdapterRef, Engine
 from engine.base_model import base_model_path
 from engine.build import build_engine, stored_adapters
-from storage import Storage
+from storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,6 @@ async def check_active_adapter(engine: Engine, store: Storage, settings: Setting
     if row and not await engine.load(AdapterRef.from_row(row, settings.data_dir)):
         reason = engine.rejected.get(row["version"], "failed the smoke check")
         log.error("the active adapter %04d is not served: %s", row["version"], reason)
-
-
-def open_storage(settings: Settings) -> Storage:
-    settings.ensure_data_dir()
-    return Storage(settings.db_path)
 
 
 def build_engine_for(settings: Settings, store: Storage) -> Engine:

@@ -1,22 +1,108 @@
-"""Collector commands: `twin login`, `twin collect`, `twin exclude`, `twin include`."""
+"""Collector commands: what comes in and what is stored: `twin import`, `twin personas`, `twin persona rename`,
+`twin status`, `twin login`, `twin collect`, `twin exclude`, `twin include`."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-from core.cli import friendly_errors, settings_of
-from core.commands import open_storage
 from core.errors import UserError
-from storage import Storage
-from storage.store import UnknownPersona
+from core.settings import Settings
+from storage import Storage, UnknownPersona, open_storage
 
 out = Console(soft_wrap=True)  # long paths and ids stay on one line (copyable)
+persona_app = typer.Typer(help="Rename personas.", no_args_is_help=True)
 
 
-@friendly_errors
+# A callback keeps the group (typer would collapse a one-command group into the command itself).
+@persona_app.callback()
+def _persona() -> None:
+    """Manage personas: twin persona rename OLD NEW."""
+
+
+def _when(unix: str | int | None) -> str:
+    if not unix:
+        return "never"
+    return dt.datetime.fromtimestamp(int(float(unix))).strftime("%Y-%m-%d %H:%M")
+
+
+def import_cmd(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="Telegram Desktop export: result.json (or the folder holding it)."),
+    owner_id: int = typer.Option(None, "--owner-id", help="Your Telegram user id (default TWIN_OWNER_ID)."),
+    include_groups: bool = typer.Option(False, "--include-groups", help="Also import group chats."),
+    no_stickers: bool = typer.Option(False, "--no-stickers", help="Drop stickers instead of keeping emoji."),
+) -> None:
+    """Import a Telegram Desktop export (Settings → Advanced → Export Telegram data → JSON).
+
+    Personal chats only unless --include-groups. Importing the same file twice adds nothing.
+
+    Example: twin import ~/Downloads/Telegram\\ Desktop/DataExport_2024-05-01/result.json
+    """
+    from collector.telegram_export import import_export
+
+    settings: Settings = ctx.obj
+    store = open_storage(settings)
+    summary = import_export(
+        store,
+        path,
+        owner_id=owner_id if owner_id is not None else settings.owner_id,
+        include_groups=include_groups,
+        keep_stickers=settings.keep_stickers and not no_stickers,
+        gap_seconds=settings.session_gap_seconds,
+    )
+    out.print(summary.describe())
+
+
+def personas_cmd(ctx: typer.Context) -> None:
+    """List personas (one per person in your chats) with message and session counts.
+
+    Example: twin personas
+    """
+    settings: Settings = ctx.obj
+    store = open_storage(settings)
+    owner_id = store.owner_id(settings.owner_id)
+    table = Table("persona", "name", "messages", "sessions", "")
+    for p in store.personas():
+        mark = "owner (default)" if p["id"] == owner_id else ""
+        table.add_row(p["slug"], p["name"] or "", str(p["messages"]), str(p["sessions"]), mark)
+    out.print(table)
+
+
+@persona_app.command("rename")
+def persona_rename(ctx: typer.Context, old: str, new: str) -> None:
+    """Rename a persona (the name used by `/persona` in the bot).
+
+    Example: twin persona rename sasha friend2
+    """
+    store = open_storage(ctx.obj)
+    store.rename_persona(old, new)
+    out.print(f"renamed {old} → {new}")
+
+
+def status_cmd(ctx: typer.Context) -> None:
+    """Show what twin knows: people, dialogs, messages, sessions, last import and sync.
+
+    Example: twin status
+    """
+    settings: Settings = ctx.obj
+    store = open_storage(settings)
+    c, s = store.counts(), store.session_counts(settings.session_gap_seconds)
+    table = Table("what", "count", show_header=False)
+    table.add_row("people", str(c["people"]))
+    table.add_row("dialogs", f"{c['dialogs']} ({c['dialogs_excluded']} excluded)")
+    table.add_row("messages", str(c["messages"]))
+    table.add_row("sessions", f"{s['closed']} closed, {s['open']} open ({s['eval']} held out for eval)")
+    table.add_row("last import", _when(store.get_meta("last_import_at")))
+    table.add_row("last sync", _when(store.get_meta("last_sync_at")))
+    out.print(table)
+
+
 def login_cmd(
     ctx: typer.Context,
     string: bool = typer.Option(
@@ -34,7 +120,7 @@ def login_cmd(
     """
     from collector.telethon_client import login
 
-    settings = settings_of(ctx)
+    settings: Settings = ctx.obj
     who, session = asyncio.run(
         login(
             settings,
@@ -50,7 +136,6 @@ def login_cmd(
         print(f"TWIN_SESSION={session}")
 
 
-@friendly_errors
 def collect_cmd(
     ctx: typer.Context,
     dialog: str = typer.Option(None, "--dialog", help="Only this dialog: a persona slug or a dialog id."),
@@ -72,7 +157,7 @@ def collect_cmd(
     from collector.telethon_client import connected_client
     from collector.telethon_sync import sync
 
-    settings = settings_of(ctx)
+    settings: Settings = ctx.obj
     store = open_storage(settings)
 
     async def run():
@@ -95,7 +180,6 @@ def _dialog_id(store: Storage, id_or_slug: str) -> int:
         return int(id_or_slug)
 
 
-@friendly_errors
 def exclude_cmd(
     ctx: typer.Context, dialog: str = typer.Argument(..., help="Persona slug or dialog id.")
 ) -> None:
@@ -105,13 +189,12 @@ def exclude_cmd(
 
     Example: twin exclude sasha
     """
-    store = open_storage(settings_of(ctx))
+    store = open_storage(ctx.obj)
     dialog_id = _dialog_id(store, dialog)
     store.set_excluded(dialog_id, True)
     out.print(f"excluded dialog {dialog_id}: `twin collect` skips it, training leaves it out")
 
 
-@friendly_errors
 def include_cmd(
     ctx: typer.Context, dialog: str = typer.Argument(..., help="Persona slug or dialog id.")
 ) -> None:
@@ -119,7 +202,7 @@ def include_cmd(
 
     Example: twin include sasha
     """
-    store = open_storage(settings_of(ctx))
+    store = open_storage(ctx.obj)
     if dialog.lstrip("-").isdigit() and store.unforget(int(dialog)):
         out.print(f"user {dialog} is no longer forgotten: the next `twin collect` or import brings them back")
         return
@@ -132,7 +215,11 @@ def include_cmd(
 
 
 def register(app: typer.Typer) -> None:
+    app.command("import")(import_cmd)
+    app.command("personas")(personas_cmd)
+    app.command("status")(status_cmd)
     app.command("login")(login_cmd)
     app.command("collect")(collect_cmd)
     app.command("exclude")(exclude_cmd)
     app.command("include")(include_cmd)
+    app.add_typer(persona_app, name="persona")

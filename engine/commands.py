@@ -9,7 +9,6 @@ import os
 import typer
 from rich.console import Console
 
-from core.cli import friendly_errors, settings_of
 from core.settings import Settings
 
 from .base import AdapterRef
@@ -34,7 +33,6 @@ async def run_chat(settings: Settings, roles: ChatRoles, adapters: list[AdapterR
         await engine.close()
 
 
-@friendly_errors
 def chat_cmd(
     ctx: typer.Context,
     persona: str = typer.Option(None, "--persona", help="Whom the twin plays (default: you, the owner)."),
@@ -49,12 +47,12 @@ def chat_cmd(
 
     Example: echo "are you coming tonight?" | twin chat --as sasha
     """
-    from core.commands import open_storage
+    from storage import open_storage
 
     from .base_model import base_model_path
     from .build import stored_adapters
 
-    settings = settings_of(ctx)
+    settings: Settings = ctx.obj
     base_model_path(settings)  # a model that cannot load stops here, with what to do
     store = open_storage(settings)
     roles = chat_roles(store, settings, persona, partner, adapter)

@@ -11,15 +11,14 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from core.cli import friendly_errors, settings_of
 from core.progress import ProgressDisplay, show_report_progress
+from core.settings import Settings
 
 from .headline import describe
 
 out = Console(soft_wrap=True)  # long paths and ids stay on one line (copyable)
 
 
-@friendly_errors
 def eval_cmd(
     ctx: typer.Context,
     adapter: int = typer.Option(None, "--adapter", help="Adapter version (default: the active one)."),
@@ -35,11 +34,11 @@ def eval_cmd(
 
     Example: twin eval --adapter 3 --out reports/0003
     """
-    from core.commands import open_storage
+    from storage import open_storage
 
     from .report import evaluate_adapter
 
-    settings = settings_of(ctx)
+    settings: Settings = ctx.obj
     if logging.getLogger().level > logging.DEBUG:  # vLLM's start-up log drowns the result
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     with ProgressDisplay(Console(stderr=True)) as progress:

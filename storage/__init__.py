@@ -1,7 +1,7 @@
 """SQLite storage: the only package that knows table names and SQL."""
 
 from .db import BUSY_TIMEOUT_MS, SCHEMA_VERSION, SchemaTooNew
-from .store import MESSAGE_COLUMNS, Storage, UnknownPersona
+from .store import MESSAGE_COLUMNS, Storage, UnknownPersona, open_storage
 from .training import LockHeld
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "SchemaTooNew",
     "Storage",
     "UnknownPersona",
+    "open_storage",
 ]

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable, Sequence
 from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -19,6 +19,9 @@ from .db import Database
 from .evaluation import EvalStore
 from .forget import ForgetStore
 from .training import TrainingStore
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 MESSAGE_COLUMNS = (
     "dialog_id", "id", "sender_id", "date", "text", "out", "reply_to", "forwarded", "forwarded_from",
@@ -331,3 +334,9 @@ class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
             (cutoff,),
         )[0]
         return {"closed": row[1], "open": row[0] - row[1], "eval": row[2]}
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The storage at settings.db_path, creating the data folder on first use."""
+    settings.ensure_data_dir()
+    return Storage(settings.db_path)

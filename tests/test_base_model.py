@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.cli import app
 from core.settings import EMBEDDED_MODEL, Settings
 from engine import base_model as bm
 from tests.conftest import SHARED_MODELS_DIR
+from twin.cli import app
 
 
 @pytest.fixture(autouse=True)

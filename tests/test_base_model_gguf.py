@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.cli import app
 from core.format import ChatFormat, ChatTurn
 from core.settings import Settings
 from engine import base_model as bm
 from tests.tiny import build_tiny_gguf
+from twin.cli import app
 
 
 @pytest.fixture(autouse=True)

@@ -5,8 +5,8 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from core.cli import app
 from core.settings import Settings
+from twin.cli import app
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 import collector.telethon_client as telethon_client
 from collector.telethon_client import NotLoggedIn, build_client, ensure_authorized, login
-from core.cli import app
 from core.settings import Settings
 from storage import Storage
 from tests.fake_telegram import FakeAccount, FakeTelegramClient
+from twin.cli import app
 
 API_HASH = "0123456789abcdef0123456789abcdef"
 

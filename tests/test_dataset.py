@@ -10,7 +10,6 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from core.cli import app
 from core.errors import UserError
 from core.format import ChatTurn
 from core.sessions import Turn, split_of, to_chat_turns
@@ -18,6 +17,7 @@ from core.settings import Settings
 from storage import Storage
 from trainer import dataset
 from trainer.dataset import export_jsonl, iter_sessions
+from twin.cli import app
 
 OWNER, BOB, CAROL = 1, 2, 3
 BOB_DIALOG, CAROL_DIALOG = 2, 3

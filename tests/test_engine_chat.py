@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.cli import app
 from core.settings import Settings
 from engine.chat import DEFAULT_PARTNER, chat_roles
 from engine.testing import train_parrot_adapter
 from storage import Storage
+from twin.cli import app
 
 V1 = ("ok see you", "bring the book")
 LINES = "hey how are you?\n\nlet's meet at 7 pm tomorrow\n"  # a blank line is no message
@@ -72,7 +72,7 @@ def test_chat_answers_scripted_lines_with_the_transformers_engine(chat_data, tin
 @pytest.mark.slow
 def test_chat_answers_scripted_lines_with_the_vllm_engine(chat_data, tiny_model_dir, tmp_path):
     twin = Path(sys.executable).parent / "twin"
-    argv = [str(twin)] if twin.exists() else [sys.executable, "-m", "core.cli"]
+    argv = [str(twin)] if twin.exists() else [sys.executable, "-m", "twin"]
     repo = str(Path(__file__).resolve().parents[1])  # this checkout, whatever the venv's install points at
     path = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
     env = {**os.environ, **chat_env(chat_data, tiny_model_dir, "vllm"), "VLLM_CPU_KVCACHE_SPACE": "1",

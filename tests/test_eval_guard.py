@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.cli import app
 from core.settings import Settings
 from evaluation.leaks import check_leaks
 from storage import SCHEMA_VERSION, Storage
 from tests.bot_fakes import OWNER, TwinUnderTest
 from tests.train_corpus import Corpus
 from trainer.dataset import iter_sessions
+from twin.cli import app
 
 
 def fake_adapter(data: Path, store: Storage, version: int, parent: int | None, trained: list[tuple[str, str]]) -> None:

@@ -22,7 +22,6 @@ import pytest_asyncio
 from rich.console import Console
 from typer.testing import CliRunner
 
-from core.cli import app
 from core.progress import ProgressDisplay, show_report_progress
 from core.settings import Settings
 from engine import build_engine, stored_adapters
@@ -35,6 +34,7 @@ from tests.train_corpus import Corpus
 from trainer.config import TrainConfig
 from trainer.rounds import RoundOptions, round_once
 from trainer.train import run_round
+from twin.cli import app
 
 pytestmark = pytest.mark.slow
 in_module_loop = pytest.mark.asyncio(loop_scope="module")  # the async tests share the module's engine

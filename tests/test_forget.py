@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from collector.telegram_export import import_export
 from collector.telethon_sync import sync
-from core.cli import app
 from core.errors import UserError
 from core.format import ChatFormat
 from core.settings import Settings
@@ -21,6 +20,7 @@ from tests.fake_telegram import FakeAccount, FakeTelegramClient
 from tests.test_engine import TURNS, ScriptedEngine, adapter_dir, said
 from trainer.forgetting import forget_person
 from trainer.registry import LOCK, rollback
+from twin.cli import app
 
 FULL = Path(__file__).resolve().parent / "fixtures" / "full_account_export.json"
 OWNER, ALICE, WEI, FAMILY = 1000, 2001, 2002, 3001  # Alice also writes in the family group

@@ -506,7 +506,7 @@ def test_insert_many_messages_stores_what_insert_messages_stores(tmp_path):
 
 # -- the command line ----------------------------------------------------------------------------
 def invoke(tmp_path, monkeypatch, *args):
-    from core.cli import app
+    from twin.cli import app
 
     monkeypatch.chdir(tmp_path)  # no stray .env
     env = {"TWIN_DATA_DIR": str(tmp_path / "data"), "TWIN_OWNER_ID": ""}

@@ -109,10 +109,10 @@ def test_sessions_are_rebuilt_and_excluded_dialogs_hidden(tmp_path):
 def test_the_owner_is_the_setting_else_the_id_an_import_recorded_in_every_part(tmp_path):
     from typer.testing import CliRunner
 
-    from core.cli import app
     from core.settings import Settings
     from engine.chat import chat_roles
     from trainer.dataset import owner_id_of
+    from twin.cli import app
 
     settings = Settings(_env_file=None, data_dir=tmp_path)
     store = Storage(settings.db_path)

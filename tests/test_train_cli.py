@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.cli import app
 from core.errors import UserError
 from core.settings import Settings
 from trainer.config import TrainConfig, load_config
 from trainer.rounds import RoundOptions
+from twin.cli import app
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/telegram-export"
 OWNER_ID = "6565661032"  # "Batman & Robin" (from_id user6565661032) in the fixture

@@ -206,9 +206,9 @@ def test_a_conversation_synced_mid_way_is_trained_on_once_it_goes_quiet(tmp_path
     from typer.testing import CliRunner
 
     from collector.telethon_sync import sync
-    from core.cli import app
     from core.sessions import split_of
     from tests.fake_telegram import FakeAccount, FakeTelegramClient
+    from twin.cli import app
 
     gap = 3  # seconds: short enough to wait for in a test
     settings = Settings(data_dir=tmp_path, base_model=str(tiny_model_dir), session_gap_minutes=gap / 60,

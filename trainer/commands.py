@@ -1,26 +1,29 @@
-"""Trainer commands: train, adapters, rollback, forget."""
+"""Trainer commands: train, adapters, rollback, forget, dataset export."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.cli import friendly_errors, settings_of
+from core.errors import UserError
 from core.progress import ProgressDisplay, duration, show_report_progress
 from core.settings import Settings
-from storage import Storage
+from storage import open_storage
 
 out = Console(soft_wrap=True)  # long paths and ids stay on one line (copyable)
 err = Console(stderr=True, soft_wrap=True)
+dataset_app = typer.Typer(help="Export training data.", no_args_is_help=True)
 
 
-def _open(settings: Settings) -> Storage:
-    settings.ensure_data_dir()
-    return Storage(settings.db_path)
+# A callback keeps the group (typer would collapse a one-command group into the command itself).
+@dataset_app.callback()
+def _dataset() -> None:
+    """Export training data: twin dataset export OUT.jsonl."""
 
 
 def _fmt(x: float | None) -> str:
@@ -84,12 +87,9 @@ def _report(final: dict | None) -> None:
 
 
 def raise_user(message: str):
-    from core.errors import UserError
-
     raise UserError(message)
 
 
-@friendly_errors
 def train_cmd(
     ctx: typer.Context,
     full: bool = typer.Option(False, "--full", help="Retrain from the base model on every session."),
@@ -108,7 +108,7 @@ def train_cmd(
     """
     from trainer.rounds import RoundOptions, round_once
 
-    settings = settings_of(ctx)
+    settings: Settings = ctx.obj
     opts = RoundOptions(full, max_steps, dry_run, if_needed, num_processes, strategy)
     if show_config:
         table = Table("knob", "value", "why")
@@ -128,7 +128,6 @@ def train_cmd(
     _report(final)
 
 
-@friendly_errors
 def adapters_cmd(
     ctx: typer.Context,
     personas: bool = typer.Option(False, "--personas", help="Also show eval loss per persona."),
@@ -139,7 +138,7 @@ def adapters_cmd(
     """
     from trainer.registry import adapter_listing
 
-    store = _open(settings_of(ctx))
+    store = open_storage(ctx.obj)
     store.fail_dead_runs()
     columns = ["version", "status", "created", "from", "sessions", "eval loss", "base", "train loss", "reason"]
     table = Table(*columns, *(["per persona"] if personas else []))
@@ -154,7 +153,6 @@ def adapters_cmd(
     out.print(table)
 
 
-@friendly_errors
 def rollback_cmd(
     ctx: typer.Context,
     version: int = typer.Argument(None, help="Adapter to activate (default: the previously active one)."),
@@ -165,11 +163,10 @@ def rollback_cmd(
     """
     from trainer.registry import rollback
 
-    old, new = rollback(_open(settings_of(ctx)), version)
+    old, new = rollback(open_storage(ctx.obj), version)
     out.print(f"active adapter: {new} (was {old if old is not None else 'none'})")
 
 
-@friendly_errors
 def forget_cmd(
     ctx: typer.Context,
     person: str = typer.Argument(..., help="Persona slug or Telegram user id (`twin personas` lists them)."),
@@ -183,8 +180,8 @@ def forget_cmd(
     """
     from trainer.forgetting import forget_person
 
-    settings = settings_of(ctx)
-    store = _open(settings)
+    settings: Settings = ctx.obj
+    store = open_storage(settings)
     preview = store.forget_preview(person)
     adapters = f" and adapters {', '.join(map(str, preview.trained_on))}" if preview.trained_on else ""
     question = f"Forget {preview.slug}: {preview.messages} messages in {preview.sessions} sessions{adapters}?"
@@ -200,8 +197,31 @@ def forget_cmd(
     out.print("retrain without them: twin train --full")
 
 
+@dataset_app.command("export")
+def dataset_export(
+    ctx: typer.Context,
+    out_path: Path = typer.Argument(..., metavar="OUT.jsonl", help="Where to write the JSONL file."),
+    split: str = typer.Option("train", "--split", help="train | eval | all"),
+) -> None:
+    """Write closed sessions as a chat dataset (scrubbed), one JSON object per line.
+
+    Each line: {"session_id", "dialog_id", "messages": [{"role", "name", "content"}]}; your turns are
+    "assistant", everyone else's "user". Loads in TRL, LLaMA-Factory and axolotl.
+
+    Example: twin dataset export sessions.jsonl --split all
+    """
+    from trainer.dataset import export_jsonl
+
+    if split not in ("train", "eval", "all"):
+        raise UserError(f"--split must be train, eval or all, not {split!r}")
+    settings: Settings = ctx.obj
+    n = export_jsonl(open_storage(settings), settings, out_path, split=split)
+    out.print(f"wrote {n} sessions to {out_path}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
     app.command("adapters")(adapters_cmd)
     app.command("rollback")(rollback_cmd)
     app.command("forget")(forget_cmd)
+    app.add_typer(dataset_app, name="dataset")

@@ -1,12 +1,11 @@
-"""The `twin` command line. Each part registers its own commands; this module wires them together.
-
-Settings are built once here (in the callback) and passed to commands through the typer context.
+"""The `twin` command line. Each part owns its commands (`<part>/commands.py`); this module only assembles
+them, builds the settings once (in the callback, handed to commands as `ctx.obj`) and turns the errors a
+user can fix into one red line.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from functools import wraps
 
@@ -26,13 +25,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-
 # Errors whose message already tells the user what to do: shown as one line, never as a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError,)
-
-
-def settings_of(ctx: typer.Context) -> Settings:
-    return ctx.find_root().obj
+# Registration order is the order `twin --help` lists the commands in.
+PARTS = ("collector.commands", "trainer.commands", "engine.commands", "evaluation.commands", "bot.commands")
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -59,7 +55,7 @@ def _root(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        ctx.obj = Settings()
+        ctx.obj = Settings()  # subcommands' contexts inherit it
     except ValidationError as exc:
         first = exc.errors()[0]
         field = "TWIN_" + str(first["loc"][0]).upper() if first.get("loc") else "a setting"
@@ -67,11 +63,16 @@ def _root(
         raise typer.Exit(2) from None
 
 
-def _register_parts() -> None:
-    from core import commands as core_commands
+def _with_friendly_errors(typer_app: typer.Typer) -> None:
+    """Every command of the parts (groups' commands too) reports user errors as one line."""
+    for info in typer_app.registered_commands:
+        info.callback = friendly_errors(info.callback)
+    for group in typer_app.registered_groups:
+        _with_friendly_errors(group.typer_instance)
 
-    core_commands.register(app)
-    for module in ("collector.commands", "trainer.commands", "engine.commands", "evaluation.commands", "bot.commands"):
+
+def _assemble() -> None:
+    for module in PARTS:
         try:
             part = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as exc:
@@ -79,14 +80,11 @@ def _register_parts() -> None:
                 raise
             continue
         part.register(app)
+    _with_friendly_errors(app)
 
 
-_register_parts()
+_assemble()
 
 
 def main() -> None:
     app(prog_name="twin")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
