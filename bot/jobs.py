@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from bot.reporting import OwnerReports, Progress
@@ -19,6 +20,7 @@ from collector.telethon_sync import sync as sync_dialogs
 from core.errors import UserError
 from core.settings import Settings
 from engine.base import AdapterRef, Engine
+from evaluation.round import MODULE as ROUND_WITH_REPORT
 from storage import Storage
 from trainer.rounds import training_needed
 from trainer.runner import run_training_subprocess
@@ -57,7 +59,8 @@ def describe_progress(event: dict) -> str | None:
 
 class Jobs:
     """Starts and tracks the background jobs. `sync_client` opens a logged-in Telethon client and
-    `train` runs one training round (defaults: collector's connected_client, trainer's subprocess)."""
+    `train` runs one training round (defaults: collector's connected_client, trainer's subprocess with
+    evaluation's report)."""
 
     def __init__(self, settings: Settings, store: Storage, reports: OwnerReports, engine: Engine | None = None,
                  *, sync_client: Callable | None = None, train: Callable | None = None):  # fmt: skip
@@ -138,14 +141,16 @@ class Jobs:
         return self._start("training", self._training_job(full, scheduled))
 
     async def train(self, args: list[str], progress: Progress | None = None):
-        """One round in a subprocess (`python -m trainer *args`); returns the trainer's TrainingOutcome.
-        A round that failed comes back as an outcome with status "error", raised here as TrainingFailed."""
+        """One round with its report in a subprocess (`python -m evaluation.round *args`); returns the
+        trainer's TrainingOutcome. A round that failed comes back as an outcome with status "error", raised
+        here as TrainingFailed."""
 
         async def on_progress(event: dict) -> None:
             if progress is not None and (text := describe_progress(event)):
                 await progress.update(text)
 
-        outcome = await (self._train or run_training_subprocess)(self.settings, args, on_progress)
+        train = self._train or partial(run_training_subprocess, module=ROUND_WITH_REPORT)
+        outcome = await train(self.settings, args, on_progress)
         if outcome.status == "error":
             log.error("training round failed: %s\n%s", outcome.error, outcome.stderr_tail)
             raise TrainingFailed(outcome.error or "the training round failed")

@@ -29,6 +29,7 @@ from engine.base import AdapterRef
 from evaluation.conditioning import SIGNATURES, build_signature_corpus, conditioning_check
 from evaluation.config import EvalConfig
 from evaluation.report import evaluate_adapter
+from evaluation.round import report_after_round
 from storage import Storage
 from tests.train_corpus import Corpus
 from trainer.config import TrainConfig
@@ -215,9 +216,9 @@ def test_every_round_ends_with_a_report_of_base_previous_and_current(tmp_path, t
     events: list[dict] = []
     options = RoundOptions(max_steps=2)
     with one_torch_thread():
-        first = round_once(settings, options, events.append)
+        first = round_once(settings, options, events.append, report_after_round)
         corpus.add(3)
-        second = round_once(settings, options, events.append)
+        second = round_once(settings, options, events.append, report_after_round)
     assert first["version"] == 1 and second["version"] == 2 and not second["warnings"]
     reports = [e for e in events if e["event"] == "report"]
     assert [r["version"] for r in reports] == [1, 2] and Path(reports[1]["path"]).is_file()

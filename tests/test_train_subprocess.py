@@ -131,7 +131,7 @@ SETTINGS_PROBE = """
 import sys
 import trainer.rounds
 
-def probe(settings, opts, on_event=None):
+def probe(settings, opts, on_event=None, after_round=None):
     secret = lambda value: value.get_secret_value() if value is not None else None
     return {"event": "done", "bot_token": secret(settings.bot_token), "api_hash": secret(settings.api_hash),
             "session": secret(settings.session), "data_dir": str(settings.data_dir),
@@ -153,10 +153,41 @@ def test_the_training_child_reads_no_dotenv_and_gets_its_settings_from_the_paren
         "TWIN_DATA_DIR=/nowhere\nTWIN_BASE_MODEL=dotenv/model\n"
     )
     monkeypatch.chdir(tmp_path)  # where the bot runs: its .env is in the working directory
-    monkeypatch.setattr(runner, "trainer_command", lambda args: [sys.executable, "-c", SETTINGS_PROBE, *args])
+    probe = lambda args, module="trainer": [sys.executable, "-c", SETTINGS_PROBE, *args]  # noqa: E731
+    monkeypatch.setattr(runner, "trainer_command", probe)
     settings = Settings(data_dir=tmp_path / "data", owner_id=7, base_model="parent/model", _env_file=None)
     outcome = asyncio.run(run_training_subprocess(settings, ["train"]))
     assert outcome.status == "done", outcome.stderr_tail
     got = outcome.final
     assert got["bot_token"] is None and got["api_hash"] is None and got["session"] is None
     assert got["data_dir"] == str(tmp_path / "data") and got["base_model"] == "parent/model" and got["owner_id"] == 7
+
+
+# The child as the bot's job and `twin train` start it (`python -m evaluation.round`), its round replaced by
+# a probe that says which report it was given.
+REPORT_PROBE = """
+import runpy
+import sys
+import trainer.rounds
+
+def probe(settings, opts, on_event=None, after_round=None):
+    return {"event": "done", "after_round": f"{after_round.__module__}.{after_round.__name__}"}
+
+trainer.rounds.round_once = probe
+sys.argv = ["evaluation.round", *sys.argv[1:]]
+runpy.run_module("evaluation.round", run_name="__main__")
+"""
+
+
+def test_the_bot_and_twin_train_start_rounds_that_end_with_evaluations_report(tmp_path, monkeypatch):
+    import sys
+
+    from bot.jobs import ROUND_WITH_REPORT
+    from trainer import runner
+
+    assert ROUND_WITH_REPORT == "evaluation.round"
+    monkeypatch.setattr(runner, "trainer_command", lambda args, module: [sys.executable, "-c", REPORT_PROBE, *args])
+    settings = Settings(data_dir=tmp_path / "data", _env_file=None)
+    outcome = asyncio.run(run_training_subprocess(settings, ["train"], module=ROUND_WITH_REPORT))
+    assert outcome.status == "done", outcome.stderr_tail
+    assert outcome.final["after_round"] == "evaluation.round.report_after_round"

@@ -16,8 +16,12 @@ import os
 import signal
 import sys
 import traceback
+from typing import TYPE_CHECKING
 
 from core.errors import UserError
+
+if TYPE_CHECKING:
+    from trainer.rounds import AfterRound
 
 
 class Terminated(BaseException):
@@ -28,13 +32,15 @@ def _on_sigterm(signum, frame):
     raise Terminated(f"terminated by signal {signum}")
 
 
-def distributed_command(opts) -> list[str]:
-    """torchrun (standalone: rendezvous on a free local port) running this module once per process."""
+def distributed_command(opts, module: str = "trainer") -> list[str]:
+    """torchrun (standalone: rendezvous on a free local port) running `module` once per process."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={opts.num_processes}",
-            "-m", "trainer", *opts.to_args()]  # fmt: skip
+            "-m", module, *opts.to_args()]  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, after_round: AfterRound | None = None, module: str = "trainer") -> int:
+    """One round as a child process. `after_round` reports on the new adapter; `module` is the one
+    torchrun re-runs per rank (`evaluation.round` passes both: the round with its report)."""
     from dataclasses import replace
 
     from trainer.rounds import RoundOptions, round_once, training_needed
@@ -48,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"event": "skipped", "reason": f"{n} new closed sessions, fewer than {threshold}"}))
             return 0
         sys.stdout.flush()
-        os.execv(sys.executable, distributed_command(replace(opts, if_needed=False)))
+        os.execv(sys.executable, distributed_command(replace(opts, if_needed=False), module))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _on_sigterm)
     out = sys.stdout
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Libraries that print would corrupt the JSON stream: their stdout goes to stderr.
         with contextlib.redirect_stdout(sys.stderr):
-            final = round_once(trainer_settings(), opts, emit)
+            final = round_once(trainer_settings(), opts, emit, after_round)
     except UserError as exc:
         emit({"event": "error", "error": str(exc), "kind": "user"})
         return 1

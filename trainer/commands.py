@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -14,6 +16,9 @@ from core.errors import UserError
 from core.progress import ProgressDisplay, duration, show_report_progress
 from core.settings import Settings
 from storage import open_storage
+
+if TYPE_CHECKING:
+    from trainer.rounds import AfterRound
 
 out = Console(soft_wrap=True)  # long paths and ids stay on one line (copyable)
 err = Console(stderr=True, soft_wrap=True)
@@ -90,42 +95,48 @@ def raise_user(message: str):
     raise UserError(message)
 
 
-def train_cmd(
-    ctx: typer.Context,
-    full: bool = typer.Option(False, "--full", help="Retrain from the base model on every session."),
-    max_steps: int = typer.Option(None, "--max-steps", help="Stop after N optimiser steps."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be trained; train nothing."),
-    if_needed: bool = typer.Option(False, "--if-needed", help="Only if enough new sessions wait (for cron)."),
-    num_processes: int = typer.Option(1, "--num-processes", help="Data-parallel processes (accelerate DDP)."),
-    strategy: str = typer.Option(None, "--strategy", help="ddp (default) or fsdp for models too big for one GPU."),
-    show_config: bool = typer.Option(False, "--show-config", help="Print every training knob and its why."),
-) -> None:
-    """Train one LoRA round on new closed sessions (plus a replay sample) and print the new adapter's version.
+def train_command(after_round: AfterRound | None = None, child: str = "trainer") -> Callable[..., None]:
+    """`twin train`: its in-process rounds end with `after_round`, its rounds on several processes run as
+    `python -m <child>` (the `twin` CLI passes evaluation's report and `evaluation.round`)."""
 
-    The adapter becomes active if its eval loss is not worse than the active one's. One round at a time.
+    def train_cmd(
+        ctx: typer.Context,
+        full: bool = typer.Option(False, "--full", help="Retrain from the base model on every session."),
+        max_steps: int = typer.Option(None, "--max-steps", help="Stop after N optimiser steps."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be trained; train nothing."),
+        if_needed: bool = typer.Option(False, "--if-needed", help="Only if enough new sessions wait (for cron)."),
+        num_processes: int = typer.Option(1, "--num-processes", help="Data-parallel processes (accelerate DDP)."),
+        strategy: str = typer.Option(None, "--strategy", help="ddp (default) or fsdp for models too big for one GPU."),
+        show_config: bool = typer.Option(False, "--show-config", help="Print every training knob and its why."),
+    ) -> None:
+        """Train one LoRA round on new closed sessions (plus a replay sample) and print the new adapter's version.
 
-    Example: twin train --if-needed
-    """
-    from trainer.rounds import RoundOptions, round_once
+        The adapter becomes active if its eval loss is not worse than the active one's. One round at a time.
 
-    settings: Settings = ctx.obj
-    opts = RoundOptions(full, max_steps, dry_run, if_needed, num_processes, strategy)
-    if show_config:
-        table = Table("knob", "value", "why")
-        for name, value, why in opts.config(settings).whys():
-            table.add_row(name, str(value), why)
-        out.print(table)
-        return
-    settings.ensure_data_dir()
-    with ProgressDisplay(err) as display:
-        progress = RoundProgress(display)
-        if num_processes > 1 and not dry_run:
-            from trainer.runner import run_training_subprocess
+        Example: twin train --if-needed
+        """
+        from trainer.rounds import RoundOptions, round_once
 
-            final = asyncio.run(run_training_subprocess(settings, opts.to_args(), progress)).final or None
-        else:
-            final = round_once(settings, opts, progress)
-    _report(final)
+        settings: Settings = ctx.obj
+        opts = RoundOptions(full, max_steps, dry_run, if_needed, num_processes, strategy)
+        if show_config:
+            table = Table("knob", "value", "why")
+            for name, value, why in opts.config(settings).whys():
+                table.add_row(name, str(value), why)
+            out.print(table)
+            return
+        settings.ensure_data_dir()
+        with ProgressDisplay(err) as display:
+            progress = RoundProgress(display)
+            if num_processes > 1 and not dry_run:
+                from trainer.runner import run_training_subprocess
+
+                final = asyncio.run(run_training_subprocess(settings, opts.to_args(), progress, child)).final or None
+            else:
+                final = round_once(settings, opts, progress, after_round)
+        _report(final)
+
+    return train_cmd
 
 
 def adapters_cmd(
@@ -219,8 +230,9 @@ def dataset_export(
     out.print(f"wrote {n} sessions to {out_path}")
 
 
-def register(app: typer.Typer) -> None:
-    app.command("train")(train_cmd)
+def register(app: typer.Typer, after_round: AfterRound | None = None, child: str = "trainer") -> None:
+    """Add the trainer's commands; `twin train` reports on new adapters with `after_round` (see train_command)."""
+    app.command("train")(train_command(after_round, child))
     app.command("adapters")(adapters_cmd)
     app.command("rollback")(rollback_cmd)
     app.command("forget")(forget_cmd)

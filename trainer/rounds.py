@@ -3,6 +3,8 @@
 Every way of starting a round goes through `round_once`, so `twin train`, the bot's subprocess and cron
 apply the same rules (`--if-needed`, dry runs, what "nothing to train" means). Events are plain dicts:
 `plan`, `step`, `eval`, then one of `done` / `skipped` / `dry_run` (and `error` from `python -m trainer`).
+The report on a new adapter is the caller's `after_round` (evaluation's, passed in by the `twin` CLI and
+`python -m evaluation.round`): the trainer itself knows nothing of evaluation.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from engine.base_model import base_model_path
 from storage import Storage
 from trainer.config import TrainConfig, load_config
 from trainer.plan import NothingToTrain, count_new_sessions
+
+# (settings, new adapter's version, on_event) → warnings for the round's result; it must never raise.
+AfterRound = Callable[[Settings, int, Callable[[dict], None] | None], list[str]]
 
 
 @dataclass
@@ -65,8 +70,14 @@ def training_needed(settings: Settings) -> tuple[bool, int, int]:
     return n >= settings.train_min_new_sessions, n, settings.train_min_new_sessions
 
 
-def round_once(settings: Settings, opts: RoundOptions, on_event: Callable[[dict], None] | None = None) -> dict | None:
-    """Run (or plan, or skip) one round in this process; returns the final event (None on non-main ranks)."""
+def round_once(
+    settings: Settings,
+    opts: RoundOptions,
+    on_event: Callable[[dict], None] | None = None,
+    after_round: AfterRound | None = None,
+) -> dict | None:
+    """Run (or plan, or skip) one round in this process; returns the final event (None on non-main ranks).
+    `after_round` reports on the new adapter, its warnings joining the round's."""
     from trainer.train import dry_run, run_round
 
     base_model_path(settings)  # converted (a GGUF) or checked once, before any work
@@ -81,8 +92,6 @@ def round_once(settings: Settings, opts: RoundOptions, on_event: Callable[[dict]
         result = run_round(settings, cfg, opts.full, on_event)
     except NothingToTrain as exc:
         return {"event": "skipped", "reason": str(exc)}
-    if result is not None and result.version is not None:  # the new adapter's evaluation report
-        from evaluation.after_round import report_after_round
-
-        result.warnings += report_after_round(settings, result.version, on_event)
+    if result is not None and result.version is not None and after_round is not None:
+        result.warnings += after_round(settings, result.version, on_event)
     return result.as_event() if result is not None else None

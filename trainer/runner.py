@@ -68,8 +68,8 @@ def trainer_settings() -> Settings:
     return Settings(_env_file=None, **json.loads(passed))
 
 
-def trainer_command(args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "trainer", *args]
+def trainer_command(args: Sequence[str], module: str = "trainer") -> list[str]:
+    return [sys.executable, "-m", module, *args]
 
 
 async def _call(fn: Progress | None, event: dict) -> None:
@@ -97,12 +97,13 @@ def _outcome(final: dict | None, returncode: int, tail: deque) -> TrainingOutcom
 
 
 async def run_training_subprocess(
-    settings: Settings, args: Sequence[str] = ("train",), on_progress: Progress | None = None
+    settings: Settings, args: Sequence[str] = ("train",), on_progress: Progress | None = None, module: str = "trainer"
 ) -> TrainingOutcome:
     """Start `python -m trainer *args`, pass every JSON event to `on_progress` (sync or async), and return
-    the outcome. Never raises for a failed round: the outcome says what happened."""
+    the outcome. Never raises for a failed round: the outcome says what happened. `module` is the child to
+    run: `evaluation.round` adds the report on the new adapter."""
     proc = await asyncio.create_subprocess_exec(
-        *trainer_command(args),
+        *trainer_command(args, module),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=child_env(settings),

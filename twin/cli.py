@@ -27,8 +27,6 @@ app = typer.Typer(
 
 # Errors whose message already tells the user what to do: shown as one line, never as a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError,)
-# Registration order is the order `twin --help` lists the commands in.
-PARTS = ("collector.commands", "trainer.commands", "engine.commands", "evaluation.commands", "bot.commands")
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -72,14 +70,20 @@ def _with_friendly_errors(typer_app: typer.Typer) -> None:
 
 
 def _assemble() -> None:
-    for module in PARTS:
-        try:
-            part = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        part.register(app)
+    """Every part's commands, in the order `twin --help` lists them; `twin train`'s rounds end with
+    evaluation's report (the trainer itself knows nothing of evaluation)."""
+    from bot import commands as bot
+    from collector import commands as collector
+    from engine import commands as engine
+    from evaluation import commands as evaluation
+    from evaluation import round as evaluation_round
+    from trainer import commands as trainer
+
+    collector.register(app)
+    trainer.register(app, after_round=evaluation_round.report_after_round, child=evaluation_round.MODULE)
+    engine.register(app)
+    evaluation.register(app)
+    bot.register(app)
     _with_friendly_errors(app)
 
 
