@@ -42,7 +42,7 @@ def chat(i: int) -> list[ChatTurn]:
 
 
 def tiny_setup(work: Path) -> tuple[Path, list[Path]]:
-    from engine.testing import train_parrot_adapter
+    from tests.adapters import train_parrot_adapter
     from tests.tiny import build_tiny_model
 
     model = build_tiny_model(work / "model")
@@ -141,7 +141,7 @@ async def bench_decoding(settings: Settings, limit: int) -> None:
     from dataclasses import replace
 
     from engine.build import build_engine, stored_adapters
-    from engine.decoding_eval import compare_decodings, persona_turns
+    from tests.decoding_eval import compare_decodings, persona_turns
     from trainer.dataset import iter_sessions
 
     store = Storage(settings.db_path)

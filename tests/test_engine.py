@@ -207,7 +207,7 @@ def test_remote_server_command_enables_lora(tiny_model_dir):
 # -- adapters that do not fit the base model (vLLM would die on them) -------------------------------------
 def test_adapters_of_another_model_are_caught_from_file_headers(tiny_model_dir, tmp_path):
     from engine.compat import adapter_mismatch
-    from engine.testing import misnamed_adapter, zero_adapter
+    from tests.adapters import misnamed_adapter, zero_adapter
     from tests.tiny import build_tiny_model
 
     fits = zero_adapter(tiny_model_dir, tmp_path / "fits")
@@ -221,7 +221,7 @@ def test_adapters_of_another_model_are_caught_from_file_headers(tiny_model_dir, 
 
 # -- comparing decodings on held-out turns ----------------------------------------------------------------
 def test_chrf_is_100_for_the_same_reply_and_low_for_another():
-    from engine.decoding_eval import chrf
+    from tests.decoding_eval import chrf
 
     assert chrf("ok see you", "ok  see you") == pytest.approx(100)
     assert chrf("bring the book", "ok see you") < 30
@@ -229,7 +229,7 @@ def test_chrf_is_100_for_the_same_reply_and_low_for_another():
 
 
 async def test_compare_decodings_scores_replies_against_what_the_persona_said(fmt):
-    from engine.decoding_eval import compare_decodings, persona_turns
+    from tests.decoding_eval import compare_decodings, persona_turns
 
     sessions = [[*TURNS, ChatTurn("alice", ("see you",))], [ChatTurn("alice", ("hi",)), ChatTurn("bob", ("yo",))]]
     pairs = persona_turns(sessions, "alice", limit=10)

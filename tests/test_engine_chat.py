@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from core.settings import Settings
 from engine.chat import DEFAULT_PARTNER, chat_roles
-from engine.testing import train_parrot_adapter
 from storage import Storage
+from tests.adapters import train_parrot_adapter
 from twin.cli import app
 
 V1 = ("ok see you", "bring the book")

@@ -16,8 +16,8 @@ from core.format import ChatTurn
 from core.settings import Settings
 from engine.base import AdapterRef
 from engine.decoding import PROBE, Sampling
-from engine.testing import misnamed_adapter, train_parrot_adapter, zero_adapter
 from storage import Storage
+from tests.adapters import misnamed_adapter, train_parrot_adapter, zero_adapter
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 

@@ -26,11 +26,11 @@ from core.progress import ProgressDisplay, show_report_progress
 from core.settings import Settings
 from engine import build_engine, stored_adapters
 from engine.base import AdapterRef
-from evaluation.conditioning import SIGNATURES, build_signature_corpus, conditioning_check
 from evaluation.config import EvalConfig
 from evaluation.report import evaluate_adapter
 from evaluation.round import report_after_round
 from storage import Storage
+from tests.conditioning import SIGNATURES, build_signature_corpus, conditioning_check
 from tests.train_corpus import Corpus
 from trainer.config import TrainConfig
 from trainer.rounds import RoundOptions, round_once
@@ -49,7 +49,7 @@ MIN_SHARE = 0.9
 
 @contextlib.contextmanager
 def one_torch_thread():
-    """A tiny model's matmuls are slower split over threads on a busy 2-core box (as in engine/testing.py)."""
+    """A tiny model's matmuls are slower split over threads on a busy 2-core box (as in tests/adapters.py)."""
     import torch
 
     threads = torch.get_num_threads()

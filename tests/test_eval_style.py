@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 
 from core.format import ChatTurn
-from evaluation.conditioning import OWNER, SIGNATURES, probe_turns, signature_message, signature_of
 from evaluation.generate import opener_pairs, openers_for, probes_for
 from evaluation.render import markdown
 from evaluation.style import dominant_script, ends_in_question, style_components, style_distance, style_stats
+from tests.conditioning import OWNER, SIGNATURES, probe_turns, signature_message, signature_of
 from trainer.dataset import TrainingSession
 
 REAL = [["ну да))", "го завтра"], ["ок"], ["а ты?"], ["щас", "5 мин", "ну или 10"]]

@@ -13,9 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from core.format import ChatTurn
-
-from .base import AdapterRef, BaseEngine
-from .decoding import Sampling
+from engine.base import AdapterRef, BaseEngine
+from engine.decoding import Sampling
 
 CHRF_ORDER = 6  # character n-grams up to 6, as in chrF (Popović 2015)
 CHRF_BETA = 2.0  # recall weighs twice precision
