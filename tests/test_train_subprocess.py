@@ -171,7 +171,7 @@ import sys
 import trainer.rounds
 
 def probe(settings, opts, on_event=None, after_round=None):
-    return {"event": "done", "after_round": f"{after_round.__module__}.{after_round.__name__}"}
+    return {"event": "done", "after_round": after_round.__name__, "module": after_round.__module__}
 
 trainer.rounds.round_once = probe
 sys.argv = ["evaluation.round", *sys.argv[1:]]
@@ -190,4 +190,5 @@ def test_the_bot_and_twin_train_start_rounds_that_end_with_evaluations_report(tm
     settings = Settings(data_dir=tmp_path / "data", _env_file=None)
     outcome = asyncio.run(run_training_subprocess(settings, ["train"], module=ROUND_WITH_REPORT))
     assert outcome.status == "done", outcome.stderr_tail
-    assert outcome.final["after_round"] == "evaluation.round.report_after_round"
+    assert outcome.final["after_round"] == "report_after_round"
+    assert outcome.final["module"] == "__main__"  # evaluation.round, run as `python -m evaluation.round`
