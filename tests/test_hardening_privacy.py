@@ -109,7 +109,7 @@ def test_no_planted_secret_is_in_the_tokens_the_trainer_trains_on(tmp_path, tiny
     round_ = TrainingRound(settings, MEMORISE)
     round_.setup_data()
     tokenizer = round_.fmt.tokenizer
-    examples = [e for pack in round_.packs for e in pack.examples]
+    examples = [e for pack in round_.data.packs for e in pack.examples]
     assert len({e.session_id for e in examples}) == 8 * len(CANARIES), "every secret session is trained on"
     text = "\n".join(tokenizer.decode(e.ids) for e in examples)
     for question, (_, canary) in CANARIES.items():

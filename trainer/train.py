@@ -2,7 +2,7 @@
 
     round = TrainingRound(settings, cfg, full=False, on_event=print)
     with round.guarded():          # lock, run row; a failure is recorded and leaves everything as it was
-        round.setup()              # data plan, examples, packs, model + LoRA, optimiser
+        round.setup()              # format, data (plan, examples, packs), model + LoRA, optimiser: one _setup_* each
         round.train()
         round.evaluate()           # new adapter, base model (cached), active adapter on the same eval set
         result = round.publish()   # adapters/NNNN/, storage rows, promotion, pruning
@@ -19,6 +19,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -40,6 +41,19 @@ from trainer.windows import build_examples
 
 log = logging.getLogger(__name__)
 Event = Callable[[dict], None]
+
+
+@dataclass
+class RoundData:
+    """What a round trains and evaluates on: its plan, the sessions it chose and their packs."""
+
+    plan: RoundPlan
+    chosen: list  # the training sessions (new + replay)
+    eval_sessions: list
+    eval_examples: list
+    packs: list
+    steps: int
+    counts: dict
 
 
 @dataclass
@@ -109,18 +123,16 @@ class TrainingRound:
         finally:
             self.store.release_lock(LOCK)
 
-    # -- setup ------------------------------------------------------------------------------------------
-    def load_sessions(self) -> None:
-        self.fmt = ChatFormat(tm.load_tokenizer(self.base_model))
-        self.train_refs = session_refs(self.store, self.settings, "train")  # stored rows: only the chosen are read
-        self.eval_sessions = list(iter_sessions(self.store, self.settings, "eval"))
+    # -- setup: each _setup_* builds one part; setup() assigns them -------------------------------------
+    def _setup_format(self) -> ChatFormat:
+        return ChatFormat(tm.load_tokenizer(self.base_model))
 
-    def make_plan(self) -> RoundPlan:
+    def _plan(self, train_refs: list, eval_sessions: list) -> RoundPlan:
         """The main process plans; in a multi-process run it sends the plan (or why there is none) to all."""
         try:
             plan = None
             if self.main:
-                plan = plan_round(self.store, self.cfg, self.train_refs, self.eval_sessions, self.full, self.settings)
+                plan = plan_round(self.store, self.cfg, train_refs, eval_sessions, self.full, self.settings)
         except Exception as exc:  # noqa: BLE001 - every process must learn that there is nothing to do
             plan = exc
         if self.acc.num_processes > 1:
@@ -131,29 +143,28 @@ class TrainingRound:
             raise plan
         return plan
 
-    def setup_data(self) -> None:
+    def _setup_data(self, fmt: ChatFormat) -> RoundData:
         """Plan the round and turn its sessions into packs (no model yet: `--dry-run` stops here)."""
-        self.load_sessions()
-        self.plan = self.make_plan()
-        chosen = list(iter_sessions(self.store, self.settings, "train", ids=set(self.plan.train_ids)))
-        eval_ids = {s.id for s in self.eval_sessions}
+        train_refs = session_refs(self.store, self.settings, "train")  # stored rows: only the chosen are read
+        eval_sessions = list(iter_sessions(self.store, self.settings, "eval"))
+        plan = self._plan(train_refs, eval_sessions)
+        chosen = list(iter_sessions(self.store, self.settings, "train", ids=set(plan.train_ids)))
+        eval_ids = {s.id for s in eval_sessions}
         if leaked := [s.id for s in chosen if s.split != "train" or s.id in eval_ids]:  # not an assert: -O drops those
             raise AssertionError(f"eval session in training data: {leaked[:5]}")
-        self.chosen = chosen
         window = (self.cfg.max_seq_len, self.cfg.window_context)
         only = self.owner() if self.cfg.loss_on == "owner" else None
-        examples = list(build_examples(self.fmt, chosen, *window, only=only))
-        self.eval_examples = list(build_examples(self.fmt, self.eval_sessions, *window))
-        self.packs = pack_examples(examples, self.cfg.pack_tokens, self.cfg.seed)
-        self.steps = total_steps(len(self.packs), self.cfg, self.acc.num_processes)
-        self.counts = {
-            "new_sessions": len(self.plan.new_ids), "replay_sessions": len(self.plan.replay_ids),
-            "train_sessions": len(chosen), "eval_sessions": len(self.eval_sessions), "examples": len(examples),
-            "packs": len(self.packs), "steps": self.steps, "tokens": sum(len(e) for e in examples),
-            "loss_tokens": sum(p.n_loss for p in self.packs), "dropped_leaks": self.plan.dropped_leaks,
+        examples = list(build_examples(fmt, chosen, *window, only=only))
+        eval_examples = list(build_examples(fmt, eval_sessions, *window))
+        packs = pack_examples(examples, self.cfg.pack_tokens, self.cfg.seed)
+        steps = total_steps(len(packs), self.cfg, self.acc.num_processes)
+        counts = {
+            "new_sessions": len(plan.new_ids), "replay_sessions": len(plan.replay_ids),
+            "train_sessions": len(chosen), "eval_sessions": len(eval_sessions), "examples": len(examples),
+            "packs": len(packs), "steps": steps, "tokens": sum(len(e) for e in examples),
+            "loss_tokens": sum(p.n_loss for p in packs), "dropped_leaks": plan.dropped_leaks,
         }  # fmt: skip
-        self._emit({"event": "plan", "full": self.plan.full, "parent_version": self.plan.parent_version,
-                    "reason": self.plan.reason, **self.counts})  # fmt: skip
+        return RoundData(plan, chosen, eval_sessions, eval_examples, packs, steps, counts)
 
     def owner(self) -> str:
         slug = self.store.owner_slug(self.settings.owner_id)
@@ -161,24 +172,37 @@ class TrainingRound:
             raise UserError("loss_on = \"owner\" needs to know who you are: set TWIN_OWNER_ID")
         return slug
 
-    def setup_model(self) -> None:
+    def _setup_model(self, parent_path: Path | None) -> torch.nn.Module:
+        """The base model with a LoRA on it (the parent adapter's weights when the round continues one)."""
         torch.manual_seed(self.cfg.seed)
-        self.dtype = tm.pick_dtype(self.acc.device)
         base = tm.load_base(self.base_model, self.dtype, self.acc.device)
-        model = tm.attach_lora(base, self.cfg, self.plan.parent_path)
-        optimizer, self.scheduler = make_optimizer(model, self.cfg, self.steps)
-        self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        return tm.attach_lora(base, self.cfg, parent_path)
+
+    def _setup_optimizer(self, model: torch.nn.Module, steps: int) -> tuple:
+        """The optimiser and its learning-rate schedule."""
+        return make_optimizer(model, self.cfg, steps)
+
+    def setup_data(self) -> None:
+        """Format and data only (what `--dry-run` shows)."""
+        self.fmt = self._setup_format()
+        self.data = self._setup_data(self.fmt)
+        d = self.data
+        self._emit({"event": "plan", "full": d.plan.full, "parent_version": d.plan.parent_version,
+                    "reason": d.plan.reason, **d.counts})  # fmt: skip
 
     def setup(self) -> None:
         self.setup_data()
         if self.main:
-            self.run_id = self.store.start_run(self.plan.full)
-        self.setup_model()
+            self.run_id = self.store.start_run(self.data.plan.full)
+        self.dtype = tm.pick_dtype(self.acc.device)
+        model = self._setup_model(self.data.plan.parent_path)
+        optimizer, self.scheduler = self._setup_optimizer(model, self.data.steps)
+        self.model, self.optimizer = self.acc.prepare(model, optimizer)
 
     # -- train ------------------------------------------------------------------------------------------
     def train(self) -> None:
         trainer = Trainer(self.model, self.optimizer, self.scheduler, self.acc, self.cfg)
-        self.history = trainer.run(self.packs, on_step=lambda e: self._emit({"event": "step", **e}))
+        self.history = trainer.run(self.data.packs, on_step=lambda e: self._emit({"event": "step", **e}))
         self.peft_model = self.acc.unwrap_model(self.model)
 
     # -- evaluate ---------------------------------------------------------------------------------------
@@ -189,7 +213,7 @@ class TrainingRound:
     def active_figures(self, key: str) -> dict | None:
         """The active adapter's eval figures on this eval set: stored ones if the set is the same, else
         measured now (not under FSDP, whose sharded model cannot take a second adapter)."""
-        if self.active is None or not self.eval_examples:
+        if self.active is None or not self.data.eval_examples:
             return None
         stored = json.loads(self.active["eval_json"] or "{}")
         if stored.get("eval_set") == key and stored.get("eval"):
@@ -197,7 +221,7 @@ class TrainingRound:
         if self.fsdp:
             self.warnings.append("FSDP: the active adapter was not re-evaluated on the new eval set")
             return None
-        args = (self.eval_examples, self.cfg.eval_pack_tokens, self.acc.device)
+        args = (self.data.eval_examples, self.cfg.eval_pack_tokens, self.acc.device)
         return ev.evaluate_adapter_folder(self.peft_model, self.active["path"], *args)
 
     def evaluate(self) -> None:
@@ -206,8 +230,8 @@ class TrainingRound:
         if not (self.main or self.fsdp):
             return
         model = self.model if self.fsdp else self.peft_model
-        args = (self.eval_examples, self.cfg.eval_pack_tokens, self.acc.device)
-        self.eval_key = ev.eval_set_key(self.base_model, self.eval_sessions, self.cfg.max_seq_len,
+        args = (self.data.eval_examples, self.cfg.eval_pack_tokens, self.acc.device)
+        self.eval_key = ev.eval_set_key(self.base_model, self.data.eval_sessions, self.cfg.max_seq_len,
                                         self.cfg.window_context)  # fmt: skip
         self.new_figures = ev.evaluate(model, *args)
         self.base_figures = ev.evaluate_base(self.peft_model, *args, self.store, self.eval_key, model=model)
@@ -227,9 +251,9 @@ class TrainingRound:
     def meta(self, version: int) -> dict:
         loss = lambda f: f["loss"] if f else None  # noqa: E731
         return {
-            "version": version, "base_model": self.base_model, "parent_version": self.plan.parent_version,
-            "full": self.plan.full, "reason": self.plan.reason, "config": self.cfg.model_dump(),
-            "lora": lora_shape(self.cfg), "counts": self.counts, "processes": self.acc.num_processes,
+            "version": version, "base_model": self.base_model, "parent_version": self.data.plan.parent_version,
+            "full": self.data.plan.full, "reason": self.data.plan.reason, "config": self.cfg.model_dump(),
+            "lora": lora_shape(self.cfg), "counts": self.data.counts, "processes": self.acc.num_processes,
             "steps": len(self.history), "dtype": str(self.dtype).removeprefix("torch."),
             "train_loss": train_loss(self.history),
             "eval": {"eval_set": self.eval_key, "eval_loss": loss(self.new_figures),
@@ -251,25 +275,25 @@ class TrainingRound:
         path = artifacts.save_adapter(self.peft_model, self.settings.adapters_dir, version, meta, self.history,
                                       self.state_dict)  # fmt: skip
         row = {
-            "version": version, "run_id": self.run_id, "parent_version": self.plan.parent_version,
+            "version": version, "run_id": self.run_id, "parent_version": self.data.plan.parent_version,
             "base_model": self.base_model, "path": str(path), "status": "candidate" if decision.promote else "rejected",
             "reason": decision.reason, "eval_loss": new_loss, "base_eval_loss": meta["eval"]["base_eval_loss"],
             "eval_json": json.dumps({"eval_set": self.eval_key, "eval": self.new_figures, "base": self.base_figures,
                                      "train_loss": meta["train_loss"]}),
-            "n_sessions": len(self.chosen),
+            "n_sessions": len(self.data.chosen),
         }  # fmt: skip
         # One transaction: the adapter row, what it saw, its promotion and the run's end appear together.
         with self.store.transaction():
-            self.store.add_adapter(row, [(s.id, s.content_hash) for s in self.chosen])
+            self.store.add_adapter(row, [(s.id, s.content_hash) for s in self.data.chosen])
             if decision.promote:
                 self.store.activate_adapter(version, decision.reason)
             self.store.finish_run(self.run_id, "succeeded", adapter_version=version,
-                                  n_sessions=len(self.chosen), n_tokens=self.counts["tokens"])  # fmt: skip
+                                  n_sessions=len(self.data.chosen), n_tokens=self.data.counts["tokens"])  # fmt: skip
         pruned = artifacts.prune_adapters(self.store, self.cfg.keep_adapters)
         if pruned:
             log.info("pruned adapters %s", pruned)
         return RoundResult(version, decision.promote, new_loss, meta["eval"]["base_eval_loss"], active_loss,
-                           decision.reason, self.warnings, self.run_id, self.counts)  # fmt: skip
+                           decision.reason, self.warnings, self.run_id, self.data.counts)  # fmt: skip
 
     def close(self) -> None:
         self.store.close()
@@ -295,7 +319,8 @@ def dry_run(settings: Settings, cfg: TrainConfig, full: bool = False) -> dict:
     round_ = TrainingRound(settings, cfg, full)
     try:
         round_.setup_data()
-        return {"full": round_.plan.full, "parent_version": round_.plan.parent_version,
-                "reason": round_.plan.reason, **round_.counts}  # fmt: skip
+        data = round_.data
+        return {"full": data.plan.full, "parent_version": data.plan.parent_version,
+                "reason": data.plan.reason, **data.counts}  # fmt: skip
     finally:
         round_.close()
