@@ -45,8 +45,6 @@ async def serve(settings: Settings) -> None:
     if logging.getLogger().level > logging.DEBUG:  # one INFO line per update is noise over months (-v keeps it)
         logging.getLogger("aiogram.event").setLevel(logging.WARNING)
     owner_id = settings.require("owner_id")
-    # A base model that cannot load stops here, before Telegram is asked anything; a GGUF converts once.
-    model = await asyncio.to_thread(base_model_path, settings)
     stop = stop_on_signals()  # first: a SIGTERM while the engine loads still shuts down cleanly
     # Each part's clean-up is registered as soon as it exists; they run in reverse order, on errors too:
     # drain the replies in flight → stop the scheduler → stop the jobs → close the engine → session → storage.
@@ -55,6 +53,8 @@ async def serve(settings: Settings) -> None:
         bot = build_bot(settings)
         cleanup.push_async_callback(bot.session.close)
         await check_token(bot)  # a wrong token fails now, not after a minute of loading the model
+        # A base model that cannot load stops here, in one line; a GGUF converts (once) off the event loop.
+        model = await asyncio.to_thread(base_model_path, settings)
         engine = build_engine_for(settings, store)
         cleanup.push_async_callback(engine.close)  # also stops a half-started engine
         log.info("starting the %s engine on %s", settings.engine, model)

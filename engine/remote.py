@@ -131,7 +131,9 @@ class RemoteEngine(BaseEngine):
         for m in models:  # adapters a previous run of twin left loaded
             if m.get("parent") and m["id"].startswith("twin-") and m["id"][5:].isdigit():
                 self._loaded.add(int(m["id"][5:]))
-        tokenizer_from = self.settings.base_model or base.get("root") or base["id"]
+        # TWIN_BASE_MODEL when set (a GGUF as the folder it converts to), else what the server says it serves.
+        tokenizer_from = (await asyncio.to_thread(base_model_path, self.settings) if self.settings.base_model
+                          else base.get("root") or base["id"])  # fmt: skip
         tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, tokenizer_from)
         self.format = ChatFormat(tokenizer)
         self.base_model = tokenizer_from  # checked against adapters only when its files are here too

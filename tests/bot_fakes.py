@@ -145,8 +145,9 @@ class TwinUnderTest:
 
     def __init__(self, data_dir: Path, *, train: Callable | None = None, sync_client: Callable | None = None,
                  engine: Any = None, **settings: Any):  # fmt: skip
+        # base_model "tiny": what the adapters the tests store say they were trained on (nothing loads it).
         values = {"data_dir": data_dir, "owner_id": OWNER, "bot_token": TOKEN, "bot_typing_delay": 0.0,
-                  "bot_reply_timeout": 5.0, "session_gap_minutes": 60, **settings}  # fmt: skip
+                  "bot_reply_timeout": 5.0, "session_gap_minutes": 60, "base_model": "tiny", **settings}  # fmt: skip
         self.settings = Settings(_env_file=None, **values)
         self.settings.ensure_data_dir()
         self.store = Storage(self.settings.db_path)

@@ -3,7 +3,10 @@ cannot load stopping `twin train`, `chat` and `serve` with one line that names t
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
+from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from typer.testing import CliRunner
 
 from core.settings import EMBEDDED_MODEL, Settings
 from engine import base_model as bm
+from tests.bot_api_stub import BotApiStub
 from tests.conftest import SHARED_MODELS_DIR
 from twin.cli import app
 
@@ -94,14 +98,37 @@ def unloadable(tmp_path: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("command", [["train"], ["chat"], ["serve"]])
+def assert_one_line_naming_the_setting(output: str, value: str, case: str) -> None:
+    error = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and f"TWIN_BASE_MODEL={value}" in error[0], (case, output)
+    assert "leave it empty to use the embedded" in error[0] and "Traceback" not in output, case
+
+
+@pytest.mark.parametrize("command", [["train"], ["chat"]])
 def test_a_base_model_that_cannot_load_stops_the_command_with_one_line(tmp_path, command):
     for case, value in unloadable(tmp_path).items():
         bm._resolve.cache_clear()
         env = {"TWIN_DATA_DIR": str(tmp_path / "data"), "TWIN_BASE_MODEL": value, "TWIN_OWNER_ID": "1",
-               "TWIN_BOT_TOKEN": "123456:" + "A" * 35, "HF_HUB_OFFLINE": "1", "COLUMNS": "300"}  # fmt: skip
+               "HF_HUB_OFFLINE": "1", "COLUMNS": "300"}  # fmt: skip
         result = CliRunner().invoke(app, command, env=env, input="hey\n")
         assert result.exit_code == 1, (case, result.output)
-        error = [line for line in result.output.splitlines() if line.startswith("error:")]
-        assert len(error) == 1 and f"TWIN_BASE_MODEL={value}" in error[0], (case, result.output)
-        assert "leave it empty to use the embedded" in error[0] and "Traceback" not in result.output, case
+        assert_one_line_naming_the_setting(result.output, value, case)
+
+
+async def test_twin_serve_with_a_base_model_that_cannot_load_stops_with_one_line(tmp_path):
+    """A real `twin serve` process; Telegram (a local Bot API stub) accepts the token, the model cannot load."""
+    stub = BotApiStub("999:the-right-token")
+    url = await stub.start()
+    try:
+        for case, value in unloadable(tmp_path).items():
+            env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")} | {
+                "TWIN_DATA_DIR": str(tmp_path / "data"), "TWIN_OWNER_ID": "1", "TWIN_BOT_TOKEN": "999:the-right-token",
+                "TWIN_BOT_API_URL": url, "TWIN_BASE_MODEL": value, "HF_HUB_OFFLINE": "1", "COLUMNS": "300",
+            }  # fmt: skip
+            twin = str(Path(sys.executable).with_name("twin"))
+            proc = await asyncio.create_subprocess_exec(twin, "serve", cwd=tmp_path, env=env, stdout=PIPE, stderr=PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), 120)
+            assert proc.returncode == 1, (case, (out + err).decode())
+            assert_one_line_naming_the_setting((out + err).decode(), value, case)
+    finally:
+        await stub.stop()

@@ -85,7 +85,7 @@ def test_headline_figures_are_stored_per_adapter_and_replaced_by_a_newer_report(
 
 
 async def test_status_shows_the_active_adapters_headline_figures_and_sends_the_report_plot(tmp_path):
-    twin = TwinUnderTest(tmp_path / "data", base_model="m")
+    twin = TwinUnderTest(tmp_path / "data", base_model="m")  # the adapter below was trained on "m"
     try:
         folder = tmp_path / "data" / "adapters" / "0001"
         (folder / "report").mkdir(parents=True)
