@@ -78,11 +78,6 @@ def lora_config(cfg: TrainConfig):
     )
 
 
-def checkpointing(cfg: TrainConfig, device: torch.device) -> bool:
-    """Whether layers are recomputed in backward: the knob, or by default on GPUs (see its why)."""
-    return cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else device.type == "cuda"
-
-
 def attach_lora(model, cfg: TrainConfig, parent: Path | None = None):
     """A trainable LoRA on `model`: continued from the `parent` adapter folder, or freshly initialised."""
     from peft import PeftModel, get_peft_model
@@ -92,6 +87,6 @@ def attach_lora(model, cfg: TrainConfig, parent: Path | None = None):
         peft_model = PeftModel.from_pretrained(model, str(parent), is_trainable=True)
     else:
         peft_model = get_peft_model(model, lora_config(cfg))
-    if checkpointing(cfg, model.device):
+    if cfg.gradient_checkpointing:
         peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return peft_model
