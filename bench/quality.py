@@ -130,9 +130,12 @@ def progress_line(event: dict) -> None:
 
 
 def fmt(value, digits: int = 2) -> str:
+    """A figure for the table: "-" when missing, whole numbers (a median length) without decimals."""
     if value is None:
         return "-"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    if isinstance(value, int) or (value >= 10 and float(value).is_integer()):
+        return str(int(value))
+    return f"{value:.{digits}f}"
 
 
 def held_out(figures: dict | None, key: str, persona: str) -> float | None:
