@@ -99,7 +99,8 @@ def run(a: argparse.Namespace) -> dict:
     store = Storage(settings.db_path)
     import_export(store, made.path, owner_id=None, include_groups=False, keep_stickers=True,
                   gap_seconds=settings.session_gap_seconds, progress=False)  # fmt: skip
-    cfg = TrainConfig(**{**dict(a.set), "max_steps": a.steps})
+    # Checkpointing changes no figure, only memory and time: off, as the bench machine has the memory.
+    cfg = TrainConfig(**{"gradient_checkpointing": False, **dict(a.set), "max_steps": a.steps})
     print(f"{made.messages:,} messages with {len(made.partners)} partners; training {a.steps} steps on {model}",
           file=sys.stderr, flush=True)  # fmt: skip
     t0 = time.perf_counter()
