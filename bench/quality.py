@@ -174,8 +174,10 @@ def table(r: dict) -> str:
                      f"{fmt(ppl['base'], 1):>8} {fmt(ppl['current'], 1):>7} │ " + " │ ".join(cells)
                      + f" │ {fmt(dist['base']):>10} {fmt(dist['current']):>5} │ {fmt(disc['base']):>8} "
                      f"{fmt(disc['current']):>5}")  # fmt: skip
-    lines.append("style columns: real value, then base, then adapter; `all` style rows are not shown "
-                 "(distance and discriminator pooled over personas); discriminator 0.5 = indistinguishable")
+    lines.append(
+        "style columns: real value, then base, then adapter; `all` style rows are not shown "
+        "(distance and discriminator pooled over personas); discriminator 0.5 = indistinguishable"
+    )
     return "\n".join(lines)
 
 

@@ -96,8 +96,12 @@ def chitchat_export(out: Path, owner_rank: int = 0, partners: int | None = None,
         messages = [
             _message(n, _stamp(m["timestamp"]), *people[m["sender"]], m["text"])
             for n, m in enumerate(
-                sorted((m for conv in chosen[partner] for burst in conv["messages"] for m in burst if m["text"]),
-                       key=lambda m: m["timestamp"]), start=1)  # fmt: skip
+                sorted(
+                    (m for conv in chosen[partner] for burst in conv["messages"] for m in burst if m["text"]),
+                    key=lambda m: m["timestamp"],
+                ),
+                start=1,
+            )  # fmt: skip
         ]
         chats.append({"name": name, "type": "personal_chat", "id": user_id, "messages": messages})
         result.partners[name] = len(chosen[partner])

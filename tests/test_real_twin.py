@@ -24,8 +24,9 @@ pytestmark = pytest.mark.slow
 PARTNERS = 16
 # A short round: 40 steps of one 1024-token pack at a rate a few steps can move (~5 minutes on 2 cores). With
 # 16 steps at 1e-3 the twin still answered "hey" with a 490-character story; with these it says one line.
-SHORT_ROUND = TrainConfig(max_steps=40, pack_tokens=1024, grad_accum=1, learning_rate=2e-3, warmup_ratio=0.0,
-                          gradient_checkpointing=False)  # memory is plentiful here; time is not
+SHORT_ROUND = TrainConfig(
+    max_steps=40, pack_tokens=1024, grad_accum=1, learning_rate=2e-3, warmup_ratio=0.0, gradient_checkpointing=False
+)  # memory is plentiful here; time is not
 # What an instruct model answers "hey" with when it is still an assistant.
 ASSISTANT = re.compile(r"\b(how can i (help|assist)|assist you|as an ai|language model)\b", re.IGNORECASE)
 
