@@ -137,8 +137,13 @@ def start_import(db_path: Path, folder: Path, n_messages: int) -> subprocess.Pop
     started = time.perf_counter()
     export = module.write_export(folder, n_messages)
     print(f"generated a {n_messages:,}-message export in {time.perf_counter() - started:.0f} s; importing it")
-    return subprocess.Popen([sys.executable, "-c", IMPORT_CHILD, str(db_path), str(export)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", IMPORT_CHILD, str(db_path), str(export)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 async def stored_messages(twin: TwinUnderTest) -> int:
@@ -169,8 +174,9 @@ async def run(chats: int, messages: int, engine_seconds: float, import_messages:
         started = time.perf_counter()
         while True:  # one wave; with an import, waves go on while it writes
             before = await stored_messages(twin)
-            batch = [twin.update(uid, f"chat {uid} message {wave * messages + k}") for k in range(messages)
-                     for uid in users]  # fmt: skip
+            batch = [
+                twin.update(uid, f"chat {uid} message {wave * messages + k}") for k in range(messages) for uid in users
+            ]
             updates += batch
             await asyncio.gather(*(feed(u) for u in batch))
             await twin.settle(timeout=600)
@@ -191,15 +197,23 @@ async def run(chats: int, messages: int, engine_seconds: float, import_messages:
 
     p50, p99 = percentile(overhead, 50), percentile(overhead, 99)
     if imported is not None:
-        print(f"twin import of {import_messages:,} messages in another process: {imported} added; "
-              f"{wave} waves of updates, {waves_while_writing} of them while it was writing")  # fmt: skip
-        print(f"longest wait for the database's write lock: {max(LOCK_WAITS) * 1000:.1f} ms "
-              f"(p99 {percentile(LOCK_WAITS, 99) * 1000:.1f} ms over {len(LOCK_WAITS)} writes)")  # fmt: skip
-    print(f"{chats} chats × {messages} messages × {wave} = {len(updates)} updates, "
-          f"engine {engine_seconds * 1000:.0f} ms/reply")  # fmt: skip
+        print(
+            f"twin import of {import_messages:,} messages in another process: {imported} added; "
+            f"{wave} waves of updates, {waves_while_writing} of them while it was writing"
+        )
+        print(
+            f"longest wait for the database's write lock: {max(LOCK_WAITS) * 1000:.1f} ms "
+            f"(p99 {percentile(LOCK_WAITS, 99) * 1000:.1f} ms over {len(LOCK_WAITS)} writes)"
+        )
+    print(
+        f"{chats} chats × {messages} messages × {wave} = {len(updates)} updates, "
+        f"engine {engine_seconds * 1000:.0f} ms/reply"
+    )
     print(f"reply rounds: {len(rounds)}; wall time {wall:.2f} s ({len(updates) / wall:.0f} updates/s)")
-    print(f"bot overhead per update: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(overhead):.2f} ms "
-          f"(goal p99 < {GOAL_P99_MS:.0f} ms: {'met' if p99 < GOAL_P99_MS else 'MISSED'})")  # fmt: skip
+    print(
+        f"bot overhead per update: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(overhead):.2f} ms "
+        f"(goal p99 < {GOAL_P99_MS:.0f} ms: {'met' if p99 < GOAL_P99_MS else 'MISSED'})"
+    )
     print(
         f"  of which CPU in this process: p50 {percentile(cpu, 50):.2f} ms, p99 {percentile(cpu, 99):.2f} ms "
         "(the rest: other processes on the cores, disk waits)"

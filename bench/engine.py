@@ -37,8 +37,11 @@ SAYS = [("ok see you", "bring the book"), ("see you", "lol 😂"), ("yes",)]
 def chat(i: int) -> list[ChatTurn]:
     """A different short conversation per chat, as the bot sees many chats at once."""
     openers = ["hey how are you?", "let's meet at 7 pm tomorrow", "lol 😂", "bring the book please"]
-    return [ChatTurn(PARTNER, (openers[i % len(openers)],)), ChatTurn(PERSONA, ("ok",)),
-            ChatTurn(PARTNER, (f"and what about {i}?",))]  # fmt: skip
+    return [
+        ChatTurn(PARTNER, (openers[i % len(openers)],)),
+        ChatTurn(PERSONA, ("ok",)),
+        ChatTurn(PARTNER, (f"and what about {i}?",)),
+    ]
 
 
 def tiny_setup(work: Path) -> tuple[Path, list[Path]]:
@@ -154,9 +157,11 @@ async def bench_decoding(settings: Settings, limit: int) -> None:
     engine = build_engine(settings, stored_adapters(store, settings))
     await engine.start()
     default = reply_sampling(settings)
-    decodings = {"greedy": replace(default, temperature=0.0),
-                 f"T={default.temperature} top_p={default.top_p}": default,
-                 "T=1.0 top_p=1.0": replace(default, temperature=1.0, top_p=1.0)}  # fmt: skip
+    decodings = {
+        "greedy": replace(default, temperature=0.0),
+        f"T={default.temperature} top_p={default.top_p}": default,
+        "T=1.0 top_p=1.0": replace(default, temperature=1.0, top_p=1.0),
+    }
     try:
         rows = await compare_decodings(engine, pairs, adapter, decodings)
     finally:
@@ -174,8 +179,12 @@ def main() -> None:
     parser.add_argument("--adapters", nargs=3, type=Path, help="three adapters of --model: active, promoted twice")
     parser.add_argument("--chats", type=int, default=32, help="concurrent chats")
     parser.add_argument("--sequential", type=int, default=16, help="replies timed one at a time")
-    parser.add_argument("--threads", type=int, help="torch threads here (default: 1 on the tiny model, whose "
-                        "matmuls are slower split over threads; vLLM's CPU workers also use 1)")  # fmt: skip
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads here (default: 1 on the tiny model, whose "
+        "matmuls are slower split over threads; vLLM's CPU workers also use 1)",
+    )
     parser.add_argument("--decoding", action="store_true", help="instead: compare decodings on --data-dir")
     parser.add_argument("--data-dir", type=Path, help="twin data dir with imported chats (for --decoding)")
     parser.add_argument("--limit", type=int, default=200, help="held-out turns scored (for --decoding)")
@@ -197,20 +206,29 @@ def main() -> None:
     for version, path in enumerate(adapters, start=1):
         store.add_adapter({"version": version, "path": str(Path(path).resolve()), "base_model": str(model)}, [])
     cpu = not _cuda()
-    settings = Settings(_env_file=None, data_dir=work, base_model=str(model),
-                        vllm_dtype="float32" if cpu else "auto", vllm_max_model_len=512 if cpu else 4096)  # fmt: skip
+    settings = Settings(
+        _env_file=None,
+        data_dir=work,
+        base_model=str(model),
+        vllm_dtype="float32" if cpu else "auto",
+        vllm_max_model_len=512 if cpu else 4096,
+    )
     rows = [asyncio.run(bench_engine(kind, settings, store, args.sequential, args.chats)) for kind in args.engines]
     print(
         f"\n{args.chats} concurrent chats vs one at a time; model {model} ({'CPU' if cpu else 'GPU'}); "
         f"promotion: seconds to the first reply of a new adapter, idle / with {args.chats} chats in flight"
     )
-    print(f"{'engine':<13}{'start s':>8}{'tokens/reply':>13}{'1-by-1 r/s':>11}{'concurrent r/s':>15}"
-          f"{'ratio':>8}{'goal':>6}{'promotion idle s':>18}{'busy s':>8}")  # fmt: skip
+    print(
+        f"{'engine':<13}{'start s':>8}{'tokens/reply':>13}{'1-by-1 r/s':>11}{'concurrent r/s':>15}"
+        f"{'ratio':>8}{'goal':>6}{'promotion idle s':>18}{'busy s':>8}"
+    )
     for r in rows:
         goal = GOAL_RATIO.get(r["engine"])
-        print(f"{r['engine']:<13}{r['start_s']:>8.1f}{r['tokens_per_reply']:>13.1f}{r['one_at_a_time_rps']:>11.2f}"
-              f"{r['concurrent_rps']:>15.2f}{r['ratio']:>7.1f}×{f'≥{goal:.0f}×' if goal else '':>6}"
-              f"{r['promotion_idle_s']:>18.2f}{r['promotion_busy_s']:>8.2f}")  # fmt: skip
+        print(
+            f"{r['engine']:<13}{r['start_s']:>8.1f}{r['tokens_per_reply']:>13.1f}{r['one_at_a_time_rps']:>11.2f}"
+            f"{r['concurrent_rps']:>15.2f}{r['ratio']:>7.1f}×{f'≥{goal:.0f}×' if goal else '':>6}"
+            f"{r['promotion_idle_s']:>18.2f}{r['promotion_busy_s']:>8.2f}"
+        )
 
 
 def _cuda() -> bool:

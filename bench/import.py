@@ -42,12 +42,27 @@ CHAT_MIX = [
     ("saved_messages", 1, 0.03),
 ]
 PHRASES = [
-    "hi", "ok", "see you tomorrow", "lol", "did you see the game last night?", "I'll call you later",
-    "привет! как дела?", "нормально, а у тебя?", "давай завтра в семь", "спасибо 🙏", "😂😂😂",
-    "你好", "我们明天见", "can you send me the address please", "running 10 min late, sorry",
-    "that's a great idea, let's do it this weekend", "ну ты даёшь", "where are you?", "👍",
+    "hi",
+    "ok",
+    "see you tomorrow",
+    "lol",
+    "did you see the game last night?",
+    "I'll call you later",
+    "привет! как дела?",
+    "нормально, а у тебя?",
+    "давай завтра в семь",
+    "спасибо 🙏",
+    "😂😂😂",
+    "你好",
+    "我们明天见",
+    "can you send me the address please",
+    "running 10 min late, sorry",
+    "that's a great idea, let's do it this weekend",
+    "ну ты даёшь",
+    "where are you?",
+    "👍",
     "I think the meeting moved to Thursday, not sure though, can you check with Anna?",
-]  # fmt: skip
+]
 NAMES = ["Anna", "Boris", "Carol", "Dmitry", "Elena", "Fang", "George", "Hana", "Ivan", "Julia", "Kai"]
 
 
@@ -63,10 +78,18 @@ def text_value(rng: random.Random) -> tuple[object, list[dict]]:
 
 def service_message(msg_id: int, date: int, actor: tuple[str, int]) -> dict:
     return {
-        "id": msg_id, "type": "service", "date": "2023-01-01T00:00:00", "date_unixtime": str(date),
-        "actor": actor[0], "actor_id": f"user{actor[1]}", "action": "phone_call", "duration_seconds": 42,
-        "discard_reason": "hangup", "text": "", "text_entities": [],
-    }  # fmt: skip
+        "id": msg_id,
+        "type": "service",
+        "date": "2023-01-01T00:00:00",
+        "date_unixtime": str(date),
+        "actor": actor[0],
+        "actor_id": f"user{actor[1]}",
+        "action": "phone_call",
+        "duration_seconds": 42,
+        "discard_reason": "hangup",
+        "text": "",
+        "text_entities": [],
+    }
 
 
 def message(rng: random.Random, msg_id: int, date: int, sender: tuple[str, int]) -> dict:
@@ -128,10 +151,15 @@ def generate(n_messages: int, seed: int = 0) -> dict:
             chats.append(chat(rng, kind, next_id, n, people))
     return {
         "about": "Here is the data you requested.",
-        "personal_information": {"user_id": OWNER_ID, "first_name": "Owner", "last_name": "Person",
-                                 "phone_number": "+1 555 0100", "username": "@owner"},
+        "personal_information": {
+            "user_id": OWNER_ID,
+            "first_name": "Owner",
+            "last_name": "Person",
+            "phone_number": "+1 555 0100",
+            "username": "@owner",
+        },
         "chats": {"about": "This page lists all chats from this export.", "list": chats},
-    }  # fmt: skip
+    }
 
 
 def write_export(folder: Path, n_messages: int) -> Path:

@@ -45,8 +45,13 @@ from trainer.train import run_round  # noqa: E402
 # 30 steps of 4 x 2048 tokens (~250k tokens): under an hour on 2 CPU cores for the embedded model.
 DEFAULT_STEPS = 30
 # Style figures shown per persona: (label, key of style_stats).
-STYLE = (("msg length", "length_median"), ("msgs/burst", "burst_mean"), ("question", "question"),
-         ("lowercase", "lowercase_start"), ("dropped", "empty_share"))  # fmt: skip
+STYLE = (
+    ("msg length", "length_median"),
+    ("msgs/burst", "burst_mean"),
+    ("question", "question"),
+    ("lowercase", "lowercase_start"),
+    ("dropped", "empty_share"),
+)
 
 
 def knob(text: str) -> tuple[str, object]:
@@ -67,26 +72,46 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--conversations", type=int, default=None, help="at most N conversations in all")
     parser.add_argument("--engine", choices=["vllm", "transformers"], default=None, help="default: vllm if installed")
     parser.add_argument("--replies", type=int, default=24, help="held-out contexts answered per persona and model")
-    parser.add_argument("--set", type=knob, action="append", default=[], metavar="KNOB=VALUE",
-                        help="a training knob (twin train --show-config), e.g. --set learning_rate=1e-3")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        type=knob,
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="a training knob (twin train --show-config), e.g. --set learning_rate=1e-3",
+    )
     parser.add_argument("--temperature", type=float, default=None, help="TWIN_REPLY_TEMPERATURE for the replies")
     parser.add_argument("--top-p", type=float, default=None, help="TWIN_REPLY_TOP_P for the replies")
     parser.add_argument("--repetition-penalty", type=float, default=None, help="TWIN_REPLY_REPETITION_PENALTY")
     parser.add_argument("--tag", default="default", help="name of this run's folder and JSON under --out")
     parser.add_argument("--out", type=Path, default=Path("bench/out/quality"))
-    parser.add_argument("--models-dir", type=Path, default=Path("bench/out/models"),
-                        help="where the embedded model is converted, once for every run")  # fmt: skip
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=Path("bench/out/models"),
+        help="where the embedded model is converted, once for every run",
+    )
     return parser.parse_args()
 
 
 def settings_for(a: argparse.Namespace, data_dir: Path) -> Settings:
-    decoding = {"reply_temperature": a.temperature, "reply_top_p": a.top_p,
-                "reply_repetition_penalty": a.repetition_penalty}  # fmt: skip
+    decoding = {
+        "reply_temperature": a.temperature,
+        "reply_top_p": a.top_p,
+        "reply_repetition_penalty": a.repetition_penalty,
+    }
     engine = a.engine or ("vllm" if vllm_available() else "transformers")
-    return Settings(_env_file=None, data_dir=data_dir, models_dir=a.models_dir.absolute(), owner_id=1000,
-                    base_model=a.model, engine=engine,
-                    vllm_dtype="float32", vllm_max_model_len=2048,
-                    **{k: v for k, v in decoding.items() if v is not None})  # fmt: skip
+    return Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        models_dir=a.models_dir.absolute(),
+        owner_id=1000,
+        base_model=a.model,
+        engine=engine,
+        vllm_dtype="float32",
+        vllm_max_model_len=2048,
+        **{k: v for k, v in decoding.items() if v is not None},
+    )
 
 
 def run(a: argparse.Namespace) -> dict:
@@ -97,12 +122,22 @@ def run(a: argparse.Namespace) -> dict:
     model = base_model_path(settings)
     made = chitchat_export(root / "result.json", a.owner_rank, a.partners, a.conversations)
     store = Storage(settings.db_path)
-    import_export(store, made.path, owner_id=None, include_groups=False, keep_stickers=True,
-                  gap_seconds=settings.session_gap_seconds, progress=False)  # fmt: skip
+    import_export(
+        store,
+        made.path,
+        owner_id=None,
+        include_groups=False,
+        keep_stickers=True,
+        gap_seconds=settings.session_gap_seconds,
+        progress=False,
+    )
     # Checkpointing changes no figure, only memory and time: off, as the bench machine has the memory.
     cfg = TrainConfig(**{"gradient_checkpointing": False, **dict(a.set), "max_steps": a.steps})
-    print(f"{made.messages:,} messages with {len(made.partners)} partners; training {a.steps} steps on {model}",
-          file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"{made.messages:,} messages with {len(made.partners)} partners; training {a.steps} steps on {model}",
+        file=sys.stderr,
+        flush=True,
+    )
     t0 = time.perf_counter()
     result = run_round(settings, cfg, full=True, on_event=progress_line)
     train_s = time.perf_counter() - t0
@@ -110,14 +145,28 @@ def run(a: argparse.Namespace) -> dict:
     eval_cfg = EvalConfig(replies_per_persona=a.replies)
     report = asyncio.run(evaluate_adapter(settings, store, result.version, cfg=eval_cfg, engine_kind=settings.engine))
     report_s = time.perf_counter() - t0
-    return {"tag": a.tag, "model": model, "steps": a.steps, "knobs": dict(a.set), "engine": settings.engine,
-            "decoding": {"temperature": settings.reply_temperature, "top_p": settings.reply_top_p,
-                         "repetition_penalty": settings.reply_repetition_penalty},
-            "corpus": {"messages": made.messages, "partners": len(made.partners)}, "counts": result.counts,
-            "trained_tokens": sum(TRAINED), "train_seconds": round(train_s), "report_seconds": round(report_s),
-            "report": str(report.path / "report.md"), "owner": report.data["owner"],
-            "loss": report.data["loss"], "style": report.data["style"],
-            "style_overall": report.data["style_overall"]}  # fmt: skip
+    return {
+        "tag": a.tag,
+        "model": model,
+        "steps": a.steps,
+        "knobs": dict(a.set),
+        "engine": settings.engine,
+        "decoding": {
+            "temperature": settings.reply_temperature,
+            "top_p": settings.reply_top_p,
+            "repetition_penalty": settings.reply_repetition_penalty,
+        },
+        "corpus": {"messages": made.messages, "partners": len(made.partners)},
+        "counts": result.counts,
+        "trained_tokens": sum(TRAINED),
+        "train_seconds": round(train_s),
+        "report_seconds": round(report_s),
+        "report": str(report.path / "report.md"),
+        "owner": report.data["owner"],
+        "loss": report.data["loss"],
+        "style": report.data["style"],
+        "style_overall": report.data["style_overall"],
+    }
 
 
 TRAINED: list[int] = []  # tokens of each step of the round
@@ -126,8 +175,11 @@ TRAINED: list[int] = []  # tokens of each step of the round
 def progress_line(event: dict) -> None:
     if event.get("event") == "step":
         TRAINED.append(event["tokens"])
-        print(f"  step {event['step']}/{event['of']} loss {event['loss']:.3f}, {event['tokens_per_s']:.0f} tok/s",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"  step {event['step']}/{event['of']} loss {event['loss']:.3f}, {event['tokens_per_s']:.0f} tok/s",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def fmt(value, digits: int = 2) -> str:
@@ -151,9 +203,11 @@ def table(r: dict) -> str:
     """The bench's one table: a row per persona (owner first, then everyone), base beside adapter."""
     models = r["loss"]["models"]
     personas = list(dict.fromkeys(p for p in [r["owner"], *r["style"]] if p))
-    header = (f"{'persona':14} {'tokens':>6} │ {'loss base':>9} {'adapter':>7} │ {'ppl base':>8} {'adapter':>7} │ "
-              + " │ ".join(f"{label:>10} {'base':>5} {'adapt':>5}" for label, _ in STYLE)
-              + f" │ {'style dist':>10} {'adapt':>5} │ {'discrim.':>8} {'adapt':>5}")  # fmt: skip
+    header = (
+        f"{'persona':14} {'tokens':>6} │ {'loss base':>9} {'adapter':>7} │ {'ppl base':>8} {'adapter':>7} │ "
+        + " │ ".join(f"{label:>10} {'base':>5} {'adapt':>5}" for label, _ in STYLE)
+        + f" │ {'style dist':>10} {'adapt':>5} │ {'discrim.':>8} {'adapt':>5}"
+    )
     lines = [header, "─" * len(header)]
     for p in [*personas, "all"]:
         loss = {m: held_out(models[m], "loss", p) for m in ("base", "current")}
@@ -164,16 +218,21 @@ def table(r: dict) -> str:
         cells = []
         for _, key in STYLE:
             real = (style.get("real") or {}).get(key)
-            cells.append(f"{fmt(real):>10} {fmt(stats['base'].get('stats', {}).get(key)):>5} "
-                         f"{fmt(stats['current'].get('stats', {}).get(key)):>5}")  # fmt: skip
+            cells.append(
+                f"{fmt(real):>10} {fmt(stats['base'].get('stats', {}).get(key)):>5} "
+                f"{fmt(stats['current'].get('stats', {}).get(key)):>5}"
+            )
         overall = r["style_overall"] if p == "all" else None
         dist = {m: (overall[m] if overall else stats[m]).get("distance") for m in ("base", "current")}
         disc = {m: (overall[m] if overall else stats[m]).get("discriminator") for m in ("base", "current")}
         label = f"{p} (owner)" if p == r["owner"] else p
-        lines.append(f"{label:14} {tokens:6} │ {fmt(loss['base'], 3):>9} {fmt(loss['current'], 3):>7} │ "
-                     f"{fmt(ppl['base'], 1):>8} {fmt(ppl['current'], 1):>7} │ " + " │ ".join(cells)
-                     + f" │ {fmt(dist['base']):>10} {fmt(dist['current']):>5} │ {fmt(disc['base']):>8} "
-                     f"{fmt(disc['current']):>5}")  # fmt: skip
+        lines.append(
+            f"{label:14} {tokens:6} │ {fmt(loss['base'], 3):>9} {fmt(loss['current'], 3):>7} │ "
+            f"{fmt(ppl['base'], 1):>8} {fmt(ppl['current'], 1):>7} │ "
+            + " │ ".join(cells)
+            + f" │ {fmt(dist['base']):>10} {fmt(dist['current']):>5} │ {fmt(disc['base']):>8} "
+            f"{fmt(disc['current']):>5}"
+        )
     lines.append(
         "style columns: real value, then base, then adapter; `all` style rows are not shown "
         "(distance and discriminator pooled over personas); discriminator 0.5 = indistinguishable"
@@ -186,10 +245,12 @@ def main() -> None:
     r = run(a)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"{a.tag}.json").write_text(json.dumps(r, indent=1, ensure_ascii=False))
-    print(f"\nbench/quality.py [{a.tag}]: {Path(r['model']).name}, {r['steps']} steps ({r['trained_tokens']:,} "
-          f"tokens trained, {r['train_seconds']} s), knobs {r['knobs'] or 'default'}, {r['engine']} replies "
-          f"(temperature {r['decoding']['temperature']}, top_p {r['decoding']['top_p']}, repetition penalty "
-          f"{r['decoding']['repetition_penalty']}), report {r['report_seconds']} s")  # fmt: skip
+    print(
+        f"\nbench/quality.py [{a.tag}]: {Path(r['model']).name}, {r['steps']} steps ({r['trained_tokens']:,} "
+        f"tokens trained, {r['train_seconds']} s), knobs {r['knobs'] or 'default'}, {r['engine']} replies "
+        f"(temperature {r['decoding']['temperature']}, top_p {r['decoding']['top_p']}, repetition penalty "
+        f"{r['decoding']['repetition_penalty']}), report {r['report_seconds']} s"
+    )
     print(table(r))
     print(f"figures: {a.out / (a.tag + '.json')}; report: {r['report']}")
 

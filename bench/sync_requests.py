@@ -45,8 +45,15 @@ async def measure(label: str, account: FakeAccount, store: Storage, settings: Se
     seconds = time.perf_counter() - started
     counts = client.request_counts
     other = sum(counts.values()) - counts["GetDialogsRequest"] - counts["GetHistoryRequest"]
-    return [label, str(counts["GetDialogsRequest"]), str(counts["GetHistoryRequest"]), str(other),
-            str(sum(counts.values())), f"{summary.new_messages:,}", f"{seconds:.1f} s"]  # fmt: skip
+    return [
+        label,
+        str(counts["GetDialogsRequest"]),
+        str(counts["GetHistoryRequest"]),
+        str(other),
+        str(sum(counts.values())),
+        f"{summary.new_messages:,}",
+        f"{seconds:.1f} s",
+    ]
 
 
 async def main() -> None:
@@ -57,8 +64,9 @@ async def main() -> None:
 
     t0 = time.perf_counter()
     account, peers = build_account(args.dialogs, args.messages)
-    print(f"fake account: {args.dialogs} dialogs, {args.messages:,} messages "
-          f"(built in {time.perf_counter() - t0:.1f} s)")  # fmt: skip
+    print(
+        f"fake account: {args.dialogs} dialogs, {args.messages:,} messages (built in {time.perf_counter() - t0:.1f} s)"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(_env_file=None, data_dir=Path(tmp))
         store = Storage(settings.db_path)
@@ -74,8 +82,7 @@ async def main() -> None:
     for row in [header, *rows]:
         print(
             "  ".join(
-                cell.ljust(w) if i == 0 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+                cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
             )
         )
     print(

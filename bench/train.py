@@ -65,8 +65,12 @@ def ours(settings: Settings, examples, cfg: TrainConfig) -> dict:
     history = Trainer(model, optimizer, scheduler, acc, cfg).run(packs)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     tokens = sum(h["tokens"] for h in history)
-    return {"tokens_per_s": tokens / seconds, "tokens_per_cpu_s": tokens / cpu,
-            "share": min(h["real_share"] for h in history), "steps": len(history)}  # fmt: skip
+    return {
+        "tokens_per_s": tokens / seconds,
+        "tokens_per_cpu_s": tokens / cpu,
+        "share": min(h["real_share"] for h in history),
+        "steps": len(history),
+    }
 
 
 def baseline(settings: Settings, examples, cfg: TrainConfig, out_dir: Path) -> dict:
@@ -78,8 +82,9 @@ def baseline(settings: Settings, examples, cfg: TrainConfig, out_dir: Path) -> d
     tokenizer = tm.load_tokenizer(settings.base_model)
     base = AutoModelForCausalLM.from_pretrained(settings.base_model, dtype=torch.float32, attn_implementation="sdpa")
     model = tm.attach_lora(base, cfg)
-    rows = [{"input_ids": e.ids, "labels": [t if m else -100 for t, m in zip(e.ids, e.loss, strict=True)]}
-            for e in examples]  # fmt: skip
+    rows = [
+        {"input_ids": e.ids, "labels": [t if m else -100 for t, m in zip(e.ids, e.loss, strict=True)]} for e in examples
+    ]
     pad = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100)
     shares: list[float] = []
 
@@ -89,11 +94,20 @@ def baseline(settings: Settings, examples, cfg: TrainConfig, out_dir: Path) -> d
         return out
 
     args = TrainingArguments(
-        output_dir=str(out_dir), per_device_train_batch_size=BASELINE_BATCH, num_train_epochs=1,
-        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", save_strategy="no", report_to=[],
-        logging_steps=10_000, use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False,
+        output_dir=str(out_dir),
+        per_device_train_batch_size=BASELINE_BATCH,
+        num_train_epochs=1,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        save_strategy="no",
+        report_to=[],
+        logging_steps=10_000,
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
         seed=0,
-    )  # fmt: skip
+    )
     trainer = HFTrainer(model=model, args=args, train_dataset=rows, data_collator=collate)
     c0 = time.process_time()
     seconds = trainer.train().metrics["train_runtime"]
@@ -112,8 +126,13 @@ def rounds(settings: Settings, corpus: Corpus, n_sessions: int, cfg: TrainConfig
     t0 = time.perf_counter()
     inc = run_round(settings, cfg)
     inc_s = time.perf_counter() - t0
-    return {"full_s": full_s, "inc_s": inc_s, "full_tokens": full.counts["tokens"], "inc_tokens": inc.counts["tokens"],
-            "inc_sessions": f"{inc.counts['new_sessions']} new + {inc.counts['replay_sessions']} replayed"}  # fmt: skip
+    return {
+        "full_s": full_s,
+        "inc_s": inc_s,
+        "full_tokens": full.counts["tokens"],
+        "inc_tokens": inc.counts["tokens"],
+        "inc_sessions": f"{inc.counts['new_sessions']} new + {inc.counts['replay_sessions']} replayed",
+    }
 
 
 # (name, loss_chunk_tokens, mmap allocations, gradient_checkpointing): what each memory run changes.
@@ -126,8 +145,7 @@ MEMORY_VARIANTS = (
 GOAL_MEMORY = 0.5
 
 
-def memory_run(model: str, db: str, chunk: int, mmap: bool, checkpointing: bool, steps: int, threads: int,
-               out) -> None:  # fmt: skip
+def memory_run(model: str, db: str, chunk: int, mmap: bool, checkpointing: bool, steps: int, threads: int, out) -> None:
     """In a fresh process: `steps` optimiser steps of the default config on the first packs of `db`'s real
     chats; puts tokens/s, the losses and peak RSS (the process's own, model included) on `out`."""
     import resource
@@ -147,8 +165,13 @@ def memory_run(model: str, db: str, chunk: int, mmap: bool, checkpointing: bool,
     t0 = time.perf_counter()
     history = Trainer(peft_model, optimizer, scheduler, acc, cfg).run(packs)
     seconds = time.perf_counter() - t0
-    out.put({"tokens_per_s": sum(h["tokens"] for h in history) / seconds, "losses": [h["loss"] for h in history],
-             "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6})  # fmt: skip
+    out.put(
+        {
+            "tokens_per_s": sum(h["tokens"] for h in history) / seconds,
+            "losses": [h["loss"] for h in history],
+            "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        }
+    )
 
 
 def memory(model: str, tmp: Path, steps: int, threads: int) -> None:
@@ -160,8 +183,15 @@ def memory(model: str, tmp: Path, steps: int, threads: int) -> None:
     settings = Settings(_env_file=None, data_dir=tmp / "chitchat", owner_id=1000)
     settings.ensure_data_dir()
     made = chitchat_export(tmp / "chitchat.json", partners=10, conversations=120)
-    import_export(Storage(settings.db_path), made.path, owner_id=None, include_groups=False, keep_stickers=True,
-                  gap_seconds=settings.session_gap_seconds, progress=False)  # fmt: skip
+    import_export(
+        Storage(settings.db_path),
+        made.path,
+        owner_id=None,
+        include_groups=False,
+        keep_stickers=True,
+        gap_seconds=settings.session_gap_seconds,
+        progress=False,
+    )
     ctx = multiprocessing.get_context("spawn")
     rows = []
     for name, *variant in MEMORY_VARIANTS:
@@ -172,17 +202,23 @@ def memory(model: str, tmp: Path, steps: int, threads: int) -> None:
         proc.join()
         print(f"  {name}: peak {rows[-1][1]['peak_gb']:.2f} GB, {rows[-1][1]['tokens_per_s']:.0f} tokens/s", flush=True)
     before = rows[0][1]
-    print(f"\n{Path(model).name}, {steps} steps of one {TrainConfig().pack_tokens}-token pack of real chats, "
-          f"{threads} threads, each variant in a fresh process")  # fmt: skip
+    print(
+        f"\n{Path(model).name}, {steps} steps of one {TrainConfig().pack_tokens}-token pack of real chats, "
+        f"{threads} threads, each variant in a fresh process"
+    )
     print(f"{'variant':32} {'peak RSS':>9} {'vs before':>9} {'tokens/s':>9} {'vs before':>9} {'max |loss diff|':>15}")
     for name, r in rows:
         diff = max(abs(a - b) for a, b in zip(r["losses"], before["losses"], strict=True))
-        print(f"{name:32} {r['peak_gb']:8.2f}G {r['peak_gb'] / before['peak_gb']:9.2f} {r['tokens_per_s']:9.0f} "
-              f"{r['tokens_per_s'] / before['tokens_per_s']:9.2f} {diff:15.2e}")  # fmt: skip
+        print(
+            f"{name:32} {r['peak_gb']:8.2f}G {r['peak_gb'] / before['peak_gb']:9.2f} {r['tokens_per_s']:9.0f} "
+            f"{r['tokens_per_s'] / before['tokens_per_s']:9.2f} {diff:15.2e}"
+        )
     default = TrainConfig().gradient_checkpointing
     ratio = rows[3 if default else 2][1]["peak_gb"] / before["peak_gb"]
-    print(f"default ({rows[3 if default else 2][0]}) peak / before = {ratio:.2f}; goal <= {GOAL_MEMORY} "
-          f"{'OK' if ratio <= GOAL_MEMORY else 'MISSED'}")  # fmt: skip
+    print(
+        f"default ({rows[3 if default else 2][0]}) peak / before = {ratio:.2f}; goal <= {GOAL_MEMORY} "
+        f"{'OK' if ratio <= GOAL_MEMORY else 'MISSED'}"
+    )
 
 
 def resolve_model(name: str, tmp: Path) -> str:
@@ -216,8 +252,11 @@ def main() -> None:
         corpus = Corpus(Storage(settings.db_path))
         corpus.add(a.sessions, max(1, a.sessions // 20))
         examples = examples_of(settings, CFG)
-        print(f"tiny model {base.name}: {len(examples)} examples, {sum(map(len, examples)):,} tokens, "
-              f"{torch.get_num_threads()} threads", flush=True)  # fmt: skip
+        print(
+            f"tiny model {base.name}: {len(examples)} examples, {sum(map(len, examples)):,} tokens, "
+            f"{torch.get_num_threads()} threads",
+            flush=True,
+        )
         if a.part != "rounds":
             throughput(settings, examples, a.repeats, tmp)
         if a.part != "throughput":
@@ -232,11 +271,15 @@ def throughput(settings: Settings, examples, repeats: int, tmp: Path) -> None:
     med = lambda key: statistics.median(o[key] / b[key] for o, b in zip(ours_runs, base_runs, strict=True))  # noqa: E731
     wall, cpu = med("tokens_per_s"), med("tokens_per_cpu_s")
     share_o, share_b = min(r["share"] for r in ours_runs), statistics.mean(r["share"] for r in base_runs)
-    print(f"real-token share per step: packed {share_o:.3f} (min over steps) vs pad-to-longest {share_b:.3f} "
-          f"(mean); goal >= {GOAL_SHARE} {'OK' if share_o >= GOAL_SHARE else 'MISSED'}")  # fmt: skip
+    print(
+        f"real-token share per step: packed {share_o:.3f} (min over steps) vs pad-to-longest {share_b:.3f} "
+        f"(mean); goal >= {GOAL_SHARE} {'OK' if share_o >= GOAL_SHARE else 'MISSED'}"
+    )
     verdict = "OK" if wall >= GOAL_SPEEDUP else "MISSED"
-    print(f"training tokens/s, packed / HF Trainer (median of {repeats} interleaved pairs): wall {wall:.2f}x, "
-          f"per CPU-second {cpu:.2f}x; goal >= {GOAL_SPEEDUP}x {verdict}")  # fmt: skip
+    print(
+        f"training tokens/s, packed / HF Trainer (median of {repeats} interleaved pairs): wall {wall:.2f}x, "
+        f"per CPU-second {cpu:.2f}x; goal >= {GOAL_SPEEDUP}x {verdict}"
+    )
     for key in ("tokens_per_s", "tokens_per_cpu_s"):
         print(f"  {key}: packed {[round(r[key]) for r in ours_runs]}, HF {[round(r[key]) for r in base_runs]}")
 
@@ -244,9 +287,11 @@ def throughput(settings: Settings, examples, repeats: int, tmp: Path) -> None:
 def incremental(settings: Settings, corpus: Corpus, n_sessions: int) -> None:
     r = rounds(settings, corpus, n_sessions, CFG)
     ratio = r["inc_s"] / r["full_s"]
-    print(f"incremental round (+5%: {r['inc_sessions']}, {r['inc_tokens']:,} tokens) {r['inc_s']:.1f} s / "
-          f"full round ({r['full_tokens']:,} tokens) {r['full_s']:.1f} s = {ratio:.3f}; "
-          f"goal <= {GOAL_INCREMENTAL} {'OK' if ratio <= GOAL_INCREMENTAL else 'MISSED'}")  # fmt: skip
+    print(
+        f"incremental round (+5%: {r['inc_sessions']}, {r['inc_tokens']:,} tokens) {r['inc_s']:.1f} s / "
+        f"full round ({r['full_tokens']:,} tokens) {r['full_s']:.1f} s = {ratio:.3f}; "
+        f"goal <= {GOAL_INCREMENTAL} {'OK' if ratio <= GOAL_INCREMENTAL else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

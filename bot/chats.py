@@ -133,8 +133,14 @@ class Conversations:
         except Exception as exc:
             log.error("engine failed in chat %d: %s", chat_id, type(exc).__name__, exc_info=True)
             return None
-        log.info("chat %d: %d message(s) as %s with adapter %s in %.1f s", chat_id, len(replies), persona,
-                 self._adapter_label(adapter), time.monotonic() - started)  # fmt: skip
+        log.info(
+            "chat %d: %d message(s) as %s with adapter %s in %.1f s",
+            chat_id,
+            len(replies),
+            persona,
+            self._adapter_label(adapter),
+            time.monotonic() - started,
+        )
         return replies
 
     def _adapter_label(self, adapter: AdapterRef | None) -> str:
@@ -151,9 +157,12 @@ class Conversations:
         if not self.settings.fits_base_model(row["base_model"]):
             if row["version"] not in self._other_base:  # said once per adapter, not once per reply
                 self._other_base.add(row["version"])
-                log.error("the active adapter %04d was trained on %s, not on TWIN_BASE_MODEL: the base model "
-                          "answers until a round on the new one (/retrain)",
-                          row["version"], row["base_model"])  # fmt: skip
+                log.error(
+                    "the active adapter %04d was trained on %s, not on TWIN_BASE_MODEL: the base model "
+                    "answers until a round on the new one (/retrain)",
+                    row["version"],
+                    row["base_model"],
+                )
             return None
         if row["version"] not in self._adapters:
             self._adapters[row["version"]] = AdapterRef.from_row(row, self.settings.data_dir)

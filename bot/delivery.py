@@ -85,8 +85,9 @@ def build_bot(settings: Settings, session: BaseSession | None = None) -> Bot:
     try:
         return Bot(token=token, session=session)
     except TokenValidationError:
-        raise UserError("TWIN_BOT_TOKEN does not look like a bot token (123456789:AAE...): copy it again from "
-                        "@BotFather into .env") from None  # fmt: skip
+        raise UserError(
+            "TWIN_BOT_TOKEN does not look like a bot token (123456789:AAE...): copy it again from @BotFather into .env"
+        ) from None
 
 
 async def send_text(bot: Bot, chat_id: int, text: str, pause: float = 0.0) -> None:

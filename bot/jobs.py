@@ -48,8 +48,10 @@ def describe_progress(event: dict) -> str | None:
     """A training event as one progress line (None for events not worth showing)."""
     kind = event.get("event")
     if kind == "plan":
-        return (f"Training: {event.get('reason', 'new round')}; {event.get('train_sessions')} sessions, "
-                f"{event.get('steps')} steps")  # fmt: skip
+        return (
+            f"Training: {event.get('reason', 'new round')}; {event.get('train_sessions')} sessions, "
+            f"{event.get('steps')} steps"
+        )
     if kind == "step":
         return f"Training: step {event['step']}/{event['of']}, loss {event['loss']:.4f}"
     if kind == "eval" and event.get("eval_loss") is not None:
@@ -62,8 +64,16 @@ class Jobs:
     `train` runs one training round (defaults: collector's connected_client, trainer's subprocess with
     evaluation's report)."""
 
-    def __init__(self, settings: Settings, store: Storage, reports: OwnerReports, engine: Engine | None = None,
-                 *, sync_client: Callable | None = None, train: Callable | None = None):  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        store: Storage,
+        reports: OwnerReports,
+        engine: Engine | None = None,
+        *,
+        sync_client: Callable | None = None,
+        train: Callable | None = None,
+    ):
         self.settings, self.store, self.reports, self.engine = settings, store, reports, engine
         self._sync_client = sync_client
         self._train = train
@@ -122,8 +132,14 @@ class Jobs:
         """One sync with the owner's Telethon client; returns the collector's SyncSummary."""
         connect = self._sync_client or connected_client
         async with connect(self.settings) as client:
-            return await sync_dialogs(client, self.store, self.settings, refresh_days=self.settings.sync_refresh_days,
-                                      progress=False, guard=self._guard)  # fmt: skip
+            return await sync_dialogs(
+                client,
+                self.store,
+                self.settings,
+                refresh_days=self.settings.sync_refresh_days,
+                progress=False,
+                guard=self._guard,
+            )
 
     async def _sync_job(self, scheduled: bool) -> None:
         try:

@@ -65,5 +65,11 @@ def add_training_job(scheduler: AsyncIOScheduler, settings: Settings, jobs: Jobs
     if trigger is None:
         log.info("scheduled training is off (TWIN_TRAIN_INTERVAL_HOURS=0, no TWIN_TRAIN_CRON)")
         return
-    scheduler.add_job(jobs.scheduled_training, trigger, id="training", coalesce=True, max_instances=1,
-                      misfire_grace_time=MISFIRE_GRACE_S)  # fmt: skip
+    scheduler.add_job(
+        jobs.scheduled_training,
+        trigger,
+        id="training",
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=MISFIRE_GRACE_S,
+    )

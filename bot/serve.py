@@ -93,8 +93,10 @@ async def check_token(bot: Bot) -> None:
     try:
         me = await bot.get_me()
     except TelegramUnauthorizedError:
-        raise UserError("Telegram refused TWIN_BOT_TOKEN (401 Unauthorized): copy the token again from "
-                        "@BotFather (/mybots → API Token) into .env") from None  # fmt: skip
+        raise UserError(
+            "Telegram refused TWIN_BOT_TOKEN (401 Unauthorized): copy the token again from "
+            "@BotFather (/mybots → API Token) into .env"
+        ) from None
     except TelegramNetworkError as exc:
         log.warning("cannot reach the Bot API yet (%s): polling will keep trying", type(exc).__name__)
         return

@@ -139,9 +139,7 @@ def login_cmd(
 def collect_cmd(
     ctx: typer.Context,
     dialog: str = typer.Option(None, "--dialog", help="Only this dialog: a persona slug or a dialog id."),
-    takeout: bool = typer.Option(
-        False, "--takeout", help="Use a takeout session (for the first bulk download)."
-    ),
+    takeout: bool = typer.Option(False, "--takeout", help="Use a takeout session (for the first bulk download)."),
     refresh_days: int = typer.Option(
         0, "--refresh-days", min=0, help="Re-read the last N days: edits are applied, deletions too."
     ),
@@ -162,8 +160,15 @@ def collect_cmd(
 
     async def run():
         async with connected_client(settings) as client:
-            return await sync(client, store, settings, dialog=dialog, refresh_days=refresh_days,
-                              takeout=takeout, progress=out.is_terminal)  # fmt: skip
+            return await sync(
+                client,
+                store,
+                settings,
+                dialog=dialog,
+                refresh_days=refresh_days,
+                takeout=takeout,
+                progress=out.is_terminal,
+            )
 
     summary = asyncio.run(run())
     out.print(summary.describe(), highlight=False)
@@ -180,9 +185,7 @@ def _dialog_id(store: Storage, id_or_slug: str) -> int:
         return int(id_or_slug)
 
 
-def exclude_cmd(
-    ctx: typer.Context, dialog: str = typer.Argument(..., help="Persona slug or dialog id.")
-) -> None:
+def exclude_cmd(ctx: typer.Context, dialog: str = typer.Argument(..., help="Persona slug or dialog id.")) -> None:
     """Stop collecting (and training on) a dialog. Stored messages stay; `twin include` undoes it.
 
     A dialog id that is not collected yet works too: the dialog is then never fetched.
@@ -195,9 +198,7 @@ def exclude_cmd(
     out.print(f"excluded dialog {dialog_id}: `twin collect` skips it, training leaves it out")
 
 
-def include_cmd(
-    ctx: typer.Context, dialog: str = typer.Argument(..., help="Persona slug or dialog id.")
-) -> None:
+def include_cmd(ctx: typer.Context, dialog: str = typer.Argument(..., help="Persona slug or dialog id.")) -> None:
     """Collect and train on a dialog again after `twin exclude`; with a user id, after /forget too.
 
     Example: twin include sasha

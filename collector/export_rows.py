@@ -21,8 +21,17 @@ MAX_PERSONAL_SENDERS = 2
 DELETED_ACCOUNT = "Deleted Account"  # Telegram Desktop writes `"from": null` for deleted accounts
 SOURCE = "export"
 # Keys that mark a message as carrying media; one without text is skipped as media-only.
-MEDIA_KEYS = ("media_type", "photo", "file", "poll", "contact_information", "location_information",
-              "place_name", "game_title", "invoice_information")  # fmt: skip
+MEDIA_KEYS = (
+    "media_type",
+    "photo",
+    "file",
+    "poll",
+    "contact_information",
+    "location_information",
+    "place_name",
+    "game_title",
+    "invoice_information",
+)
 PEER_ID = re.compile(r"[a-z_]*(\d+)")  # "user123", "channel456", "chat789", "123"
 BY_DATE_THEN_ID = itemgetter(3, 1)  # MESSAGE_COLUMNS: date, id — the order storage returns messages in
 SENT_BY_OWNER = itemgetter(5)  # MESSAGE_COLUMNS: out
@@ -150,8 +159,21 @@ def message_to_row(msg: Any, index: int, cv: ChatContext) -> Row | str:
     if edited is not None:
         edited = _edited(edited)
     forwarded, forwarded_from = (1, _forwarded_from(msg)) if "forwarded_from" in msg else (0, None)
-    return (cv.dialog_id, msg_id, sender, date, text, 1 if sender == cv.owner_id else 0, reply_to, forwarded,
-            forwarded_from, media, edited, 1 if "via_bot" in msg else 0, SOURCE)  # fmt: skip
+    return (
+        cv.dialog_id,
+        msg_id,
+        sender,
+        date,
+        text,
+        1 if sender == cv.owner_id else 0,
+        reply_to,
+        forwarded,
+        forwarded_from,
+        media,
+        edited,
+        1 if "via_bot" in msg else 0,
+        SOURCE,
+    )
 
 
 def _other_kind(kind: Any) -> str:
@@ -279,8 +301,13 @@ def owner_row(data: dict[str, Any], owner_id: int) -> dict[str, Any] | None:
     first, last = info.get("first_name") or None, info.get("last_name") or None
     username = info.get("username")
     name = " ".join(str(x) for x in (first, last) if x) or None
-    return {"id": owner_id, "name": name, "first_name": first, "last_name": last,
-            "username": username.lstrip("@") or None if isinstance(username, str) else None}  # fmt: skip
+    return {
+        "id": owner_id,
+        "name": name,
+        "first_name": first,
+        "last_name": last,
+        "username": username.lstrip("@") or None if isinstance(username, str) else None,
+    }
 
 
 def session_messages(rows: list[Row]) -> list[dict[str, Any]]:

@@ -111,9 +111,7 @@ class SyncProgress:
     def saved(self, last_id: int, n: int) -> None:
         self._count += n
         if self._bar and self._task is not None:
-            self._bar.update(
-                self._task, completed=max(last_id - self._start, 0), detail=f"{self._count} messages"
-            )
+            self._bar.update(self._task, completed=max(last_id - self._start, 0), detail=f"{self._count} messages")
 
     def end(self) -> None:
         if self._bar:

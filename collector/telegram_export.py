@@ -107,8 +107,9 @@ class Written:
     new_ids: list[int]  # message ids this import added
 
 
-def save_chat(store: Storage, chat: ChatRows, gap_seconds: float, now: float, written: list[Written],
-              pacer: Pacer) -> int:  # fmt: skip
+def save_chat(
+    store: Storage, chat: ChatRows, gap_seconds: float, now: float, written: list[Written], pacer: Pacer
+) -> int:
     """Write one converted chat (BATCH_ROWS messages per transaction) and its sessions; returns how many
     messages were new. What it adds is appended to `written` before it is written."""
     dialog_id = chat.dialog["id"]
@@ -190,8 +191,13 @@ def gc_paused() -> Iterator[None]:
 
 
 def convert_chats(
-    store: Storage, chats: list[Chat], summary: ImportSummary, *, include_groups: bool, keep_stickers: bool,
-) -> list[tuple[ChatRows, int]]:  # fmt: skip
+    store: Storage,
+    chats: list[Chat],
+    summary: ImportSummary,
+    *,
+    include_groups: bool,
+    keep_stickers: bool,
+) -> list[tuple[ChatRows, int]]:
     """Every wanted chat as rows (and how many messages it had), counting into `summary`; nothing is written,
     so a bad message anywhere refuses the file with the database untouched."""
     is_forgotten = store.forgotten()  # people the owner made the twin forget (/forget)
@@ -212,8 +218,14 @@ def convert_chats(
     return converted_chats
 
 
-def save_chats(store: Storage, chats: list[tuple[ChatRows, int]], summary: ImportSummary, gap_seconds: float,
-               progress: bool, written: list[Written]) -> None:  # fmt: skip
+def save_chats(
+    store: Storage,
+    chats: list[tuple[ChatRows, int]],
+    summary: ImportSummary,
+    gap_seconds: float,
+    progress: bool,
+    written: list[Written],
+) -> None:
     """Write the converted chats, counting into `summary`."""
     now, pacer = time.time(), Pacer()
     with progress_bar(progress, sum(n for _, n in chats)) as bar:

@@ -88,9 +88,7 @@ def build_client(settings: Settings) -> CountingTelegramClient:
     """The owner's client from TWIN_API_ID / TWIN_API_HASH and TWIN_SESSION or data_dir/owner.session."""
     api_id = settings.require("api_id")
     api_hash = settings.require("api_hash").get_secret_value()
-    return CountingTelegramClient(
-        _session(settings), api_id, api_hash, flood_sleep_threshold=FLOOD_SLEEP_THRESHOLD
-    )
+    return CountingTelegramClient(_session(settings), api_id, api_hash, flood_sleep_threshold=FLOOD_SLEEP_THRESHOLD)
 
 
 async def ensure_authorized(client) -> None:
@@ -98,9 +96,7 @@ async def ensure_authorized(client) -> None:
     try:
         await client.connect()
     except OSError as exc:
-        raise UserError(
-            f"cannot reach Telegram ({type(exc).__name__}): check the network and retry"
-        ) from None
+        raise UserError(f"cannot reach Telegram ({type(exc).__name__}): check the network and retry") from None
     if not await client.is_user_authorized():
         await client.disconnect()
         raise NotLoggedIn(f"the Telegram session is not logged in (revoked or expired): {LOGIN_HINT}")

@@ -127,8 +127,10 @@ def remember_owner(store: Storage, settings: Settings, me, summary: SyncSummary)
     store.upsert_people([person_of(me)])
     store.set_meta("owner_id", me.id)
     if settings.owner_id is not None and settings.owner_id != me.id:
-        msg = (f"TWIN_OWNER_ID is {settings.owner_id} but the logged-in account is {me.id}: "
-               "fix TWIN_OWNER_ID in .env (or log in with the right account)")  # fmt: skip
+        msg = (
+            f"TWIN_OWNER_ID is {settings.owner_id} but the logged-in account is {me.id}: "
+            "fix TWIN_OWNER_ID in .env (or log in with the right account)"
+        )
         log.warning(msg)
         summary.warnings.append(msg)
 
@@ -190,9 +192,7 @@ async def plan_dialogs(client, store, summary, *, only: int | None, since: dt.da
             wm = int(stored.get(d.id, {}).get("watermark") or 0)
             top = int(d.dialog.top_message or 0)
             refresh = since is not None and wm > 0 and d.date is not None and d.date >= since
-            plans.append(
-                DialogPlan(d.id, d.name, d.entity, d.input_entity, top, d.date, wm, top > wm, refresh)
-            )
+            plans.append(DialogPlan(d.id, d.name, d.entity, d.input_entity, top, d.date, wm, top > wm, refresh))
         if only is not None:
             break  # found it: no need for more dialog pages
     if only is not None and not plans:
@@ -209,9 +209,7 @@ def save_dialogs(store: Storage, plans: list[DialogPlan]) -> None:
     with store.transaction():
         store.upsert_people([person_of(p.entity) for p in plans])
         for p in plans:
-            store.upsert_dialog(
-                {"id": p.id, "type": "personal_chat", "name": p.name, "person_id": p.entity.id}
-            )
+            store.upsert_dialog({"id": p.id, "type": "personal_chat", "name": p.name, "person_id": p.entity.id})
 
 
 async def sync_dialog(client, store, settings, plan, summary, bar, owner_id, since, wait) -> None:
@@ -263,9 +261,7 @@ async def iter_new_messages(client, plan: DialogPlan, wait: float) -> AsyncItera
             return
 
 
-async def iter_recent_messages(
-    client, plan: DialogPlan, since: dt.datetime, wait: float
-) -> AsyncIterator[Any]:
+async def iter_recent_messages(client, plan: DialogPlan, since: dt.datetime, wait: float) -> AsyncIterator[Any]:
     """Stored messages sent since `since` once more (edits), oldest first, up to the old watermark."""
     history = client.iter_messages(
         plan.input_peer, offset_date=since, max_id=plan.watermark + 1, reverse=True, wait_time=wait
@@ -276,8 +272,13 @@ async def iter_recent_messages(
             return
 
 
-async def save_messages(store, dialog_id, rows: AsyncIterator[dict[str, Any]], replace: bool,
-                        on_saved: Callable[[list[dict[str, Any]]], None]) -> None:  # fmt: skip
+async def save_messages(
+    store,
+    dialog_id,
+    rows: AsyncIterator[dict[str, Any]],
+    replace: bool,
+    on_saved: Callable[[list[dict[str, Any]]], None],
+) -> None:
     """Save rows (oldest first) in batches of BATCH_SIZE, each with its watermark.
 
     If fetching fails midway (a long flood wait, a dropped connection) what was received is saved

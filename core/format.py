@@ -82,9 +82,7 @@ class ChatFormat:
             self.style = "plain"
             self._open, self._close, self.eot_id = [], ":\n", tokenizer.eos_token_id
         else:
-            raise ValueError(
-                "the tokenizer has no chat-turn tokens and no EOS token: pick another base model"
-            )
+            raise ValueError("the tokenizer has no chat-turn tokens and no EOS token: pick another base model")
         bos = tokenizer.bos_token_id
         # Only prepend BOS where the tokenizer would add it itself (Llama does, Qwen has none).
         adds_bos = bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]

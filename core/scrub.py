@@ -23,8 +23,14 @@ from urllib.parse import parse_qsl, urlsplit
 import phonenumbers
 
 EMAIL, PHONE, CARD, IBAN, URL, SECRET, REDACTED = (
-    "<EMAIL>", "<PHONE>", "<CARD>", "<IBAN>", "<URL>", "<SECRET>", "<REDACTED>",
-)  # fmt: skip
+    "<EMAIL>",
+    "<PHONE>",
+    "<CARD>",
+    "<IBAN>",
+    "<URL>",
+    "<SECRET>",
+    "<REDACTED>",
+)
 PLACEHOLDER_RE = re.compile(r"(<(?:EMAIL|PHONE|CARD|IBAN|URL|SECRET|REDACTED)>)")
 
 # Secrets with a recognisable shape: they are scrubbed wherever they appear, URLs included.
@@ -40,9 +46,7 @@ KNOWN_SECRET_RE = re.compile(
     r"|\bglpat-[A-Za-z0-9_-]{20,}"  # GitLab
     r"|\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"  # JWT
 )
-PRIVATE_KEY_RE = re.compile(
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S
-)
+PRIVATE_KEY_RE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S)
 
 # A URL runs to the next space or quote; trailing punctuation belongs to the sentence. A host label starts
 # with a letter or digit: a long run of dashes must not be tried as a host from every position.
@@ -65,8 +69,10 @@ TG_INVITE_RE = re.compile(r"(?i)\bt(?:elegram)?\.me/(?:\+|joinchat/)")  # an inv
 # the value goes. A pair ("login/pass", "логин/пароль", "账号/密码") loses both of its values.
 _PAIR = r"(?:(?:\b(?:login|user(?:name)?|e-?mail|логин|юзер|почта)|账号|用户名|邮箱)\s*/\s*)?"
 _PASSWORD = r"\b(?:password|passwd|passphrase|passcode|pwd|pin|пароль|пароля|паролем|пассворд)|密码|口令"
-_LABEL = (rf"(?:{_PASSWORD}|\b(?:pin[ -]?code|secret|api[ _-]?key|access[ _-]?token|token|пин(?:[ -]?код)?|секрет"
-          r"|токен|ключ(?: api)?))")  # fmt: skip
+_LABEL = (
+    rf"(?:{_PASSWORD}|\b(?:pin[ -]?code|secret|api[ _-]?key|access[ _-]?token|token|пин(?:[ -]?код)?|секрет"
+    r"|токен|ключ(?: api)?))"
+)
 _WHOSE = r"(?:\s+(?:от|для|к|for|to|of|on)(?:\s+[\w.@-]+){1,3}?)?"  # "пароль от вайфая", "password for the router"
 # A value ends before sentence punctuation and a space, or at Chinese punctuation (no space follows it there).
 _END = r"(?=[.,;]*(?:\s|$)|[，。；！？、）])"
@@ -172,9 +178,7 @@ def url_is_secret(url: str) -> bool:
     if parts.password:
         return True
     # OAuth implicit flows put the token into the fragment: read it like a query.
-    params = parse_qsl(parts.query, keep_blank_values=True) + parse_qsl(
-        parts.fragment, keep_blank_values=True
-    )
+    params = parse_qsl(parts.query, keep_blank_values=True) + parse_qsl(parts.fragment, keep_blank_values=True)
     if any(SECRET_PARAM_RE.search(key) for key, _ in params):
         return True
     return _random_segment(parts.path) or _random_segment(parts.query) or _random_segment(parts.fragment)

@@ -40,9 +40,7 @@ HOW_TO_GET = {
 
 class Settings(BaseSettings):
     # env_ignore_empty: `TWIN_OWNER_ID=` as left in a fresh .env means "not set", not "invalid".
-    model_config = SettingsConfigDict(
-        env_prefix="TWIN_", env_file=".env", extra="ignore", env_ignore_empty=True
-    )
+    model_config = SettingsConfigDict(env_prefix="TWIN_", env_file=".env", extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Field(Path("data"), description="Holds twin.db, adapters/ and the Telethon session.")
     owner_id: int | None = Field(None, description="The owner's Telegram user id.")
@@ -66,9 +64,7 @@ class Settings(BaseSettings):
     # auto = vLLM's choice on a GPU (bf16 for most models), float32 on a CPU (bf16 there is several times slower).
     vllm_dtype: str = Field("auto", description="auto | bfloat16 | float16 | float32")
     # Empty = detected from the model folder (AWQ/GPTQ checkpoints); bitsandbytes quantizes at load time.
-    vllm_quantization: str | None = Field(
-        None, description="e.g. awq, gptq, bitsandbytes, fp8; empty = auto."
-    )
+    vllm_quantization: str | None = Field(None, description="e.g. awq, gptq, bitsandbytes, fp8; empty = auto.")
     # 3: the active adapter, the one being promoted (old requests finish on it) and a spare; each costs memory.
     vllm_max_loras: int = Field(3, ge=1, description="Adapters served in one batch.")
     # Empty = the largest rank of the adapters found at start-up, at least 16; a bigger one needs a restart.
@@ -83,16 +79,10 @@ class Settings(BaseSettings):
     reply_max_new_tokens: int = Field(96, ge=8, description="Longest reply (tokens).")
 
     bot_token: SecretStr | None = Field(None, description="Bot token from @BotFather.")
-    bot_api_url: str | None = Field(
-        None, description="Self-hosted Bot API server, e.g. http://localhost:8081."
-    )
+    bot_api_url: str | None = Field(None, description="Self-hosted Bot API server, e.g. http://localhost:8081.")
     api_id: int | None = Field(None, description="Telegram API id from my.telegram.org (collector).")
-    api_hash: SecretStr | None = Field(
-        None, description="Telegram API hash from my.telegram.org (collector)."
-    )
-    session: SecretStr | None = Field(
-        None, description="Telethon StringSession; else data_dir/owner.session."
-    )
+    api_hash: SecretStr | None = Field(None, description="Telegram API hash from my.telegram.org (collector).")
+    session: SecretStr | None = Field(None, description="Telethon StringSession; else data_dir/owner.session.")
 
     # -- the bot (`twin serve`) ------------------------------------------------------------------------
     bot_webhook_url: str | None = Field(
@@ -128,9 +118,7 @@ class Settings(BaseSettings):
     session_gap_minutes: float = Field(60.0, gt=0, description="Silence that ends a session (minutes).")
     # Stickers carry tone ("😂") that is part of how people write; drop them if they drown the text.
     keep_stickers: bool = Field(True, description="Import stickers as their emoji.")
-    scrub_words: list[str] = Field(
-        default_factory=list, description="Extra words scrubbed from training text."
-    )
+    scrub_words: list[str] = Field(default_factory=list, description="Extra words scrubbed from training text.")
 
     @property
     def db_path(self) -> Path:

@@ -85,8 +85,9 @@ def check_loadable(name: str) -> None:
         if not (folder / "config.json").is_file():
             raise BaseModelError(f"TWIN_BASE_MODEL={name}: the folder has no config.json: {WHAT_TO_DO}")
         if not any(next(folder.glob(pattern), None) for pattern in WEIGHT_FILES):
-            raise BaseModelError(f"TWIN_BASE_MODEL={name}: the folder has no weights (*.safetensors or "
-                                 f"pytorch_model.bin): {WHAT_TO_DO}")  # fmt: skip
+            raise BaseModelError(
+                f"TWIN_BASE_MODEL={name}: the folder has no weights (*.safetensors or pytorch_model.bin): {WHAT_TO_DO}"
+            )
         return
     if looks_like_path(name):
         raise BaseModelError(f"TWIN_BASE_MODEL={name}: no such folder: {WHAT_TO_DO}")
@@ -144,8 +145,9 @@ def _write_converted(source: Path, out: Path) -> None:
     """Dequantize the GGUF's weights (transformers + the `gguf` package) and save them as safetensors in
     float32: the format every engine and peft load, and exact for the dequantized values."""
     if importlib.util.find_spec("gguf") is None:
-        raise BaseModelError(f"reading {source.name} needs the `gguf` package: run scripts/setup.sh "
-                             "(or `pip install gguf`)")  # fmt: skip
+        raise BaseModelError(
+            f"reading {source.name} needs the `gguf` package: run scripts/setup.sh (or `pip install gguf`)"
+        )
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

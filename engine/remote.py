@@ -44,13 +44,29 @@ class RemoteError(UserError):
 def server_command(settings: Settings, host: str, port: int, max_lora_rank: int) -> list[str]:
     """The command that starts a vLLM server this engine can use (set VLLM_ALLOW_RUNTIME_LORA_UPDATING)."""
     argv = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", base_model_path(settings), "--host", host, "--port", str(port),
-        "--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(settings.vllm_max_loras),
-        "--max-model-len", str(settings.vllm_max_model_len), "--dtype", vllm_dtype(settings.vllm_dtype),
-        "--gpu-memory-utilization", str(settings.vllm_gpu_memory_utilization),
-        "--tensor-parallel-size", str(settings.vllm_tensor_parallel_size),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        base_model_path(settings),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--enable-lora",
+        "--max-lora-rank",
+        str(max_lora_rank),
+        "--max-loras",
+        str(settings.vllm_max_loras),
+        "--max-model-len",
+        str(settings.vllm_max_model_len),
+        "--dtype",
+        vllm_dtype(settings.vllm_dtype),
+        "--gpu-memory-utilization",
+        str(settings.vllm_gpu_memory_utilization),
+        "--tensor-parallel-size",
+        str(settings.vllm_tensor_parallel_size),
+    ]
     if settings.vllm_quantization:
         argv += ["--quantization", settings.vllm_quantization]
     return argv
@@ -68,8 +84,7 @@ def start_local_server(settings: Settings, max_lora_rank: int, timeout_s: float 
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     argv = server_command(settings, "127.0.0.1", port, max_lora_rank)
     # Its own session, so stopping it also stops the engine processes it starts.
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -123,8 +138,10 @@ class RemoteEngine(BaseEngine):
                 models = (await resp.json())["data"]
         except (aiohttp.ClientError, OSError, KeyError) as exc:
             await self._http.close()
-            raise RemoteError(f"no vLLM server at TWIN_ENGINE_URL={self.url} ({exc}): start one with "
-                              "--enable-lora, or set TWIN_ENGINE=auto") from None  # fmt: skip
+            raise RemoteError(
+                f"no vLLM server at TWIN_ENGINE_URL={self.url} ({exc}): start one with "
+                "--enable-lora, or set TWIN_ENGINE=auto"
+            ) from None
         base = next(m for m in models if not m.get("parent"))
         self._base_model = base["id"]
         self.max_context = base.get("max_model_len") or self.settings.vllm_max_model_len
@@ -132,8 +149,11 @@ class RemoteEngine(BaseEngine):
             if m.get("parent") and m["id"].startswith("twin-") and m["id"][5:].isdigit():
                 self._loaded.add(int(m["id"][5:]))
         # TWIN_BASE_MODEL when set (a GGUF as the folder it converts to), else what the server says it serves.
-        tokenizer_from = (await asyncio.to_thread(base_model_path, self.settings) if self.settings.base_model
-                          else base.get("root") or base["id"])  # fmt: skip
+        tokenizer_from = (
+            await asyncio.to_thread(base_model_path, self.settings)
+            if self.settings.base_model
+            else base.get("root") or base["id"]
+        )
         tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, tokenizer_from)
         self.format = ChatFormat(tokenizer)
         self.base_model = tokenizer_from  # checked against adapters only when its files are here too
@@ -187,8 +207,11 @@ class RemoteEngine(BaseEngine):
         if ids is None:  # a server older than return_token_ids: re-encode its text
             ids = self.format.tokenizer(choice["text"], add_special_tokens=False)["input_ids"]
         logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or [] if sampling.logprobs else []
-        return Generation(token_ids=list(ids), finished=choice.get("finish_reason") == "stop",
-                          logprobs=[lp for lp in logprobs if lp is not None])  # fmt: skip
+        return Generation(
+            token_ids=list(ids),
+            finished=choice.get("finish_reason") == "stop",
+            logprobs=[lp for lp in logprobs if lp is not None],
+        )
 
     async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         async with self._http.post(f"{self.url}{path}", json=body) as resp:
@@ -209,8 +232,7 @@ class RemoteEngine(BaseEngine):
                 hint = ""
                 if status == 404:
                     hint = ": start the server with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora"
-                raise RemoteError(f"loading adapter {adapter.version} into {self.url} failed ({status}: {data})"
-                                  f"{hint}")  # fmt: skip
+                raise RemoteError(f"loading adapter {adapter.version} into {self.url} failed ({status}: {data}){hint}")
             self._loaded.add(adapter.version)
             log.info("remote: loaded adapter %s from %s", adapter.name, adapter.path)
 

@@ -120,8 +120,9 @@ class VLLMEngine(BaseEngine):
         self._llm = self._new_llm()
         model_config = getattr(self._llm, "model_config", None)
         self.max_context = model_config.max_model_len if model_config else args.max_model_len
-        log.info("vLLM engine ready: %s, max_lora_rank %d, context %d", args.model, self.max_lora_rank,
-                 self.max_context)  # fmt: skip
+        log.info(
+            "vLLM engine ready: %s, max_lora_rank %d, context %d", args.model, self.max_lora_rank, self.max_context
+        )
 
     async def close(self) -> None:
         if self._llm is not None:

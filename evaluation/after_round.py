@@ -46,8 +46,9 @@ def free_accelerator_memory() -> None:
         pass
 
 
-def report_after_round(settings: Settings, version: int, on_event: Callable[[dict], None] | None = None,
-                       cfg: EvalConfig | None = None) -> list[str]:  # fmt: skip
+def report_after_round(
+    settings: Settings, version: int, on_event: Callable[[dict], None] | None = None, cfg: EvalConfig | None = None
+) -> list[str]:
     """Write adapter `version`'s report; returns warnings for the round's result (none when all went well).
     `on_event` hears its `report_progress` events while it runs, then a `report` event with its headline."""
     cfg = cfg or EvalConfig()

@@ -51,8 +51,9 @@ class Probe:
     real: tuple[str, ...]
 
 
-def probes_for(sessions: Sequence[TrainingSession], persona: str, limit: int, context_turns: int,
-               seed: int = 0) -> list[Probe]:  # fmt: skip
+def probes_for(
+    sessions: Sequence[TrainingSession], persona: str, limit: int, context_turns: int, seed: int = 0
+) -> list[Probe]:
     """Up to `limit` turns of `persona` (not a session's first), sampled by `seed`, each with the
     `context_turns` turns before it (as many as the bot puts into a prompt)."""
     spots = [(s, t) for s in sessions for t in range(1, len(s.turns)) if s.turns[t].speaker == persona]
@@ -76,8 +77,9 @@ class Gated:
     def __init__(self, engine: Engine, limit: int):
         self.engine, self._gate = engine, asyncio.Semaphore(limit)
 
-    async def reply(self, turns: Sequence[ChatTurn], persona: str, partner: str,
-                    adapter: AdapterRef | None) -> list[str]:  # fmt: skip
+    async def reply(
+        self, turns: Sequence[ChatTurn], persona: str, partner: str, adapter: AdapterRef | None
+    ) -> list[str]:
         async with self._gate:
             return await self.engine.reply(turns, persona, partner, adapter)
 
@@ -117,8 +119,9 @@ def opener_pairs(owner: str | None, personas: Sequence[str]) -> list[tuple[str, 
     return [pair for f in friends for pair in ((f, owner), (owner, f))]
 
 
-async def play_dialogue(engine: Engine | Gated, adapter: AdapterRef | None, first: str, second: str, opener: str,
-                        replies: int) -> list[tuple[str, list[str]]]:  # fmt: skip
+async def play_dialogue(
+    engine: Engine | Gated, adapter: AdapterRef | None, first: str, second: str, opener: str, replies: int
+) -> list[tuple[str, list[str]]]:
     """`first` says `opener`; then the model plays `second` and `first` in turn for `replies` replies. A
     dropped (degenerate) reply ends the dialogue, shown as an empty burst."""
     turns = [ChatTurn(first, (opener,))]

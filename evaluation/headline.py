@@ -11,17 +11,26 @@ def headline(data: dict) -> dict:
     styled = lambda m, k: (style.get(m) or {}).get(k)  # noqa: E731
     owner = data.get("owner")
     return {
-        "version": data["version"], "status": data["status"], "previous_version": data.get("previous_version"),
-        "eval_loss": figure("current", "loss"), "eval_ppl": figure("current", "ppl"),
-        "base_eval_loss": figure("base", "loss"), "previous_eval_loss": figure("previous", "loss"),
-        "owner": owner, "owner_eval_loss": (figure("current", "per_persona") or {}).get(owner),
-        "style_distance": styled("current", "distance"), "base_style_distance": styled("base", "distance"),
+        "version": data["version"],
+        "status": data["status"],
+        "previous_version": data.get("previous_version"),
+        "eval_loss": figure("current", "loss"),
+        "eval_ppl": figure("current", "ppl"),
+        "base_eval_loss": figure("base", "loss"),
+        "previous_eval_loss": figure("previous", "loss"),
+        "owner": owner,
+        "owner_eval_loss": (figure("current", "per_persona") or {}).get(owner),
+        "style_distance": styled("current", "distance"),
+        "base_style_distance": styled("base", "distance"),
         "previous_style_distance": styled("previous", "distance"),
-        "discriminator": styled("current", "discriminator"), "base_discriminator": styled("base", "discriminator"),
+        "discriminator": styled("current", "discriminator"),
+        "base_discriminator": styled("base", "discriminator"),
         "previous_discriminator": styled("previous", "discriminator"),
-        "question_share": styled("current", "question"), "base_question_share": styled("base", "question"),
-        "real_question_share": styled("real", "question"), "engine": data.get("engine"),
-    }  # fmt: skip
+        "question_share": styled("current", "question"),
+        "base_question_share": styled("base", "question"),
+        "real_question_share": styled("real", "question"),
+        "engine": data.get("engine"),
+    }
 
 
 def _fmt(x: float | None, spec: str = ".4f") -> str:

@@ -100,9 +100,17 @@ def stored_losses(current: AdapterInfo, previous: AdapterInfo | None, key: str, 
 Measured = Callable[[str, int, int], None]
 
 
-def measure(base_model: str, examples: Sequence[Example], pack_tokens: int, current: AdapterInfo,
-            previous: AdapterInfo | None, need: set[str], store: Storage, key: str,
-            on_measured: Measured) -> dict:  # fmt: skip
+def measure(
+    base_model: str,
+    examples: Sequence[Example],
+    pack_tokens: int,
+    current: AdapterInfo,
+    previous: AdapterInfo | None,
+    need: set[str],
+    store: Storage,
+    key: str,
+    on_measured: Measured,
+) -> dict:
     """Run the trainer's evaluation for the models in `need` (base model loaded once, adapters on top)."""
     import torch
     from peft import PeftModel
@@ -126,9 +134,15 @@ def measure(base_model: str, examples: Sequence[Example], pack_tokens: int, curr
     return out
 
 
-def held_out_losses(store: Storage, fmt: ChatFormat, base_model: str, sessions: Sequence[TrainingSession],
-                    current: AdapterInfo, previous: AdapterInfo | None,
-                    on_measured: Measured = lambda model, done, of: None) -> dict:  # fmt: skip
+def held_out_losses(
+    store: Storage,
+    fmt: ChatFormat,
+    base_model: str,
+    sessions: Sequence[TrainingSession],
+    current: AdapterInfo,
+    previous: AdapterInfo | None,
+    on_measured: Measured = lambda model, done, of: None,
+) -> dict:
     """{"eval_set", "tokens" per persona, "models": {base, previous, current: figures + ppl}, "measured"}.
     `on_measured` hears of each model measured here (the figures a round stored are not measured again)."""
     cfg = window_config(current.meta)

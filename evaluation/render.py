@@ -11,14 +11,20 @@ from .losses import MODELS
 from .plots import draw_plots
 
 FEATURES = (  # (label, key in style_stats, format)
-    ("replies / messages", None, None), ("message length, mean chars", "length_mean", "{:.1f}"),
-    ("message length, median chars", "length_median", "{:.0f}"), ("messages per burst", "burst_mean", "{:.2f}"),
-    ("replies ending in a question", "question", "{:.0%}"), ("messages with emoji", "emoji", "{:.0%}"),
-    ("messages ending in '.'", "period_end", "{:.0%}"), ("messages with '!'", "exclaim", "{:.0%}"),
-    ("messages with '...'", "ellipsis", "{:.0%}"), ("messages starting lowercase", "lowercase_start", "{:.0%}"),
+    ("replies / messages", None, None),
+    ("message length, mean chars", "length_mean", "{:.1f}"),
+    ("message length, median chars", "length_median", "{:.0f}"),
+    ("messages per burst", "burst_mean", "{:.2f}"),
+    ("replies ending in a question", "question", "{:.0%}"),
+    ("messages with emoji", "emoji", "{:.0%}"),
+    ("messages ending in '.'", "period_end", "{:.0%}"),
+    ("messages with '!'", "exclaim", "{:.0%}"),
+    ("messages with '...'", "ellipsis", "{:.0%}"),
+    ("messages starting lowercase", "lowercase_start", "{:.0%}"),
     ("messages ending in ')' or '('", "bracket_smile", "{:.0%}"),
-    ("letters in the persona's script", "script", "{:.0%}"), ("replies dropped (degenerate)", "empty_share", "{:.0%}"),
-)  # fmt: skip
+    ("letters in the persona's script", "script", "{:.0%}"),
+    ("replies dropped (degenerate)", "empty_share", "{:.0%}"),
+)
 
 
 def _num(value, fmt: str = "{:.3f}") -> str:
@@ -32,8 +38,11 @@ def _text(messages: list[str]) -> str:
 
 def model_names(data: dict) -> dict[str, str]:
     prev = data.get("previous_version")
-    return {"base": "base", "previous": f"previous ({prev:04d})" if prev else "previous (none)",
-            "current": f"current ({data['version']:04d})"}  # fmt: skip
+    return {
+        "base": "base",
+        "previous": f"previous ({prev:04d})" if prev else "previous (none)",
+        "current": f"current ({data['version']:04d})",
+    }
 
 
 def comparison_table(data: dict) -> list[str]:
@@ -69,8 +78,12 @@ def comparison_table(data: dict) -> list[str]:
 def loss_section(data: dict) -> list[str]:
     loss = data.get("loss") or {}
     names, models = model_names(data), loss.get("models") or {}
-    lines = ["## Held-out loss, every persona", "",
-             f"| persona | eval tokens | {' | '.join(names.values())} |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "## Held-out loss, every persona",
+        "",
+        f"| persona | eval tokens | {' | '.join(names.values())} |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for p, n in (loss.get("tokens") or {}).items():
         per = [_num(((models.get(m) or {}).get("per_persona") or {}).get(p)) for m in MODELS]
         lines.append(f"| {p} | {n:,} | {' | '.join(per)} |")
@@ -80,18 +93,26 @@ def loss_section(data: dict) -> list[str]:
 
 def style_section(data: dict) -> list[str]:
     names = model_names(data)
-    lines = ["## Style of the replies vs the real ones", "",
-             "Each model answered the same held-out contexts as the persona, through the engine and the bot's "
-             "prompt. Style distance: mean of the habit-share differences and the length / burst histogram "
-             "distances (0 = the same style). Discriminator accuracy: how often a character n-gram classifier, "
-             "cross-validated, tells a generated reply from a real one (0.5 = it cannot tell them apart; dropped "
-             "replies left out; — = too few replies to say).", ""]  # fmt: skip
+    lines = [
+        "## Style of the replies vs the real ones",
+        "",
+        "Each model answered the same held-out contexts as the persona, through the engine and the bot's "
+        "prompt. Style distance: mean of the habit-share differences and the length / burst histogram "
+        "distances (0 = the same style). Discriminator accuracy: how often a character n-gram classifier, "
+        "cross-validated, tells a generated reply from a real one (0.5 = it cannot tell them apart; dropped "
+        "replies left out; — = too few replies to say).",
+        "",
+    ]
     for persona, entry in (data.get("style") or {}).items():
         present = [m for m in MODELS if m in entry["models"]]
         script = entry["real"].get("script_name") or "no"
         header = f"| | real | {' | '.join(names[m] for m in present)} |"
-        lines += [f"### {persona} — {entry['n']} held-out replies ({script} script)", "", header,
-                  "|---|" + "---:|" * (len(present) + 1)]  # fmt: skip
+        lines += [
+            f"### {persona} — {entry['n']} held-out replies ({script} script)",
+            "",
+            header,
+            "|---|" + "---:|" * (len(present) + 1),
+        ]
         for label, key, fmt in FEATURES:
             stats = [entry["real"], *(entry["models"][m]["stats"] for m in present)]
             if key is None:
@@ -131,19 +152,33 @@ def markdown(data: dict, plots: list[str]) -> str:
     leak = data["leak"]
     if not leak["ok"]:
         leaked = sorted(set(leak["by_id"]) | set(leak["by_hash"]))
-        return "\n".join([title, "", "**FAILED: eval data leaked into training.** The adapter (or one it continued "
-                          f"from, {leak['lineage']}) was trained on {len(leaked)} of {leak['checked']} eval sessions: "
-                          "its eval figures mean nothing. Retrain from the base model (`twin train --full`).", "",
-                          f"- by session id: {', '.join(leak['by_id']) or 'none'}",
-                          f"- by content hash: {', '.join(leak['by_hash']) or 'none'}", ""])  # fmt: skip
+        return "\n".join(
+            [
+                title,
+                "",
+                "**FAILED: eval data leaked into training.** The adapter (or one it continued "
+                f"from, {leak['lineage']}) was trained on {len(leaked)} of {leak['checked']} eval sessions: "
+                "its eval figures mean nothing. Retrain from the base model (`twin train --full`).",
+                "",
+                f"- by session id: {', '.join(leak['by_id']) or 'none'}",
+                f"- by content hash: {', '.join(leak['by_hash']) or 'none'}",
+                "",
+            ]
+        )
     when = dt.datetime.fromtimestamp(data["created_at"]).strftime("%Y-%m-%d %H:%M")
-    lines = [title, "", *comparison_table(data), "",
-             "Cells: held-out loss (nats/token) · perplexity · style distance to the persona's real replies · "
-             "discriminator accuracy (how often a classifier tells the generated replies from the real ones; "
-             "0.5 = it cannot). Lower is better in each, down to 0.5 for the discriminator.", "",
-             f"Base model `{data['base_model']}`; replies by the {data.get('engine')} engine; {when}. Leak guard "
-             f"passed: none of {leak['checked']} eval sessions is in the training data of adapters {leak['lineage']}.",
-             ""]  # fmt: skip
+    lines = [
+        title,
+        "",
+        *comparison_table(data),
+        "",
+        "Cells: held-out loss (nats/token) · perplexity · style distance to the persona's real replies · "
+        "discriminator accuracy (how often a classifier tells the generated replies from the real ones; "
+        "0.5 = it cannot). Lower is better in each, down to 0.5 for the discriminator.",
+        "",
+        f"Base model `{data['base_model']}`; replies by the {data.get('engine')} engine; {when}. Leak guard "
+        f"passed: none of {leak['checked']} eval sessions is in the training data of adapters {leak['lineage']}.",
+        "",
+    ]
     lines += [f"![{name}]({name})" for name in plots] + [""]
     lines += loss_section(data) + style_section(data) + openers_section(data)
     if data.get("notes"):

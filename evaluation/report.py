@@ -127,8 +127,15 @@ def tally(emit: Emit, stage: str, model: str, persona: str | None, total: int) -
     return lambda: emit(stage, model, persona, next(done), total)
 
 
-async def generate_replies(engine: Engine, models: dict[str, AdapterRef | None], probes: dict[str, list[Probe]],
-                           owner: str | None, scripts: dict, cfg: EvalConfig, emit: Emit) -> dict:  # fmt: skip
+async def generate_replies(
+    engine: Engine,
+    models: dict[str, AdapterRef | None],
+    probes: dict[str, list[Probe]],
+    owner: str | None,
+    scripts: dict,
+    cfg: EvalConfig,
+    emit: Emit,
+) -> dict:
     """Every model's replies to every probe, and its opener dialogues, all in flight together; `emit` hears of
     each reply and each dialogue as it ends."""
     personas, gated = list(probes), Gated(engine, cfg.concurrency)
@@ -144,8 +151,9 @@ async def generate_replies(engine: Engine, models: dict[str, AdapterRef | None],
     return {"replies": replies, "openers": openers}
 
 
-async def usable_models(engine: Engine, current: AdapterInfo, previous: AdapterInfo | None, settings: Settings,
-                        notes: list[str]) -> dict[str, AdapterRef | None]:  # fmt: skip
+async def usable_models(
+    engine: Engine, current: AdapterInfo, previous: AdapterInfo | None, settings: Settings, notes: list[str]
+) -> dict[str, AdapterRef | None]:
     """base → None, and each adapter the engine accepts (a refused one is noted, not silently replaced)."""
     models: dict[str, AdapterRef | None] = {"base": None}
     for name, info in (("previous", previous), ("current", current)):
@@ -162,9 +170,17 @@ async def usable_models(engine: Engine, current: AdapterInfo, previous: AdapterI
     return models
 
 
-async def generate_all(settings: Settings, engine: Engine | None, kind: str | None, current: AdapterInfo,
-                       previous: AdapterInfo | None, probes: dict, data: dict, cfg: EvalConfig,
-                       emit: Emit) -> dict | None:  # fmt: skip
+async def generate_all(
+    settings: Settings,
+    engine: Engine | None,
+    kind: str | None,
+    current: AdapterInfo,
+    previous: AdapterInfo | None,
+    probes: dict,
+    data: dict,
+    cfg: EvalConfig,
+    emit: Emit,
+) -> dict | None:
     """The replies of every usable model, from `engine` or one of `kind` (None: TWIN_ENGINE) started here.
     An engine that cannot start or serve leaves the report without replies (noted), not without losses."""
     from engine.build import build_engine
@@ -246,18 +262,29 @@ def eval_warnings(sessions: list, loss: dict) -> list[str]:
     """What makes this eval weak even without a leak: too few sessions, a loss too good to be true."""
     notes = []
     if 0 < len(sessions) < FEW_EVAL_SESSIONS:
-        notes.append(f"only {len(sessions)} eval sessions ({sum(loss['tokens'].values()):,} tokens): the figures "
-                     "are noisy, compare adapters by more than one number")  # fmt: skip
+        notes.append(
+            f"only {len(sessions)} eval sessions ({sum(loss['tokens'].values()):,} tokens): the figures "
+            "are noisy, compare adapters by more than one number"
+        )
     current = (loss["models"].get("current") or {}).get("loss")
     if current is not None and current < SUSPICIOUS_LOSS:
-        notes.append(f"eval loss {current:.3f} is suspiciously low for chat text: look for eval conversations that "
-                     "reached training in another form (re-imported with edits, forwarded, quoted)")  # fmt: skip
+        notes.append(
+            f"eval loss {current:.3f} is suspiciously low for chat text: look for eval conversations that "
+            "reached training in another form (re-imported with edits, forwarded, quoted)"
+        )
     return notes
 
 
-async def evaluate_adapter(settings: Settings, store: Storage, version: int | None = None, out_dir: Path | None = None,
-                           cfg: EvalConfig | None = None, engine: Engine | None = None, engine_kind: str | None = None,
-                           on_event: Callable[[dict], None] | None = None) -> Report:  # fmt: skip
+async def evaluate_adapter(
+    settings: Settings,
+    store: Storage,
+    version: int | None = None,
+    out_dir: Path | None = None,
+    cfg: EvalConfig | None = None,
+    engine: Engine | None = None,
+    engine_kind: str | None = None,
+    on_event: Callable[[dict], None] | None = None,
+) -> Report:
     """Write adapter `version`'s report (default: the active adapter) and store its headline figures.
     `engine`: a started engine to reply with (else one of `engine_kind`, default TWIN_ENGINE, is started).
     `on_event`: hears `report_progress` events (see `progress_events`) while losses and replies are made."""
@@ -271,9 +298,15 @@ async def evaluate_adapter(settings: Settings, store: Storage, version: int | No
     out = Path(out_dir) if out_dir else current.path / REPORT_DIR
     sessions = list(iter_sessions(store, settings, "eval"))
     leaks = check_leaks(store, current.version, sessions)
-    data: dict = {"version": current.version, "created_at": int(time.time()), "base_model": base_model,
-                  "previous_version": previous.version if previous else None, "leak": leaks.as_dict(),
-                  "status": "ok" if leaks.ok else "leak", "notes": []}  # fmt: skip
+    data: dict = {
+        "version": current.version,
+        "created_at": int(time.time()),
+        "base_model": base_model,
+        "previous_version": previous.version if previous else None,
+        "leak": leaks.as_dict(),
+        "status": "ok" if leaks.ok else "leak",
+        "notes": [],
+    }
     if not leaks.ok:
         finish(store, data, out)
         raise EvalLeak(f"{leaks.message()} (report: {out / 'report.md'})")

@@ -119,9 +119,11 @@ def style_components(generated: dict, real: dict) -> dict[str, float] | None:
         return None
     if not generated["n_messages"]:
         return {"dropped": 1.0}
-    parts = {"length": _tv(generated["length_bins"], real["length_bins"]),
-             "burst": _tv(generated["burst_bins"], real["burst_bins"]),
-             "dropped": generated["empty_share"] or 0.0}  # fmt: skip
+    parts = {
+        "length": _tv(generated["length_bins"], real["length_bins"]),
+        "burst": _tv(generated["burst_bins"], real["burst_bins"]),
+        "dropped": generated["empty_share"] or 0.0,
+    }
     for habit in HABITS:
         if generated.get(habit) is not None and real.get(habit) is not None:
             parts[habit] = abs(generated[habit] - real[habit])

@@ -54,21 +54,19 @@ class BotStore:
             return cur.rowcount > 0 or bool(
                 c.execute(
                     "SELECT 1 FROM access WHERE username = ? AND user_id = ?", (username.lower(), user_id)
-                ).fetchone()  # fmt: skip
+                ).fetchone()
             )
 
     def allowed(self) -> list[dict[str, Any]]:
-        return [
-            dict(r) for r in self.query("SELECT user_id, username, added_at FROM access ORDER BY added_at")
-        ]
+        return [dict(r) for r in self.query("SELECT user_id, username, added_at FROM access ORDER BY added_at")]
 
     # -- the bot's own conversations ------------------------------------------------------------------
-    def add_bot_message(self, chat_id: int, user_id: int | None, speaker: str, text: str,
-                        from_twin: bool, date: int | None = None) -> None:  # fmt: skip
+    def add_bot_message(
+        self, chat_id: int, user_id: int | None, speaker: str, text: str, from_twin: bool, date: int | None = None
+    ) -> None:
         with self.transaction() as c:
             c.execute(
-                "INSERT INTO bot_messages (chat_id, user_id, speaker, from_twin, date, text)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO bot_messages (chat_id, user_id, speaker, from_twin, date, text) VALUES (?, ?, ?, ?, ?, ?)",
                 (chat_id, user_id, speaker, int(from_twin), date or int(time.time()), text),
             )
 

@@ -70,8 +70,9 @@ class ForgetStore:
         """The database's random key for the hashes (made on first use; a racing process keeps the first)."""
         if (value := self.get_meta("forget_key")) is None:
             with self.transaction() as c:
-                c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('forget_key', ?)",
-                          (secrets.token_bytes(32).hex(),))  # fmt: skip
+                c.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('forget_key', ?)", (secrets.token_bytes(32).hex(),)
+                )
             value = self.get_meta("forget_key")
         return bytes.fromhex(value)
 
@@ -102,26 +103,42 @@ class ForgetStore:
         # A JSON list, not "IN (?, ...) or NULL": `NOT IN (NULL)` is never true, so someone with no dialog of
         # their own would have no other dialogs either, and the groups they wrote in would keep stale sessions.
         own_json = json.dumps(own)
-        other = [r[0] for r in self.query(
-            "SELECT DISTINCT dialog_id FROM messages WHERE sender_id = ?"
-            " AND dialog_id NOT IN (SELECT value FROM json_each(?))", (pid, own_json),
-        )]  # fmt: skip
-        sessions = [r[0] for r in self.query(
-            "SELECT id FROM sessions WHERE dialog_id IN (SELECT value FROM json_each(?))", (own_json,)
-        )]  # fmt: skip
-        sessions += [r[0] for r in self.query(
-            "SELECT DISTINCT s.id FROM sessions s JOIN messages m ON m.dialog_id = s.dialog_id"
-            " AND m.date BETWEEN s.start AND s.\"end\" WHERE m.sender_id = ?", (pid,),
-        ) if r[0] not in sessions]  # fmt: skip
+        other = [
+            r[0]
+            for r in self.query(
+                "SELECT DISTINCT dialog_id FROM messages WHERE sender_id = ?"
+                " AND dialog_id NOT IN (SELECT value FROM json_each(?))",
+                (pid, own_json),
+            )
+        ]
+        sessions = [
+            r[0]
+            for r in self.query(
+                "SELECT id FROM sessions WHERE dialog_id IN (SELECT value FROM json_each(?))", (own_json,)
+            )
+        ]
+        sessions += [
+            r[0]
+            for r in self.query(
+                "SELECT DISTINCT s.id FROM sessions s JOIN messages m ON m.dialog_id = s.dialog_id"
+                ' AND m.date BETWEEN s.start AND s."end" WHERE m.sender_id = ?',
+                (pid,),
+            )
+            if r[0] not in sessions
+        ]
         return _Scope(person, own, other, sessions, self.adapters_trained_on(sessions))
 
     def adapters_trained_on(self, session_ids: list[str]) -> list[int]:
         """Adapters trained on any of `session_ids`, and every adapter continued from one of those (its
         weights start from theirs), oldest first; pruned ones included."""
-        tainted = {r[0] for r in self.query(
-            "SELECT DISTINCT adapter_version FROM trained_sessions"
-            " WHERE session_id IN (SELECT value FROM json_each(?))", (json.dumps(list(session_ids)),),
-        )}  # fmt: skip
+        tainted = {
+            r[0]
+            for r in self.query(
+                "SELECT DISTINCT adapter_version FROM trained_sessions"
+                " WHERE session_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(session_ids)),),
+            )
+        }
         for row in self.query("SELECT version, parent_version FROM adapters ORDER BY version"):
             if row["parent_version"] in tainted:  # a parent is always older: one pass finds every descendant
                 tainted.add(row["version"])
@@ -134,13 +151,22 @@ class ForgetStore:
 
     def _report(self, scope: _Scope) -> ForgetReport:
         pid, marks = scope.person["id"], ", ".join("?" for _ in scope.own) or "NULL"
-        n = self.query(f"SELECT count(*) FROM messages WHERE dialog_id IN ({marks}) OR sender_id = ?",
-                       (*scope.own, pid))[0][0]  # fmt: skip
+        n = self.query(
+            f"SELECT count(*) FROM messages WHERE dialog_id IN ({marks}) OR sender_id = ?", (*scope.own, pid)
+        )[0][0]
         alive = {a["version"]: a for a in self.adapters() if a["status"] != "deleted"}
         trained_on = [v for v in scope.tainted if v in alive]
         active = next((v for v in trained_on if alive[v]["status"] == "active"), None)
-        return ForgetReport(pid, scope.person["slug"], n, len(scope.session_ids), scope.own, trained_on, active,
-                            adapter_paths=[alive[v]["path"] for v in trained_on if alive[v]["path"]])  # fmt: skip
+        return ForgetReport(
+            pid,
+            scope.person["slug"],
+            n,
+            len(scope.session_ids),
+            scope.own,
+            trained_on,
+            active,
+            adapter_paths=[alive[v]["path"] for v in trained_on if alive[v]["path"]],
+        )
 
     def forget_person(self, id_or_slug: int | str, gap_seconds: float, now: float | None = None) -> ForgetReport:
         """Delete everything of a person (see the module's doc) in one transaction, and remember a keyed hash
@@ -149,15 +175,19 @@ class ForgetStore:
         with self.transaction() as c:
             scope = self._scope(id_or_slug)
             report = self._report(scope)
-            eval_held_them = bool(self.query(
-                "SELECT 1 FROM sessions WHERE split = 'eval' AND id IN (SELECT value FROM json_each(?))",
-                (json.dumps(scope.session_ids),),
-            ))  # fmt: skip
+            eval_held_them = bool(
+                self.query(
+                    "SELECT 1 FROM sessions WHERE split = 'eval' AND id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(scope.session_ids),),
+                )
+            )
             self._delete_their_rows(c, scope.person, scope.own)
             self._retire_adapters_of(c, report, scope.tainted)
             report.report_paths = self._drop_reports(c, scope.tainted, eval_held_them)
-            c.execute("INSERT OR IGNORE INTO forgotten (key, forgotten_at) VALUES (?, ?)",
-                      (self._forgotten_hash(report.person_id), int(time.time())))  # fmt: skip
+            c.execute(
+                "INSERT OR IGNORE INTO forgotten (key, forgotten_at) VALUES (?, ?)",
+                (self._forgotten_hash(report.person_id), int(time.time())),
+            )
             for dialog_id in scope.other:
                 self.rebuild_sessions(dialog_id, gap_seconds, now)
         return report
@@ -171,16 +201,20 @@ class ForgetStore:
         slug = person["slug"]
         c.execute("DELETE FROM bot_messages WHERE chat_id = ? OR user_id = ? OR speaker = ?", (pid, pid, slug))
         c.execute("DELETE FROM chats WHERE chat_id = ? OR persona = ?", (pid, slug))
-        c.execute("DELETE FROM access WHERE user_id = ? OR (? IS NOT NULL AND username = lower(?))",
-                  (pid, person["username"], person["username"]))  # fmt: skip
+        c.execute(
+            "DELETE FROM access WHERE user_id = ? OR (? IS NOT NULL AND username = lower(?))",
+            (pid, person["username"], person["username"]),
+        )
         c.execute("DELETE FROM people WHERE id = ?", (pid,))
 
     def _retire_adapters_of(self, c, report: ForgetReport, tainted: list[int]) -> None:
         """Mark `tainted` adapters deleted (with what they saw), drop the persona from the figures of the
         others, and put the newest earlier adapter that never saw them back in place of an active one."""
         marks = ", ".join("?" for _ in tainted) or "NULL"
-        c.execute(f"UPDATE adapters SET status = 'deleted', reason = ?, eval_json = NULL WHERE version IN ({marks})",
-                  (FORGOTTEN_REASON, *tainted))  # fmt: skip
+        c.execute(
+            f"UPDATE adapters SET status = 'deleted', reason = ?, eval_json = NULL WHERE version IN ({marks})",
+            (FORGOTTEN_REASON, *tainted),
+        )
         c.execute(f"DELETE FROM trained_sessions WHERE adapter_version IN ({marks})", tuple(tainted))
         for row in self.query("SELECT version, eval_json FROM adapters WHERE eval_json IS NOT NULL"):
             figures = without_key(json.loads(row["eval_json"]), report.slug)
@@ -194,8 +228,10 @@ class ForgetStore:
         )
         if earlier:
             report.now_active = earlier[0][0]
-            c.execute("UPDATE adapters SET status = 'active', reason = ? WHERE version = ?",
-                      (f"active again: {report.was_active} was {FORGOTTEN_REASON}", report.now_active))  # fmt: skip
+            c.execute(
+                "UPDATE adapters SET status = 'active', reason = ? WHERE version = ?",
+                (f"active again: {report.was_active} was {FORGOTTEN_REASON}", report.now_active),
+            )
 
     def _drop_reports(self, c, tainted: list[int], eval_held_them: bool) -> list[str]:
         """Delete the evaluation reports of `tainted` adapters, and every report when their sessions were

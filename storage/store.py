@@ -24,23 +24,49 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 MESSAGE_COLUMNS = (
-    "dialog_id", "id", "sender_id", "date", "text", "out", "reply_to", "forwarded", "forwarded_from",
-    "media_type", "edited", "via_bot", "source",
-)  # fmt: skip
+    "dialog_id",
+    "id",
+    "sender_id",
+    "date",
+    "text",
+    "out",
+    "reply_to",
+    "forwarded",
+    "forwarded_from",
+    "media_type",
+    "edited",
+    "via_bot",
+    "source",
+)
 # Messages per INSERT in insert_many_messages: 76 × 13 values stays under SQLite's oldest limit of 999.
 BULK_ROWS = 999 // len(MESSAGE_COLUMNS)
 # A plain text message (no reply, forward, media, edit or bot) binds only the columns it fills.
-_PLAIN_FIXED = {"reply_to": None, "forwarded": 0, "forwarded_from": None, "media_type": None, "edited": None,
-                "via_bot": 0}  # fmt: skip
+_PLAIN_FIXED = {
+    "reply_to": None,
+    "forwarded": 0,
+    "forwarded_from": None,
+    "media_type": None,
+    "edited": None,
+    "via_bot": 0,
+}
 _PLAIN_BOUND = itemgetter(*(i for i, k in enumerate(MESSAGE_COLUMNS) if k not in _PLAIN_FIXED))
 _PLAIN_PART = itemgetter(*(MESSAGE_COLUMNS.index(k) for k in _PLAIN_FIXED))
 _PLAIN_VALUES = tuple(_PLAIN_FIXED.values())
 _PLAIN_COLUMNS = tuple(k for k in MESSAGE_COLUMNS if k not in _PLAIN_FIXED) + tuple(_PLAIN_FIXED)
 _PLAIN_LITERALS = tuple("NULL" if v is None else str(v) for v in _PLAIN_VALUES)
 SESSION_COLUMNS = (
-    "id", "dialog_id", "first_message_id", "last_message_id", "start", "end", "n_messages", "n_turns",
-    "closed", "split", "content_hash",
-)  # fmt: skip
+    "id",
+    "dialog_id",
+    "first_message_id",
+    "last_message_id",
+    "start",
+    "end",
+    "n_messages",
+    "n_turns",
+    "closed",
+    "split",
+    "content_hash",
+)
 
 
 class UnknownPersona(UserError, LookupError):
@@ -107,9 +133,8 @@ class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
                         "UPDATE people SET first_name = coalesce(?, first_name),"
                         " last_name = coalesce(?, last_name), username = coalesce(?, username),"
                         " name = coalesce(?, name), updated_at = ? WHERE id = ?",
-                        (p.get("first_name"), p.get("last_name"), p.get("username"), name or None, now,
-                         p["id"]),
-                    )  # fmt: skip
+                        (p.get("first_name"), p.get("last_name"), p.get("username"), name or None, now, p["id"]),
+                    )
                     continue
                 slug = unique_slug(slug_base(p.get("username"), p.get("first_name") or name, p["id"]), taken)
                 taken.add(slug)
@@ -123,9 +148,7 @@ class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
 
     def person(self, id_or_slug: int | str) -> dict[str, Any] | None:
         if isinstance(id_or_slug, int) or str(id_or_slug).lstrip("-").isdigit():
-            return _dict(
-                next(iter(self.query("SELECT * FROM people WHERE id = ?", (int(id_or_slug),))), None)
-            )
+            return _dict(next(iter(self.query("SELECT * FROM people WHERE id = ?", (int(id_or_slug),))), None))
         return _dict(next(iter(self.query("SELECT * FROM people WHERE slug = ?", (id_or_slug,))), None))
 
     def person_by_username(self, username: str) -> dict[str, Any] | None:
@@ -220,13 +243,10 @@ class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
         cols = ", ".join(MESSAGE_COLUMNS)
         marks = ", ".join("?" for _ in MESSAGE_COLUMNS)
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
-        tuples = (tuple(r[k] if k in r else None for k in MESSAGE_COLUMNS) if isinstance(r, dict) else r
-                  for r in rows)  # fmt: skip
+        tuples = (tuple(r[k] if k in r else None for k in MESSAGE_COLUMNS) if isinstance(r, dict) else r for r in rows)
         with self.transaction() as c:
             before = self.conn.total_changes
-            c.executemany(
-                f"INSERT INTO messages ({cols}) VALUES ({marks})".replace("INSERT", verb, 1), tuples
-            )
+            c.executemany(f"INSERT INTO messages ({cols}) VALUES ({marks})".replace("INSERT", verb, 1), tuples)
             return self.conn.total_changes - before
 
     def insert_many_messages(self, rows: Sequence[Sequence[Any]]) -> int:
@@ -285,14 +305,18 @@ class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
 
     def rebuild_sessions(self, dialog_id: int, gap_seconds: float, now: float | None = None) -> int:
         """Recompute a dialog's sessions from its messages (after an import or a sync); returns count."""
-        rows = session_rows(
-            dialog_id, self.messages(dialog_id), gap_seconds, time.time() if now is None else now
-        )
+        rows = session_rows(dialog_id, self.messages(dialog_id), gap_seconds, time.time() if now is None else now)
         self.replace_sessions(dialog_id, rows)
         return len(rows)
 
-    def sessions(self, closed: bool | None = None, split: str | None = None, *, gap_seconds: float | None = None,
-                 now: float | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    def sessions(
+        self,
+        closed: bool | None = None,
+        split: str | None = None,
+        *,
+        gap_seconds: float | None = None,
+        now: float | None = None,
+    ) -> list[dict[str, Any]]:
         """Sessions of dialogs not excluded, oldest first per dialog. `closed` is decided from each session's
         end and the time (`gap_seconds` is then required), not from the flag stored when it was cut."""
         sql, params = (
@@ -330,7 +354,7 @@ class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
         """Closed, open and held-out sessions, closed-ness decided as `sessions` decides it."""
         cutoff = closed_before(time.time() if now is None else now, gap_seconds)
         row = self.query(
-            'SELECT count(*), coalesce(sum(s."end" < ?), 0), coalesce(sum(s.split = \'eval\'), 0) FROM sessions s',
+            "SELECT count(*), coalesce(sum(s.\"end\" < ?), 0), coalesce(sum(s.split = 'eval'), 0) FROM sessions s",
             (cutoff,),
         )[0]
         return {"closed": row[1], "open": row[0] - row[1], "eval": row[2]}

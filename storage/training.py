@@ -72,8 +72,11 @@ class TrainingStore:
 
     def fail_dead_runs(self) -> int:
         """Mark runs whose process died (killed, OOM) as failed; returns how many."""
-        dead = [r["id"] for r in self.query("SELECT id, pid FROM training_runs WHERE status = 'running'")
-                if not pid_alive(r["pid"])]  # fmt: skip
+        dead = [
+            r["id"]
+            for r in self.query("SELECT id, pid FROM training_runs WHERE status = 'running'")
+            if not pid_alive(r["pid"])
+        ]
         for run_id in dead:
             self.finish_run(run_id, "failed", "the training process died (killed or out of memory)")
         return len(dead)
@@ -112,8 +115,7 @@ class TrainingStore:
     def activate_adapter(self, version: int, reason: str | None = None) -> None:
         """Make `version` the one active adapter; the previous active one becomes retired."""
         with self.transaction() as c:
-            if not c.execute("SELECT 1 FROM adapters WHERE version = ? AND status != 'deleted'",
-                             (version,)).fetchone():  # fmt: skip
+            if not c.execute("SELECT 1 FROM adapters WHERE version = ? AND status != 'deleted'", (version,)).fetchone():
                 raise UserError(f"no adapter {version}: `twin adapters` lists them")
             c.execute("UPDATE adapters SET status = 'retired' WHERE status = 'active'")
             c.execute("UPDATE adapters SET status = 'active', reason = ? WHERE version = ?", (reason, version))

@@ -56,17 +56,22 @@ class BotApiStub:
             await self._runner.cleanup()
 
     # -- what a test does -----------------------------------------------------------------------------
-    async def push_text(self, user_id: int, text: str, first_name: str = "User", chat_id: int | None = None,
-                        username: str | None = None) -> None:  # fmt: skip
+    async def push_text(
+        self, user_id: int, text: str, first_name: str = "User", chat_id: int | None = None, username: str | None = None
+    ) -> None:
         """An incoming private message from `user_id`, delivered by the next getUpdates."""
         message = {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
             "chat": {"id": chat_id or user_id, "type": "private", "first_name": first_name},
-            "from": {"id": user_id, "is_bot": False, "first_name": first_name,
-                     **({"username": username} if username else {})},
+            "from": {
+                "id": user_id,
+                "is_bot": False,
+                "first_name": first_name,
+                **({"username": username} if username else {}),
+            },
             "text": text,
-        }  # fmt: skip
+        }
         if text.startswith("/"):
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
         async with self._changed:
@@ -119,8 +124,13 @@ class BotApiStub:
             return BOT
         if method in ("sendMessage", "sendPhoto", "editMessageText", "sendDocument"):
             chat_id = params.get("chat_id")
-            return {"message_id": next(self._message_ids), "date": int(time.time()), "text": params.get("text"),
-                    "chat": {"id": chat_id, "type": "private"}, "from": BOT}  # fmt: skip
+            return {
+                "message_id": next(self._message_ids),
+                "date": int(time.time()),
+                "text": params.get("text"),
+                "chat": {"id": chat_id, "type": "private"},
+                "from": BOT,
+            }
         return True
 
 

@@ -83,8 +83,12 @@ class FakeSession(BaseSession):
             return {"id": BOT_ID, "is_bot": True, "first_name": "Twin", "username": BOT_USERNAME}
         if name in ("sendMessage", "sendPhoto", "editMessageText"):
             chat_id = getattr(method, "chat_id", None) or OWNER
-            return {"message_id": next(self._ids), "date": int(time.time()), "text": getattr(method, "text", None),
-                    "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group"}}  # fmt: skip
+            return {
+                "message_id": next(self._ids),
+                "date": int(time.time()),
+                "text": getattr(method, "text", None),
+                "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group"},
+            }
         if name == "getUpdates":
             return []
         return True
@@ -136,34 +140,61 @@ class EngineDouble:
 def telegram_mentions(text: str) -> list[dict[str, Any]]:
     """The `mention` entities Telegram attaches to a text's @usernames (offsets in UTF-16 code units)."""
     utf16 = lambda s: len(s.encode("utf-16-le")) // 2  # noqa: E731
-    return [{"type": "mention", "offset": utf16(text[: m.start()]), "length": utf16(m.group())}
-            for m in re.finditer(r"(?<![\w@])@[A-Za-z][A-Za-z0-9_]{3,31}\b", text)]  # fmt: skip
+    return [
+        {"type": "mention", "offset": utf16(text[: m.start()]), "length": utf16(m.group())}
+        for m in re.finditer(r"(?<![\w@])@[A-Za-z][A-Za-z0-9_]{3,31}\b", text)
+    ]
 
 
 class TwinUnderTest:
     """A whole bot wired as `twin serve` wires it, fed updates through the real Dispatcher.feed_update."""
 
-    def __init__(self, data_dir: Path, *, train: Callable | None = None, sync_client: Callable | None = None,
-                 engine: Any = None, **settings: Any):  # fmt: skip
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        train: Callable | None = None,
+        sync_client: Callable | None = None,
+        engine: Any = None,
+        **settings: Any,
+    ):
         # base_model "tiny": what the adapters the tests store say they were trained on (nothing loads it).
-        values = {"data_dir": data_dir, "owner_id": OWNER, "bot_token": TOKEN, "bot_typing_delay": 0.0,
-                  "bot_reply_timeout": 5.0, "session_gap_minutes": 60, "base_model": "tiny", **settings}  # fmt: skip
+        values = {
+            "data_dir": data_dir,
+            "owner_id": OWNER,
+            "bot_token": TOKEN,
+            "bot_typing_delay": 0.0,
+            "bot_reply_timeout": 5.0,
+            "session_gap_minutes": 60,
+            "base_model": "tiny",
+            **settings,
+        }
         self.settings = Settings(_env_file=None, **values)
         self.settings.ensure_data_dir()
         self.store = Storage(self.settings.db_path)
         self.engine = engine if engine is not None else EngineDouble()  # a real one for load tests
         self.session = FakeSession()
         self.bot = build_bot(self.settings, session=self.session)
-        self.jobs = Jobs(self.settings, self.store, OwnerReports(self.bot, OWNER), self.engine,
-                         sync_client=sync_client, train=train)  # fmt: skip
+        self.jobs = Jobs(
+            self.settings, self.store, OwnerReports(self.bot, OWNER), self.engine, sync_client=sync_client, train=train
+        )
         self.conversations = Conversations(self.settings, self.store, self.engine, self.bot)
         self.dp = build_dispatcher(self.settings, self.store, self.conversations, self.jobs, self.engine)
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
 
-    def update(self, user_id: int, text: str, *, chat_id: int | None = None, first_name: str = "Sasha",
-               username: str | None = None, chat_type: str = "private", when: float | None = None,
-               **message: Any) -> Update:  # fmt: skip
+    def update(
+        self,
+        user_id: int,
+        text: str,
+        *,
+        chat_id: int | None = None,
+        first_name: str = "Sasha",
+        username: str | None = None,
+        chat_type: str = "private",
+        when: float | None = None,
+        **message: Any,
+    ) -> Update:
         chat_id = chat_id if chat_id is not None else user_id
         chat = {"id": chat_id, "type": chat_type, **({"title": "group"} if chat_type != "private" else {})}
         user = {
@@ -172,8 +203,14 @@ class TwinUnderTest:
             "first_name": first_name,
             **({"username": username} if username else {}),
         }
-        msg = {"message_id": next(self._message_ids), "date": int(when or time.time()), "chat": chat, "from": user,
-               "text": text, **message}  # fmt: skip
+        msg = {
+            "message_id": next(self._message_ids),
+            "date": int(when or time.time()),
+            "chat": chat,
+            "from": user,
+            "text": text,
+            **message,
+        }
         if text.startswith("/"):
             msg["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
         elif mentions := telegram_mentions(text):
@@ -182,12 +219,21 @@ class TwinUnderTest:
 
     def button(self, user_id: int, data: str, chat_id: int | None = None) -> Update:
         chat_id = chat_id if chat_id is not None else user_id
-        query = {"id": str(next(self._update_ids)), "chat_instance": "1", "data": data,
-                 "from": {"id": user_id, "is_bot": False, "first_name": "X"},
-                 "message": {"message_id": 1, "date": int(time.time()), "chat": {"id": chat_id, "type": "private"},
-                             "text": "?"}}  # fmt: skip
-        return Update.model_validate({"update_id": next(self._update_ids), "callback_query": query},
-                                     context={"bot": self.bot})  # fmt: skip
+        query = {
+            "id": str(next(self._update_ids)),
+            "chat_instance": "1",
+            "data": data,
+            "from": {"id": user_id, "is_bot": False, "first_name": "X"},
+            "message": {
+                "message_id": 1,
+                "date": int(time.time()),
+                "chat": {"id": chat_id, "type": "private"},
+                "text": "?",
+            },
+        }
+        return Update.model_validate(
+            {"update_id": next(self._update_ids), "callback_query": query}, context={"bot": self.bot}
+        )
 
     async def feed(self, update: Update) -> None:
         await self.dp.feed_update(self.bot, update)

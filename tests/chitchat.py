@@ -25,9 +25,27 @@ FIRST_PARTNER_ID = 2001
 OWNER_NAME = ("Casey", "Owner")
 # Made-up first names for partners, in order of how often they talked with the owner.
 NAMES = (
-    "Alex", "Sam", "Jordan", "Taylor", "Morgan", "Riley", "Jamie", "Drew", "Quinn", "Avery", "Parker", "Reese",
-    "Skyler", "Rowan", "Emerson", "Finley", "Hayden", "Kendall", "Logan", "Peyton",
-)  # fmt: skip
+    "Alex",
+    "Sam",
+    "Jordan",
+    "Taylor",
+    "Morgan",
+    "Riley",
+    "Jamie",
+    "Drew",
+    "Quinn",
+    "Avery",
+    "Parker",
+    "Reese",
+    "Skyler",
+    "Rowan",
+    "Emerson",
+    "Finley",
+    "Hayden",
+    "Kendall",
+    "Logan",
+    "Peyton",
+)
 
 
 @dataclass
@@ -67,14 +85,20 @@ def _stamp(iso: str) -> int:
 
 def _message(msg_id: int, unix: int, name: str, user_id: int, text: str) -> dict:
     return {
-        "id": msg_id, "type": "message",
-        "date": dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"), "date_unixtime": str(unix),
-        "from": name, "from_id": f"user{user_id}", "text": text, "text_entities": [{"type": "plain", "text": text}],
-    }  # fmt: skip
+        "id": msg_id,
+        "type": "message",
+        "date": dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+        "date_unixtime": str(unix),
+        "from": name,
+        "from_id": f"user{user_id}",
+        "text": text,
+        "text_entities": [{"type": "plain", "text": text}],
+    }
 
 
-def chitchat_export(out: Path, owner_rank: int = 0, partners: int | None = None,
-                    conversations: int | None = None) -> ChitchatExport:  # fmt: skip
+def chitchat_export(
+    out: Path, owner_rank: int = 0, partners: int | None = None, conversations: int | None = None
+) -> ChitchatExport:
     """Write the owner's chats (the `owner_rank`-th most active sender) as a Telegram Desktop export at `out`.
 
     `partners`: only the N people the owner talked with most; `conversations`: at most N conversations in
@@ -101,7 +125,7 @@ def chitchat_export(out: Path, owner_rank: int = 0, partners: int | None = None,
                     key=lambda m: m["timestamp"],
                 ),
                 start=1,
-            )  # fmt: skip
+            )
         ]
         chats.append({"name": name, "type": "personal_chat", "id": user_id, "messages": messages})
         result.partners[name] = len(chosen[partner])
@@ -139,8 +163,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--conversations", type=int, default=None, help="at most N conversations in all")
     args = parser.parse_args(argv)
     made = chitchat_export(args.out, args.owner_rank, args.partners, args.conversations)
-    print(f"{made.path}: owner {made.owner_slug} (id {made.owner_id}), {len(made.partners)} partners, "
-          f"{sum(made.partners.values())} conversations, {made.messages} messages")  # fmt: skip
+    print(
+        f"{made.path}: owner {made.owner_slug} (id {made.owner_id}), {len(made.partners)} partners, "
+        f"{sum(made.partners.values())} conversations, {made.messages} messages"
+    )
 
 
 if __name__ == "__main__":

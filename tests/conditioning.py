@@ -71,8 +71,16 @@ def build_signature_corpus(store: Storage, n_train: int = 120, n_eval: int = 12,
         for k in range(rng.randint(2, 8)):
             speaker = order[k % 2]
             for _ in range(rng.randint(1, 3)):
-                rows.append({"dialog_id": dialog, "id": mid, "sender_id": PERSON_IDS[speaker], "date": t,
-                             "text": signature_message(speaker, rng), "out": int(speaker == OWNER)})  # fmt: skip
+                rows.append(
+                    {
+                        "dialog_id": dialog,
+                        "id": mid,
+                        "sender_id": PERSON_IDS[speaker],
+                        "date": t,
+                        "text": signature_message(speaker, rng),
+                        "out": int(speaker == OWNER),
+                    }
+                )
                 mid, t = mid + 1, t + 30
         next_id[dialog] = mid + 1000
         store.insert_messages(rows)
@@ -105,8 +113,9 @@ class ConditioningResult:
         return f"{self.share:.1%} of replies show the asked persona's signature ({each})"
 
 
-async def conditioning_check(engine: Engine, adapter: AdapterRef | None, per_persona: int = 16,
-                             seed: int = 0) -> ConditioningResult:  # fmt: skip
+async def conditioning_check(
+    engine: Engine, adapter: AdapterRef | None, per_persona: int = 16, seed: int = 0
+) -> ConditioningResult:
     """Ask the engine (its own sampling, the bot's prompt) to play each persona `per_persona` times."""
     rng = random.Random(seed)
     asks = [(p, probe_turns(p, rng)) for p in SIGNATURES for _ in range(per_persona)]

@@ -61,11 +61,18 @@ class FakeAccount:
         self.clock = START
 
     # -- building ---------------------------------------------------------------------------------
-    def add_user(self, user_id: int, first_name: str = "", last_name: str | None = None,
-                 username: str | None = None, **flags) -> types.User:  # fmt: skip
+    def add_user(
+        self, user_id: int, first_name: str = "", last_name: str | None = None, username: str | None = None, **flags
+    ) -> types.User:
         """A user with a dialog; `flags` are User flags such as bot=True, deleted=True, is_self=True."""
-        user = types.User(id=user_id, first_name=first_name or None, last_name=last_name, username=username,
-                          access_hash=user_id * 7, **flags)  # fmt: skip
+        user = types.User(
+            id=user_id,
+            first_name=first_name or None,
+            last_name=last_name,
+            username=username,
+            access_hash=user_id * 7,
+            **flags,
+        )
         if flags.get("is_self"):
             user = self.me
         self.entities[user_id] = user
@@ -74,13 +81,15 @@ class FakeAccount:
         return user
 
     def add_group(self, chat_id: int, title: str) -> int:
-        chat = types.Chat(id=chat_id, title=title, photo=types.ChatPhotoEmpty(), participants_count=3,
-                          date=START, version=1)  # fmt: skip
+        chat = types.Chat(
+            id=chat_id, title=title, photo=types.ChatPhotoEmpty(), participants_count=3, date=START, version=1
+        )
         return self._add_chat(chat, types.PeerChat(chat_id))
 
     def add_channel(self, channel_id: int, title: str) -> int:
-        channel = types.Channel(id=channel_id, title=title, photo=types.ChatPhotoEmpty(), date=START,
-                                broadcast=True, access_hash=channel_id)  # fmt: skip
+        channel = types.Channel(
+            id=channel_id, title=title, photo=types.ChatPhotoEmpty(), date=START, broadcast=True, access_hash=channel_id
+        )
         return self._add_chat(channel, types.PeerChannel(channel_id))
 
     def _add_chat(self, entity, peer) -> int:
@@ -90,8 +99,7 @@ class FakeAccount:
         self.history.setdefault(marked, [])
         return marked
 
-    def add_message(self, peer_id: int, text: str = "", *, out: bool = False, seconds_later: int = 60,
-                    **fields) -> int:  # fmt: skip
+    def add_message(self, peer_id: int, text: str = "", *, out: bool = False, seconds_later: int = 60, **fields) -> int:
         """Append a message to `peer_id`'s history, `seconds_later` after the previous one in the account."""
         self.clock += dt.timedelta(seconds=seconds_later)
         spec = Spec(id=self.next_id, date=self.clock, text=text, out=out, **fields)
@@ -99,12 +107,11 @@ class FakeAccount:
         self.history[peer_id].append(spec)
         return spec.id
 
-    def add_messages(
-        self, peer_id: int, n: int, *, seconds_apart: int = 60, prefix: str = "msg"
-    ) -> list[int]:
+    def add_messages(self, peer_id: int, n: int, *, seconds_apart: int = 60, prefix: str = "msg") -> list[int]:
         """`n` text messages, alternating between the other person and the owner."""
-        return [self.add_message(peer_id, f"{prefix} {i}", out=bool(i % 2), seconds_later=seconds_apart)
-                for i in range(n)]  # fmt: skip
+        return [
+            self.add_message(peer_id, f"{prefix} {i}", out=bool(i % 2), seconds_later=seconds_apart) for i in range(n)
+        ]
 
     def edit(self, peer_id: int, message_id: int, text: str, *, at: dt.datetime | None = None) -> None:
         spec = next(s for s in self.history[peer_id] if s.id == message_id)
@@ -134,8 +141,14 @@ class FakeAccount:
         if spec.action is not None:
             msg = types.MessageService(action=spec.action, **common)
         else:
-            msg = types.Message(message=spec.text, media=spec.media, fwd_from=spec.fwd_from,
-                                via_bot_id=spec.via_bot_id, edit_date=spec.edit_date, **common)  # fmt: skip
+            msg = types.Message(
+                message=spec.text,
+                media=spec.media,
+                fwd_from=spec.fwd_from,
+                via_bot_id=spec.via_bot_id,
+                edit_date=spec.edit_date,
+                **common,
+            )
         msg._finish_init(client, self.entities, utils.get_input_peer(self.entities[peer_id]))
         return msg
 
@@ -214,12 +227,14 @@ class FakeTelegramClient:
             raise NotImplementedError("the fake lists all dialogs, like the collector")
         return _DialogPages(self)
 
-    def iter_messages(self, entity, limit=None, *, min_id=0, max_id=0, offset_date=None, reverse=False,
-                      wait_time=None, **unsupported) -> _HistoryPages:  # fmt: skip
+    def iter_messages(
+        self, entity, limit=None, *, min_id=0, max_id=0, offset_date=None, reverse=False, wait_time=None, **unsupported
+    ) -> _HistoryPages:
         if not reverse or limit is not None or unsupported:
             raise NotImplementedError("the fake reads history oldest first, like the collector")
-        call = dict(peer=utils.get_peer_id(entity), min_id=min_id, max_id=max_id, offset_date=offset_date,
-                    wait_time=wait_time)  # fmt: skip
+        call = dict(
+            peer=utils.get_peer_id(entity), min_id=min_id, max_id=max_id, offset_date=offset_date, wait_time=wait_time
+        )
         self.history_calls.append(call)
         return _HistoryPages(self, **call)
 
@@ -269,10 +284,17 @@ class _DialogPages(_Pages):
         for peer_id in page:
             history = account.history[peer_id]
             top = account.build(peer_id, history[-1], self.client) if history else None
-            raw = types.Dialog(peer=account.peers[peer_id], top_message=top.id if top else 0,
-                               read_inbox_max_id=0, read_outbox_max_id=0, unread_count=0,
-                               unread_mentions_count=0, unread_reactions_count=0, unread_poll_votes_count=0,
-                               notify_settings=types.PeerNotifySettings())  # fmt: skip
+            raw = types.Dialog(
+                peer=account.peers[peer_id],
+                top_message=top.id if top else 0,
+                read_inbox_max_id=0,
+                read_outbox_max_id=0,
+                unread_count=0,
+                unread_mentions_count=0,
+                unread_reactions_count=0,
+                unread_poll_votes_count=0,
+                notify_settings=types.PeerNotifySettings(),
+            )
             self._buffer.append(custom.Dialog(self.client, raw, account.entities, top))
         is_slice = len(self._order) > PAGE  # messages.dialogs (not a slice) when everything fits
         self._done = not page or len(page) < PAGE or not is_slice

@@ -108,8 +108,13 @@ def assert_one_line_naming_the_setting(output: str, value: str, case: str) -> No
 def test_a_base_model_that_cannot_load_stops_the_command_with_one_line(tmp_path, command):
     for case, value in unloadable(tmp_path).items():
         bm._resolve.cache_clear()
-        env = {"TWIN_DATA_DIR": str(tmp_path / "data"), "TWIN_BASE_MODEL": value, "TWIN_OWNER_ID": "1",
-               "HF_HUB_OFFLINE": "1", "COLUMNS": "300"}  # fmt: skip
+        env = {
+            "TWIN_DATA_DIR": str(tmp_path / "data"),
+            "TWIN_BASE_MODEL": value,
+            "TWIN_OWNER_ID": "1",
+            "HF_HUB_OFFLINE": "1",
+            "COLUMNS": "300",
+        }
         result = CliRunner().invoke(app, command, env=env, input="hey\n")
         assert result.exit_code == 1, (case, result.output)
         assert_one_line_naming_the_setting(result.output, value, case)
@@ -122,9 +127,14 @@ async def test_twin_serve_with_a_base_model_that_cannot_load_stops_with_one_line
     try:
         for case, value in unloadable(tmp_path).items():
             env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")} | {
-                "TWIN_DATA_DIR": str(tmp_path / "data"), "TWIN_OWNER_ID": "1", "TWIN_BOT_TOKEN": "999:the-right-token",
-                "TWIN_BOT_API_URL": url, "TWIN_BASE_MODEL": value, "HF_HUB_OFFLINE": "1", "COLUMNS": "300",
-            }  # fmt: skip
+                "TWIN_DATA_DIR": str(tmp_path / "data"),
+                "TWIN_OWNER_ID": "1",
+                "TWIN_BOT_TOKEN": "999:the-right-token",
+                "TWIN_BOT_API_URL": url,
+                "TWIN_BASE_MODEL": value,
+                "HF_HUB_OFFLINE": "1",
+                "COLUMNS": "300",
+            }
             twin = str(Path(sys.executable).with_name("twin"))
             proc = await asyncio.create_subprocess_exec(twin, "serve", cwd=tmp_path, env=env, stdout=PIPE, stderr=PIPE)
             out, err = await asyncio.wait_for(proc.communicate(), 120)

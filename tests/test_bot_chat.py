@@ -19,8 +19,9 @@ FRIEND, STRANGER = 2000, 3000
 @pytest.fixture
 def twin(tmp_path):
     t = TwinUnderTest(tmp_path / "data")
-    t.store.upsert_people([{"id": OWNER, "first_name": "Olga", "username": "olga"},
-                           {"id": FRIEND, "first_name": "Sasha"}])  # fmt: skip
+    t.store.upsert_people(
+        [{"id": OWNER, "first_name": "Olga", "username": "olga"}, {"id": FRIEND, "first_name": "Sasha"}]
+    )
     t.store.allow(user_id=FRIEND)
     yield t
     t.close()
@@ -38,7 +39,9 @@ async def test_replies_are_stored_apart_from_training_data(twin):
     await twin.say(FRIEND, "hi there")
     rows = twin.store.recent_bot_messages(FRIEND, since=0)
     assert [(r["speaker"], r["from_twin"], r["text"]) for r in rows] == [
-        ("sasha", 0, "hi there"), ("olga", 1, "olga re: hi there")]  # fmt: skip
+        ("sasha", 0, "hi there"),
+        ("olga", 1, "olga re: hi there"),
+    ]
     assert twin.store.counts()["messages"] == 0
 
 
@@ -170,8 +173,11 @@ def test_conversation_starts_after_a_gap_and_merges_bursts():
         {"id": 5, "speaker": "olga", "from_twin": 0, "text": "me, the owner", "date": 10_030},
     ]
     turns = conversation_turns(rows, persona="olga", gap_seconds=3600, max_turns=10)
-    assert turns == [ChatTurn("sasha", ("hi", "you there?")), ChatTurn("olga", ("yes",)),
-                     ChatTurn("friend", ("me, the owner",))]  # fmt: skip
+    assert turns == [
+        ChatTurn("sasha", ("hi", "you there?")),
+        ChatTurn("olga", ("yes",)),
+        ChatTurn("friend", ("me, the owner",)),
+    ]
 
 
 async def test_an_old_conversation_is_not_in_the_prompt(twin):

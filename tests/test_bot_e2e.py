@@ -94,13 +94,22 @@ def env(tmp_path, tiny_model_dir) -> dict[str, str]:
     (tmp_path / "train.toml").write_text(TRAIN_KNOBS)
     keep = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
     return keep | {
-        "TWIN_DATA_DIR": str(data), "TWIN_OWNER_ID": str(OWNER), "TWIN_BOT_TOKEN": TOKEN,
-        "TWIN_API_ID": "12345", "TWIN_API_HASH": API_HASH, "TWIN_SESSION": SESSION,
-        "TWIN_BASE_MODEL": str(tiny_model_dir), "TWIN_ENGINE": "vllm", "TWIN_VLLM_MAX_MODEL_LEN": "1024",
-        "TWIN_TRAIN_CONFIG": str(tmp_path / "train.toml"), "TWIN_BOT_TYPING_DELAY": "0",
-        "TWIN_SYNC_INTERVAL_MINUTES": "0", "TWIN_TRAIN_INTERVAL_HOURS": "0",
-        "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
-    }  # fmt: skip
+        "TWIN_DATA_DIR": str(data),
+        "TWIN_OWNER_ID": str(OWNER),
+        "TWIN_BOT_TOKEN": TOKEN,
+        "TWIN_API_ID": "12345",
+        "TWIN_API_HASH": API_HASH,
+        "TWIN_SESSION": SESSION,
+        "TWIN_BASE_MODEL": str(tiny_model_dir),
+        "TWIN_ENGINE": "vllm",
+        "TWIN_VLLM_MAX_MODEL_LEN": "1024",
+        "TWIN_TRAIN_CONFIG": str(tmp_path / "train.toml"),
+        "TWIN_BOT_TYPING_DELAY": "0",
+        "TWIN_SYNC_INTERVAL_MINUTES": "0",
+        "TWIN_TRAIN_INTERVAL_HOURS": "0",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
 async def ask(serve: Serve, stub: BotApiStub, user: int, text: str, timeout: float = REPLY_TIMEOUT) -> str:

@@ -20,15 +20,34 @@ FRIEND, STRANGER, KIRA = 2000, 3000, 2001
 
 def add_history(store, person_id: int, n: int = 6) -> None:
     store.upsert_dialog({"id": person_id, "type": "personal_chat", "name": f"p{person_id}", "person_id": person_id})
-    store.insert_messages([{"dialog_id": person_id, "id": i, "sender_id": (OWNER, person_id)[i % 2],
-                            "date": 1_000_000 + 60 * i, "text": f"m{i}"} for i in range(1, n + 1)])  # fmt: skip
+    store.insert_messages(
+        [
+            {
+                "dialog_id": person_id,
+                "id": i,
+                "sender_id": (OWNER, person_id)[i % 2],
+                "date": 1_000_000 + 60 * i,
+                "text": f"m{i}",
+            }
+            for i in range(1, n + 1)
+        ]
+    )
     store.rebuild_sessions(person_id, 3600)
 
 
 def add_adapter(store, version: int, status: str, eval_loss: float, sessions=()) -> None:
-    store.add_adapter({"version": version, "run_id": version, "base_model": "tiny", "path": f"adapters/{version:04d}",
-                       "status": status, "eval_loss": eval_loss, "n_sessions": len(sessions)},
-                      [(sid, "h") for sid in sessions])  # fmt: skip
+    store.add_adapter(
+        {
+            "version": version,
+            "run_id": version,
+            "base_model": "tiny",
+            "path": f"adapters/{version:04d}",
+            "status": status,
+            "eval_loss": eval_loss,
+            "n_sessions": len(sessions),
+        },
+        [(sid, "h") for sid in sessions],
+    )
 
 
 class FakeTraining:
@@ -51,8 +70,14 @@ class FakeTraining:
         version = self.store.next_adapter_version()
         add_adapter(self.store, version, "candidate", 1.5)
         self.store.activate_adapter(version)
-        final = {"event": "done", "version": version, "promoted": True, "eval_loss": 1.5, "reason": "first adapter",
-                 "warnings": self.warnings}  # fmt: skip
+        final = {
+            "event": "done",
+            "version": version,
+            "promoted": True,
+            "eval_loss": 1.5,
+            "reason": "first adapter",
+            "warnings": self.warnings,
+        }
         return TrainingOutcome("done", 0, version=version, promoted=True, eval_loss=1.5, final=final)
 
 
@@ -67,11 +92,19 @@ def account():
 @pytest.fixture
 def twin(tmp_path, account):
     holder = {}
-    t = TwinUnderTest(tmp_path / "data", train=lambda *a, **k: holder["train"](*a, **k),
-                      sync_client=fake_sync_client(FakeTelegramClient(account)))  # fmt: skip
+    t = TwinUnderTest(
+        tmp_path / "data",
+        train=lambda *a, **k: holder["train"](*a, **k),
+        sync_client=fake_sync_client(FakeTelegramClient(account)),
+    )
     holder["train"] = t.training = FakeTraining(t.store)
-    t.store.upsert_people([{"id": OWNER, "first_name": "Olga", "username": "olga"},
-                           {"id": FRIEND, "first_name": "Sasha"}, {"id": KIRA, "first_name": "Кира"}])  # fmt: skip
+    t.store.upsert_people(
+        [
+            {"id": OWNER, "first_name": "Olga", "username": "olga"},
+            {"id": FRIEND, "first_name": "Sasha"},
+            {"id": KIRA, "first_name": "Кира"},
+        ]
+    )
     add_history(t.store, FRIEND)
     add_history(t.store, KIRA)
     t.store.allow(user_id=FRIEND)
@@ -112,8 +145,11 @@ async def test_owner_commands_are_refused_to_everyone_else_with_no_side_effect(t
     twin.store.set_published("sasha", True)
     twin.store.allow(user_id=-700)
     before = snapshot(twin.store)
-    user, chat = {"allowed friend": (FRIEND, FRIEND), "stranger": (STRANGER, STRANGER),
-                  "owner in a group": (OWNER, -700)}[who]  # fmt: skip
+    user, chat = {
+        "allowed friend": (FRIEND, FRIEND),
+        "stranger": (STRANGER, STRANGER),
+        "owner in a group": (OWNER, -700),
+    }[who]
     text = f"/{command} {ARGS.get(command, 'sasha')}"
     await twin.say(user, text, chat_id=chat, chat_type="private" if chat > 0 else "group")
     await asyncio.sleep(0.05)
@@ -202,8 +238,9 @@ async def test_the_bots_syncs_re_read_the_last_days_when_set(tmp_path):
     account.add_user(FRIEND, "Sasha")
     account.clock = dt.datetime.now(dt.UTC) - dt.timedelta(hours=6)
     ids = account.add_messages(FRIEND, 4)
-    twin = TwinUnderTest(tmp_path / "data", sync_client=fake_sync_client(FakeTelegramClient(account)),
-                         sync_refresh_days=1)  # fmt: skip
+    twin = TwinUnderTest(
+        tmp_path / "data", sync_client=fake_sync_client(FakeTelegramClient(account)), sync_refresh_days=1
+    )
     try:
         await twin.say(OWNER, "/sync")
         account.delete(FRIEND, ids[1])

@@ -124,8 +124,12 @@ def _free_port() -> int:
 
 async def test_webhook_mode_answers_updates_posted_with_the_secret(tmp_path):
     port = _free_port()
-    twin = TwinUnderTest(tmp_path / "data", bot_webhook_url="https://twin.example.org",
-                         bot_webhook_listen=f"127.0.0.1:{port}", bot_webhook_secret="s3cret-header")  # fmt: skip
+    twin = TwinUnderTest(
+        tmp_path / "data",
+        bot_webhook_url="https://twin.example.org",
+        bot_webhook_listen=f"127.0.0.1:{port}",
+        bot_webhook_secret="s3cret-header",
+    )
     twin.store.allow(user_id=FRIEND)
     stop = asyncio.Event()
     server = asyncio.create_task(run_webhook(twin.dp, twin.bot, twin.settings, stop))
@@ -151,9 +155,12 @@ async def test_serve_with_a_token_telegram_refuses_says_so_in_one_line(tmp_path)
     stub = BotApiStub("999:the-right-token")
     url = await stub.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")} | {
-        "TWIN_DATA_DIR": str(tmp_path / "data"), "TWIN_OWNER_ID": "1", "TWIN_BOT_TOKEN": "999:WRONG-secret-part",
-        "TWIN_BOT_API_URL": url, "TWIN_BASE_MODEL": str(tmp_path / "no-model"),
-    }  # fmt: skip
+        "TWIN_DATA_DIR": str(tmp_path / "data"),
+        "TWIN_OWNER_ID": "1",
+        "TWIN_BOT_TOKEN": "999:WRONG-secret-part",
+        "TWIN_BOT_API_URL": url,
+        "TWIN_BASE_MODEL": str(tmp_path / "no-model"),
+    }
     twin = str(Path(sys.executable).with_name("twin"))
     proc = await asyncio.create_subprocess_exec(twin, "serve", cwd=tmp_path, env=env, stdout=PIPE, stderr=PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 120)

@@ -49,9 +49,7 @@ def test_invalid_setting_names_the_variable(tmp_path):
 
 
 def test_persona_rename_of_unknown_persona_is_one_line(tmp_path):
-    result = CliRunner().invoke(
-        app, ["persona", "rename", "ghost", "friend2"], env={"TWIN_DATA_DIR": str(tmp_path)}
-    )
+    result = CliRunner().invoke(app, ["persona", "rename", "ghost", "friend2"], env={"TWIN_DATA_DIR": str(tmp_path)})
     assert result.exit_code == 1
     assert "twin personas" in result.output and "Traceback" not in result.output
 

@@ -30,8 +30,14 @@ def _session_string() -> str:
 
 
 def _env(tmp_path, **extra) -> dict[str, str]:
-    return {"TWIN_DATA_DIR": str(tmp_path / "data"), "TWIN_API_ID": "12345", "TWIN_API_HASH": API_HASH,
-            "TWIN_SESSION": "", "TWIN_OWNER_ID": "", **extra}  # fmt: skip
+    return {
+        "TWIN_DATA_DIR": str(tmp_path / "data"),
+        "TWIN_API_ID": "12345",
+        "TWIN_API_HASH": API_HASH,
+        "TWIN_SESSION": "",
+        "TWIN_OWNER_ID": "",
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -97,9 +103,7 @@ def test_invalid_session_string_is_refused_without_echoing_it(tmp_path):
 
 
 def test_session_string_and_file_sessions_build_a_counting_client(tmp_path):
-    settings = Settings(
-        _env_file=None, data_dir=tmp_path, api_id=1, api_hash=API_HASH, session=_session_string()
-    )
+    settings = Settings(_env_file=None, data_dir=tmp_path, api_id=1, api_hash=API_HASH, session=_session_string())
     client = build_client(settings)
     assert isinstance(client.session, StringSession) and client.flood_sleep_threshold == 120
     (tmp_path / "owner.session").touch()
@@ -120,14 +124,9 @@ async def test_login_keeps_the_session_file_private(tmp_path, monkeypatch):
     monkeypatch.setattr(telethon_client, "CountingTelegramClient", LoginClient)
     settings = Settings(_env_file=None, data_dir=tmp_path / "data", api_id=1, api_hash=API_HASH)
 
-    who, string = await login(settings, as_string=False, phone=lambda: "+1", code=lambda: "2",
-                              password=lambda: "3")  # fmt: skip
+    who, string = await login(settings, as_string=False, phone=lambda: "+1", code=lambda: "2", password=lambda: "3")
 
-    assert (
-        who == "Olga (id 1000)"
-        and string is None
-        and started == {"phone": "+1", "code": "2", "password": "3"}
-    )
+    assert who == "Olga (id 1000)" and string is None and started == {"phone": "+1", "code": "2", "password": "3"}
     assert (tmp_path / "data" / "owner.session").stat().st_mode & 0o777 == 0o600
 
 
@@ -181,9 +180,7 @@ async def test_real_client_counts_requests_by_type_through_takeout_too(tmp_path,
     from telethon.tl import functions, types
 
     string = _session_string()
-    client = build_client(
-        Settings(_env_file=None, data_dir=tmp_path, api_id=1, api_hash=API_HASH, session=string)
-    )
+    client = build_client(Settings(_env_file=None, data_dir=tmp_path, api_id=1, api_hash=API_HASH, session=string))
 
     async def no_network(sender, request, ordered=False, flood_sleep_threshold=None):
         return None

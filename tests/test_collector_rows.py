@@ -21,8 +21,16 @@ def _message(account: FakeAccount, **fields):
 
 
 def _document(*attributes) -> types.MessageMediaDocument:
-    doc = types.Document(id=1, access_hash=1, file_reference=b"", date=WHEN, mime_type="application/x",
-                         size=1, dc_id=2, attributes=list(attributes))  # fmt: skip
+    doc = types.Document(
+        id=1,
+        access_hash=1,
+        file_reference=b"",
+        date=WHEN,
+        mime_type="application/x",
+        size=1,
+        dc_id=2,
+        attributes=list(attributes),
+    )
     return types.MessageMediaDocument(document=doc)
 
 
@@ -52,8 +60,7 @@ def test_date_and_edit_are_unix_seconds():
 
 def test_reply_forward_and_via_bot_are_kept():
     fwd = types.MessageFwdHeader(date=WHEN, from_name="Some Channel")
-    row = message_to_row(_message(_account(), text="look", fwd_from=fwd, reply_to_id=7, via_bot_id=55),
-                         ALICE, OWNER)  # fmt: skip
+    row = message_to_row(_message(_account(), text="look", fwd_from=fwd, reply_to_id=7, via_bot_id=55), ALICE, OWNER)
     assert row["reply_to"] == 7 and row["forwarded"] == 1 and row["forwarded_from"] == "Some Channel"
     assert row["via_bot"] == 1
 
@@ -105,12 +112,22 @@ def test_link_preview_is_a_text_message():
 
 
 def test_person_row_has_names_and_a_fallback_username():
-    user = types.User(id=5, first_name="Sasha", last_name="K", usernames=[
-        types.Username(username="old", editable=True, active=False),
-        types.Username(username="sasha_k", editable=True, active=True),
-    ])  # fmt: skip
-    assert person_of(user) == {"id": 5, "first_name": "Sasha", "last_name": "K", "username": "sasha_k",
-                               "name": "Sasha K"}  # fmt: skip
+    user = types.User(
+        id=5,
+        first_name="Sasha",
+        last_name="K",
+        usernames=[
+            types.Username(username="old", editable=True, active=False),
+            types.Username(username="sasha_k", editable=True, active=True),
+        ],
+    )
+    assert person_of(user) == {
+        "id": 5,
+        "first_name": "Sasha",
+        "last_name": "K",
+        "username": "sasha_k",
+        "name": "Sasha K",
+    }
 
 
 def test_skip_reason_names_what_is_not_a_person():

@@ -106,8 +106,7 @@ async def test_crash_between_batches_then_rerun_leaves_no_gap_and_no_duplicate(a
     assert client.history_calls[0]["min_id"] == saved[-1]  # went on from the watermark, re-read nothing
 
 
-async def test_crash_inside_a_batch_rolls_back_its_rows_and_watermark_together(account, store, settings,
-                                                                               monkeypatch):  # fmt: skip
+async def test_crash_inside_a_batch_rolls_back_its_rows_and_watermark_together(account, store, settings, monkeypatch):
     account.add_messages(ALICE, 750)
     real_advance, calls = store.advance_watermark, []
 
@@ -184,8 +183,13 @@ async def test_bots_deleted_accounts_saved_messages_service_account_and_groups_a
     assert [d["id"] for d in store.dialogs()] == [ALICE]
     assert {h["peer"] for h in client.history_calls} == {ALICE}
     assert summary.dialogs_seen == 7 and sum(summary.skipped.values()) == 6
-    assert set(summary.skipped) == {"bot", "deleted account", "Saved Messages", "Telegram service account",
-                                    "not a one-to-one chat"}  # fmt: skip
+    assert set(summary.skipped) == {
+        "bot",
+        "deleted account",
+        "Saved Messages",
+        "Telegram service account",
+        "not a one-to-one chat",
+    }
     assert {p["id"] for p in store.people()} == {ALICE, account.me.id}
 
 
@@ -214,8 +218,10 @@ async def test_media_only_and_service_messages_are_stored_with_their_type(store,
 
     rows = store.messages(ALICE)
     assert [(r["text"], r["media_type"]) for r in rows] == [
-        (None, "photo"), (None, "service:phone_call"), ("see above", None)
-    ]  # fmt: skip
+        (None, "photo"),
+        (None, "service:phone_call"),
+        ("see above", None),
+    ]
     assert rows[1]["sender_id"] == account.me.id and rows[2]["reply_to"] == 1
 
 
@@ -247,8 +253,9 @@ async def test_refresh_days_deletes_what_was_deleted_on_telegram_in_that_window(
     account.delete(ALICE, ids[-2])  # inside the two-day window
     account.delete(ALICE, ids[0])  # older: not re-read, so not known to be deleted
     recent = int((dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).timestamp())
-    store.insert_messages([{"dialog_id": ALICE, "id": 10**9, "sender_id": ALICE, "date": recent, "text": "imported",
-                            "source": "export"}])  # an import's id Telegram never had: not a deletion  # fmt: skip
+    store.insert_messages(
+        [{"dialog_id": ALICE, "id": 10**9, "sender_id": ALICE, "date": recent, "text": "imported", "source": "export"}]
+    )  # an import's id Telegram never had: not a deletion
 
     _, summary = await run(account, store, settings, refresh_days=2)
     assert summary.deleted_messages == 1 and "1 deleted on Telegram" in summary.describe()
@@ -352,11 +359,18 @@ async def test_a_second_sync_while_one_runs_fails_fast(account, store, settings)
 
 async def test_a_sync_in_another_process_holds_the_lock(account, store, settings):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import asyncio, sys; from collector.sync_lock import SyncGuard\n"
-         "async def main():\n    async with SyncGuard(sys.argv[1]):\n        print('held', flush=True)\n"
-         "        sys.stdin.readline()\nasyncio.run(main())", str(settings.data_dir)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import asyncio, sys; from collector.sync_lock import SyncGuard\n"
+            "async def main():\n    async with SyncGuard(sys.argv[1]):\n        print('held', flush=True)\n"
+            "        sys.stdin.readline()\nasyncio.run(main())",
+            str(settings.data_dir),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(SyncBusy, match=f"pid {holder.pid}"):
@@ -388,16 +402,28 @@ async def test_a_sync_and_an_import_of_the_same_chat_cut_the_same_sessions(accou
 
     def exported(spec) -> dict:
         sender = account.me.id if spec.out else ALICE
-        msg = {"id": spec.id, "type": "service" if spec.action else "message", "text": spec.text,
-               "date_unixtime": str(int(spec.date.timestamp())), "from_id": f"user{sender}"}  # fmt: skip
+        msg = {
+            "id": spec.id,
+            "type": "service" if spec.action else "message",
+            "text": spec.text,
+            "date_unixtime": str(int(spec.date.timestamp())),
+            "from_id": f"user{sender}",
+        }
         return msg | ({"photo": "(File not included)"} if spec.media else {})
 
     messages = [exported(s) for s in account.history[ALICE]]
     chat = {"name": "Alice", "type": "personal_chat", "id": ALICE, "messages": messages}
     (tmp_path / "result.json").write_bytes(orjson.dumps(chat))
     imported = Storage(tmp_path / "imported.db")
-    import_export(imported, tmp_path / "result.json", owner_id=account.me.id, include_groups=False, keep_stickers=True,
-                  gap_seconds=settings.session_gap_seconds, progress=False)  # fmt: skip
+    import_export(
+        imported,
+        tmp_path / "result.json",
+        owner_id=account.me.id,
+        include_groups=False,
+        keep_stickers=True,
+        gap_seconds=settings.session_gap_seconds,
+        progress=False,
+    )
 
     def cut(s: Storage) -> list[tuple]:
         return [(x["id"], x["start"], x["end"], x["n_messages"], x["content_hash"]) for x in s.sessions()]

@@ -27,8 +27,16 @@ EMAIL, CARD = "alice.private@example.com", "4111 1111 1111 1111"
 
 
 def _msg(dialog_id, mid, sender, date, text, **kw):
-    return {"dialog_id": dialog_id, "id": mid, "sender_id": sender, "date": date, "text": text,
-            "out": int(sender == OWNER), "source": "test", **kw}  # fmt: skip
+    return {
+        "dialog_id": dialog_id,
+        "id": mid,
+        "sender_id": sender,
+        "date": date,
+        "text": text,
+        "out": int(sender == OWNER),
+        "source": "test",
+        **kw,
+    }
 
 
 def _first_ids(dialog_id: int, split: str, count: int, start: int = 100) -> list[int]:
@@ -62,11 +70,13 @@ def settings(tmp_path) -> Settings:
 def store(settings) -> Storage:
     """Bob: 3 train + 2 eval closed sessions, a lone-turn session and an open one. Carol: excluded."""
     store = Storage(settings.db_path)
-    store.upsert_people([
-        {"id": OWNER, "first_name": "Alice", "username": "alice"},
-        {"id": BOB, "first_name": "Bob"},
-        {"id": CAROL, "first_name": "Кэрол"},
-    ])  # fmt: skip
+    store.upsert_people(
+        [
+            {"id": OWNER, "first_name": "Alice", "username": "alice"},
+            {"id": BOB, "first_name": "Bob"},
+            {"id": CAROL, "first_name": "Кэрол"},
+        ]
+    )
     store.upsert_dialog({"id": BOB_DIALOG, "type": "personal_chat", "name": "Bob", "person_id": BOB})
     store.upsert_dialog({"id": CAROL_DIALOG, "type": "personal_chat", "name": "Carol", "person_id": CAROL})
     rows, day = [], 1
@@ -74,10 +84,14 @@ def store(settings) -> Storage:
         rows += _conversation(BOB_DIALOG, BOB, first_id, day * DAY)
         day += 1
     rows.append(_msg(BOB_DIALOG, 90_000, BOB, 50 * DAY, "LONELY hello? Ivanov here"))
-    rows += [_msg(BOB_DIALOG, 90_100, BOB, NOW - 60, "OPEN still talking"),
-             _msg(BOB_DIALOG, 90_101, OWNER, NOW - 30, "OPEN yes")]  # fmt: skip
-    rows += [_msg(CAROL_DIALOG, 10, CAROL, DAY, "EXCLUDED привет"),
-             _msg(CAROL_DIALOG, 11, OWNER, DAY + 5, "EXCLUDED привет!")]  # fmt: skip
+    rows += [
+        _msg(BOB_DIALOG, 90_100, BOB, NOW - 60, "OPEN still talking"),
+        _msg(BOB_DIALOG, 90_101, OWNER, NOW - 30, "OPEN yes"),
+    ]
+    rows += [
+        _msg(CAROL_DIALOG, 10, CAROL, DAY, "EXCLUDED привет"),
+        _msg(CAROL_DIALOG, 11, OWNER, DAY + 5, "EXCLUDED привет!"),
+    ]
     store.insert_messages(rows)
     for dialog_id in (BOB_DIALOG, CAROL_DIALOG):
         store.rebuild_sessions(dialog_id, settings.session_gap_seconds, now=NOW)
@@ -168,8 +182,12 @@ def test_iter_sessions_names_turns_by_persona_and_keeps_speaker_ids(store, setti
 
 
 def test_settings_scrub_words_are_applied(store, settings):
-    store.insert_messages([_msg(BOB_DIALOG, 95_000, BOB, 60 * DAY, "I am ivanov"),
-                           _msg(BOB_DIALOG, 95_001, OWNER, 60 * DAY + 1, "hi Ivanov")])  # fmt: skip
+    store.insert_messages(
+        [
+            _msg(BOB_DIALOG, 95_000, BOB, 60 * DAY, "I am ivanov"),
+            _msg(BOB_DIALOG, 95_001, OWNER, 60 * DAY + 1, "hi Ivanov"),
+        ]
+    )
     store.rebuild_sessions(BOB_DIALOG, settings.session_gap_seconds, now=NOW)
     texts = [m for s in iter_sessions(store, settings, "all") for t in s.turns for m in t.messages]
     assert "I am <REDACTED>" in texts and "hi <REDACTED>" in texts

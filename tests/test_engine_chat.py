@@ -75,9 +75,21 @@ def test_chat_answers_scripted_lines_with_the_vllm_engine(chat_data, tiny_model_
     argv = [str(twin)] if twin.exists() else [sys.executable, "-m", "twin"]
     repo = str(Path(__file__).resolve().parents[1])  # this checkout, whatever the venv's install points at
     path = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, **chat_env(chat_data, tiny_model_dir, "vllm"), "VLLM_CPU_KVCACHE_SPACE": "1",
-           "HF_HUB_OFFLINE": "1", "PYTHONPATH": path}  # fmt: skip
-    done = subprocess.run([*argv, "chat", "--as", "friend"], input=LINES, capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=600)  # fmt: skip
+    env = {
+        **os.environ,
+        **chat_env(chat_data, tiny_model_dir, "vllm"),
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": path,
+    }
+    done = subprocess.run(
+        [*argv, "chat", "--as", "friend"],
+        input=LINES,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == [*V1, *V1]  # stdout holds the replies only (vLLM logs to stderr)

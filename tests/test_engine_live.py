@@ -32,10 +32,12 @@ def adapters_store(tiny_model_dir, tmp_path_factory) -> Storage:
     """Adapters 1 (says V1), 2 (says V2), 3 (zero weights) and 4 (module names of another model)."""
     data = tmp_path_factory.mktemp("engine-data")
     store = Storage(data / "twin.db")
-    for version, make in ((1, lambda p: train_parrot_adapter(tiny_model_dir, p, V1)),
-                          (2, lambda p: train_parrot_adapter(tiny_model_dir, p, V2, seed=1)),
-                          (3, lambda p: zero_adapter(tiny_model_dir, p)),
-                          (4, lambda p: misnamed_adapter(data / "adapters" / "0001", p))):  # fmt: skip
+    for version, make in (
+        (1, lambda p: train_parrot_adapter(tiny_model_dir, p, V1)),
+        (2, lambda p: train_parrot_adapter(tiny_model_dir, p, V2, seed=1)),
+        (3, lambda p: zero_adapter(tiny_model_dir, p)),
+        (4, lambda p: misnamed_adapter(data / "adapters" / "0001", p)),
+    ):
         path = make(data / "adapters" / f"{version:04d}")
         store.add_adapter({"version": version, "path": str(path), "base_model": str(tiny_model_dir)}, [])
     return store
@@ -50,8 +52,9 @@ def ref(store: Storage, version: int | None = None) -> AdapterRef:
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["transformers", "vllm", "remote"])
 async def engine(request, tiny_model_dir, adapters_store):
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    settings = Settings(_env_file=None, base_model=str(tiny_model_dir), vllm_dtype="float32",
-                        vllm_max_model_len=256, vllm_max_loras=3)  # fmt: skip
+    settings = Settings(
+        _env_file=None, base_model=str(tiny_model_dir), vllm_dtype="float32", vllm_max_model_len=256, vllm_max_loras=3
+    )
     refs = [ref(adapters_store, v) for v in (1, 2, 3, 4)]
     server = None
     if request.param == "transformers":
@@ -201,6 +204,7 @@ async def test_200_chats_of_5_messages_through_the_real_dispatcher_are_all_answe
         assert twin.session.texts(uid) == made[uid], f"chat {uid}"  # all delivered, in order, nothing else
     unanswered = [uid for uid in users if not made[uid]]
     assert len(unanswered) <= chats // 20, f"{len(unanswered)} chats got no reply at all"
+
 
 async def test_a_killed_vllm_core_is_replaced_and_the_next_reply_works(engine, adapters_store):
     """Last in the module: it kills the engine's core process (as the OOM killer would)."""

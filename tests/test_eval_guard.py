@@ -23,8 +23,9 @@ def fake_adapter(data: Path, store: Storage, version: int, parent: int | None, t
     folder = data / "adapters" / f"{version:04d}"
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text(json.dumps({"r": 8}))
-    store.add_adapter({"version": version, "path": str(folder), "base_model": "never-loaded",
-                       "parent_version": parent}, trained)  # fmt: skip
+    store.add_adapter(
+        {"version": version, "path": str(folder), "base_model": "never-loaded", "parent_version": parent}, trained
+    )
 
 
 @pytest.fixture
@@ -92,9 +93,17 @@ async def test_status_shows_the_active_adapters_headline_figures_and_sends_the_r
         (folder / "report" / "summary.png").write_bytes(b"\x89PNG\r\n")
         twin.store.add_adapter({"version": 1, "path": str(folder), "base_model": "m", "eval_loss": 1.2}, [])
         twin.store.activate_adapter(1)
-        figures = {"status": "ok", "eval_loss": 1.2, "eval_ppl": 3.32, "base_eval_loss": 2.5, "style_distance": 0.12,
-                   "base_style_distance": 0.45, "question_share": 0.1, "real_question_share": 0.08,
-                   "base_question_share": 0.9}  # fmt: skip
+        figures = {
+            "status": "ok",
+            "eval_loss": 1.2,
+            "eval_ppl": 3.32,
+            "base_eval_loss": 2.5,
+            "style_distance": 0.12,
+            "base_style_distance": 0.45,
+            "question_share": 0.1,
+            "real_question_share": 0.08,
+            "base_question_share": 0.9,
+        }
         twin.store.save_eval_report(1, "ok", str(folder / "report"), figures)
         await twin.say(OWNER, "/status")
         text = twin.session.texts(OWNER)[-1]

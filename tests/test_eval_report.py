@@ -41,8 +41,16 @@ pytestmark = pytest.mark.slow
 in_module_loop = pytest.mark.asyncio(loop_scope="module")  # the async tests share the module's engine
 
 # A few hundred steps: the signatures show by ~100; by 400 they hold under sampling (240 steps: ~90%).
-SIGNATURE_ROUND = TrainConfig(lora_r=16, lora_alpha=32, learning_rate=3e-3, epochs=10, pack_tokens=512, grad_accum=1,
-                              max_steps=400, eval_pack_tokens=4096)  # fmt: skip
+SIGNATURE_ROUND = TrainConfig(
+    lora_r=16,
+    lora_alpha=32,
+    learning_rate=3e-3,
+    epochs=10,
+    pack_tokens=512,
+    grad_accum=1,
+    max_steps=400,
+    eval_pack_tokens=4096,
+)
 SMALL = EvalConfig(replies_per_persona=8, opener_turns=2)
 MIN_SHARE = 0.9
 
@@ -80,8 +88,9 @@ def signature_data(tmp_path_factory, tiny_model_dir):
     """A data dir with the signature corpus (120 train, 12 eval sessions) and adapter 1 trained on it."""
     root = tmp_path_factory.mktemp("signatures")
     model = confident_tiny_model(tiny_model_dir, root / "model")
-    settings = Settings(_env_file=None, data_dir=root / "data", base_model=str(model), vllm_dtype="float32",
-                        vllm_max_model_len=512)  # fmt: skip
+    settings = Settings(
+        _env_file=None, data_dir=root / "data", base_model=str(model), vllm_dtype="float32", vllm_max_model_len=512
+    )
     settings.ensure_data_dir()
     store = Storage(settings.db_path)
     build_signature_corpus(store, n_train=120, n_eval=12)
@@ -183,8 +192,12 @@ async def test_the_report_replies_through_the_engine_and_the_twin_is_closer_in_s
 
 def test_twin_eval_writes_the_report_and_its_page_opens_with_the_comparison_table(signature_data):
     settings, store, result = signature_data
-    env = {"TWIN_DATA_DIR": str(settings.data_dir), "TWIN_BASE_MODEL": settings.base_model,
-           "TWIN_ENGINE": "transformers", "COLUMNS": "200"}  # fmt: skip
+    env = {
+        "TWIN_DATA_DIR": str(settings.data_dir),
+        "TWIN_BASE_MODEL": settings.base_model,
+        "TWIN_ENGINE": "transformers",
+        "COLUMNS": "200",
+    }
     with one_torch_thread():
         run = CliRunner().invoke(app, ["eval"], env=env)
     assert run.exit_code == 0, run.output
@@ -208,8 +221,9 @@ def test_twin_eval_writes_the_report_and_its_page_opens_with_the_comparison_tabl
 
 def test_every_round_ends_with_a_report_of_base_previous_and_current(tmp_path, tiny_model_dir):
     """Through round_once, as `twin train`, the bot's trainer subprocess and cron start rounds."""
-    settings = Settings(_env_file=None, data_dir=tmp_path, owner_id=1, base_model=str(tiny_model_dir),
-                        reply_max_new_tokens=16)  # fmt: skip
+    settings = Settings(
+        _env_file=None, data_dir=tmp_path, owner_id=1, base_model=str(tiny_model_dir), reply_max_new_tokens=16
+    )
     settings.ensure_data_dir()
     corpus = Corpus(Storage(settings.db_path))
     corpus.add(6, 2)
@@ -232,9 +246,16 @@ def test_every_round_ends_with_a_report_of_base_previous_and_current(tmp_path, t
 
     corpus.add(0, 1)  # a new eval session: the stored figures no longer describe this eval set
     with one_torch_thread():
-        again = CliRunner().invoke(app, ["eval", "--adapter", "2", "--out", str(tmp_path / "again")],
-                                   env={"TWIN_DATA_DIR": str(tmp_path), "TWIN_BASE_MODEL": str(tiny_model_dir),
-                                        "TWIN_ENGINE": "transformers", "TWIN_REPLY_MAX_NEW_TOKENS": "16"})  # fmt: skip
+        again = CliRunner().invoke(
+            app,
+            ["eval", "--adapter", "2", "--out", str(tmp_path / "again")],
+            env={
+                "TWIN_DATA_DIR": str(tmp_path),
+                "TWIN_BASE_MODEL": str(tiny_model_dir),
+                "TWIN_ENGINE": "transformers",
+                "TWIN_REPLY_MAX_NEW_TOKENS": "16",
+            },
+        )
     assert again.exit_code == 0, again.output
     assert all(f"losses {m}: 1/1 done in" in again.stderr for m in ("base", "previous", "current")), again.stderr
     measured = json.loads((tmp_path / "again" / "report.json").read_text())["loss"]

@@ -62,8 +62,11 @@ def test_openers_are_english_plus_the_personas_language_and_played_both_ways():
     assert openers_for("Cyrillic") == ["hey", "what's up?", "привет", "как дела?"]
     assert openers_for(None) == ["hey", "what's up?"]
     assert opener_pairs("alice", ["alice", "bob", "carol"]) == [
-        ("bob", "alice"), ("alice", "bob"), ("carol", "alice"), ("alice", "carol")
-    ]  # fmt: skip
+        ("bob", "alice"),
+        ("alice", "bob"),
+        ("carol", "alice"),
+        ("alice", "carol"),
+    ]
     assert opener_pairs("alice", ["alice"]) == [("friend", "alice")]
 
 
@@ -76,8 +79,10 @@ def test_probes_are_the_personas_turns_with_the_context_the_bot_would_send():
     sessions = [_session("1-1", "bob alice bob alice"), _session("1-9", "alice bob alice")]
     probes = probes_for(sessions, "alice", limit=10, context_turns=2)
     assert [(p.session_id, len(p.context), p.real) for p in probes] == [
-        ("1-1", 1, ("alice says 1",)), ("1-1", 2, ("alice says 3",)), ("1-9", 2, ("alice says 2",))
-    ]  # fmt: skip
+        ("1-1", 1, ("alice says 1",)),
+        ("1-1", 2, ("alice says 3",)),
+        ("1-9", 2, ("alice says 2",)),
+    ]
     assert probes[1].context[-1] == ChatTurn("bob", ("bob says 2",)) and probes[1].partner == "bob"
     assert len(probes_for(sessions, "alice", limit=2, context_turns=2)) == 2
     assert probes_for(sessions, "alice", 2, 2, seed=1) == probes_for(sessions, "alice", 2, 2, seed=1)
@@ -94,12 +99,19 @@ def test_every_persona_has_a_signature_nobody_else_uses():
 def test_the_markdown_page_opens_with_the_base_previous_current_table():
     fig = lambda loss: {"loss": loss, "ppl": 2.0, "per_persona": {"alice": loss}, "per_persona_ppl": {"alice": 2.0}}  # noqa: E731
     data = {
-        "version": 3, "previous_version": 2, "created_at": 0, "base_model": "m", "engine": "vllm", "owner": "alice",
-        "personas": ["alice"], "status": "ok",
+        "version": 3,
+        "previous_version": 2,
+        "created_at": 0,
+        "base_model": "m",
+        "engine": "vllm",
+        "owner": "alice",
+        "personas": ["alice"],
+        "status": "ok",
         "leak": {"ok": True, "checked": 5, "lineage": [3, 2], "by_id": [], "by_hash": []},
         "loss": {"tokens": {"alice": 120}, "models": {"base": fig(3.0), "previous": fig(2.5), "current": fig(2.0)}},
-        "style": {}, "style_overall": {"current": {"distance": 0.1}},
-    }  # fmt: skip
+        "style": {},
+        "style_overall": {"current": {"distance": 0.1}},
+    }
     lines = markdown(data, []).splitlines()
     assert lines[0] == "# Evaluation of adapter 0003" and lines[1] == ""
     assert lines[2] == "| persona | eval tokens | base | previous (0002) | current (0003) |"

@@ -42,26 +42,43 @@ def store(settings) -> Storage:
 
 
 def import_full(store: Storage):
-    return import_export(store, FULL, owner_id=None, include_groups=True, keep_stickers=True, gap_seconds=HOUR,
-                         progress=False)  # fmt: skip
+    return import_export(
+        store, FULL, owner_id=None, include_groups=True, keep_stickers=True, gap_seconds=HOUR, progress=False
+    )
 
 
 def sessions_of(store: Storage, dialog_id: int) -> list[dict]:
     return [s for s in store.sessions() if s["dialog_id"] == dialog_id]
 
 
-def make_adapter(settings: Settings, store: Storage, version: int, status: str, sessions: list[dict],
-                 parent: int | None = None, personas: tuple[str, ...] = ()) -> Path:  # fmt: skip
+def make_adapter(
+    settings: Settings,
+    store: Storage,
+    version: int,
+    status: str,
+    sessions: list[dict],
+    parent: int | None = None,
+    personas: tuple[str, ...] = (),
+) -> Path:
     """An adapter as a round leaves it: its folder with meta.json (per-persona figures), its row, what it saw."""
     folder = settings.adapters_dir / f"{version:04d}"
     folder.mkdir(parents=True)
     figures = {"loss": 2.0, "per_persona": {p: 2.0 for p in personas}}
     (folder / "meta.json").write_text(json.dumps({"version": version, "eval": {"new": figures}}))
     (folder / "adapter_model.safetensors").write_bytes(b"weights")
-    store.add_adapter({"version": version, "run_id": version, "parent_version": parent, "base_model": "tiny",
-                       "path": str(folder), "status": status, "eval_loss": 2.0,
-                       "eval_json": json.dumps({"eval": figures})},
-                      [(s["id"], s["content_hash"]) for s in sessions])  # fmt: skip
+    store.add_adapter(
+        {
+            "version": version,
+            "run_id": version,
+            "parent_version": parent,
+            "base_model": "tiny",
+            "path": str(folder),
+            "status": status,
+            "eval_loss": 2.0,
+            "eval_json": json.dumps({"eval": figures}),
+        },
+        [(s["id"], s["content_hash"]) for s in sessions],
+    )
     return folder
 
 
@@ -100,10 +117,19 @@ def alice(settings, store):
     import_full(store)
     store.upsert_people([{"id": ALICE, "username": "alisa_p"}])
     person = store.person(ALICE)
-    others = [m["text"] for d in store.dialogs() if d["id"] != ALICE for m in store.messages(d["id"])
-              if m["sender_id"] != ALICE]  # fmt: skip
-    hers = {m["text"] for d in store.dialogs() for m in store.messages(d["id"])
-            if (d["id"] == ALICE or m["sender_id"] == ALICE) and m["text"] and len(m["text"]) >= 8}  # fmt: skip
+    others = [
+        m["text"]
+        for d in store.dialogs()
+        if d["id"] != ALICE
+        for m in store.messages(d["id"])
+        if m["sender_id"] != ALICE
+    ]
+    hers = {
+        m["text"]
+        for d in store.dialogs()
+        for m in store.messages(d["id"])
+        if (d["id"] == ALICE or m["sender_id"] == ALICE) and m["text"] and len(m["text"]) >= 8
+    }
     words = {person["slug"], person["name"], "alisa_p"} | {t for t in hers if not any(t in o for o in others)}
     store.allow(user_id=ALICE)
     store.allow(username="@Alisa_P")
@@ -213,12 +239,17 @@ async def test_a_dropped_adapter_is_never_served_again_not_even_as_a_fallback(tm
 
 def test_forgetting_someone_with_no_chat_of_their_own_rebuilds_the_groups_they_wrote_in(settings, store):
     group, kim, lee = -4001, 2101, 2102  # Kim writes only in the group: there is no one-to-one dialog with her
-    store.upsert_people([{"id": OWNER, "first_name": "Olga"}, {"id": kim, "first_name": "Kim"},
-                         {"id": lee, "first_name": "Lee"}])  # fmt: skip
+    store.upsert_people(
+        [{"id": OWNER, "first_name": "Olga"}, {"id": kim, "first_name": "Kim"}, {"id": lee, "first_name": "Lee"}]
+    )
     store.upsert_dialog({"id": group, "type": "private_group", "name": "friends"})
     speakers = [lee, kim, kim, OWNER, kim, lee]
-    store.insert_messages([{"dialog_id": group, "id": i, "sender_id": who, "date": 1_000_000 + 60 * i,
-                            "text": f"line {i}"} for i, who in enumerate(speakers, 1)])  # fmt: skip
+    store.insert_messages(
+        [
+            {"dialog_id": group, "id": i, "sender_id": who, "date": 1_000_000 + 60 * i, "text": f"line {i}"}
+            for i, who in enumerate(speakers, 1)
+        ]
+    )
     store.rebuild_sessions(group, HOUR)
     [before] = sessions_of(store, group)
     assert before["n_turns"] == 5

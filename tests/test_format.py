@@ -166,10 +166,7 @@ def test_decode_reply_stops_at_end_of_turn(chatml):
 
 
 def test_plain_style_falls_back_to_hash_headers_and_eos(plain):
-    assert (
-        plain.text(TURNS[:2])
-        == "### bob:\nare you coming?<|endoftext|>\n### alice:\nyes\n---\n10 min<|endoftext|>"
-    )
+    assert plain.text(TURNS[:2]) == "### bob:\nare you coming?<|endoftext|>\n### alice:\nyes\n---\n10 min<|endoftext|>"
     prompt = plain.prompt(TURNS[:1], "alice")
     assert plain.tokenizer.decode(prompt) == "### bob:\nare you coming?<|endoftext|>\n### alice:\n"
 

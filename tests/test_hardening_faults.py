@@ -67,8 +67,12 @@ def test_sync_killed_at_random_points_then_rerun_has_every_message_once(tmp_path
     rng = random.Random(7)
     kills = 0
     for _ in range(5):
-        child = _spawn(["from tests.test_hardening_faults import _child_sync as c; import sys; c(sys.argv[1])",
-                        str(settings.data_dir)])  # fmt: skip
+        child = _spawn(
+            [
+                "from tests.test_hardening_faults import _child_sync as c; import sys; c(sys.argv[1])",
+                str(settings.data_dir),
+            ]
+        )
         try:
             assert child.stdout.readline().strip() == "started"
             time.sleep(rng.uniform(0.05, 0.6))
@@ -117,8 +121,9 @@ def _child_writer(role: str, db_path: str, go: str, arg: str = "") -> None:
     while not os.path.exists(go):
         time.sleep(0.005)
     if role == "import":
-        summary = import_export(store, Path(arg), owner_id=None, include_groups=False, keep_stickers=True,
-                                gap_seconds=3600, progress=False)  # fmt: skip
+        summary = import_export(
+            store, Path(arg), owner_id=None, include_groups=False, keep_stickers=True, gap_seconds=3600, progress=False
+        )
         print(summary.messages_added, flush=True)
     elif role == "bot":
         for i in range(BOT_MESSAGES):
@@ -136,16 +141,25 @@ def _child_writer(role: str, db_path: str, go: str, arg: str = "") -> None:
 def _spawn_writer(role: str, db_path: Path, go: Path, arg: str = "") -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     code = "from tests.test_hardening_faults import _child_writer as w; import sys; w(*sys.argv[1:])"
-    return subprocess.Popen([sys.executable, "-c", code, role, str(db_path), str(go), arg],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", code, role, str(db_path), str(go), arg],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def test_an_import_the_bot_and_a_trainer_writing_at_once_never_see_database_is_locked(tmp_path):
     export = _load_bench_import().write_export(tmp_path, EXPORT_MESSAGES)
     db_path, go = tmp_path / "twin.db", tmp_path / "go"
     Storage(db_path)
-    children = [_spawn_writer("import", db_path, go, str(export)), _spawn_writer("bot", db_path, go),
-                _spawn_writer("train", db_path, go)]  # fmt: skip
+    children = [
+        _spawn_writer("import", db_path, go, str(export)),
+        _spawn_writer("bot", db_path, go),
+        _spawn_writer("train", db_path, go),
+    ]
     time.sleep(2.0)  # every child has imported its modules and opened the database
     go.touch()
     outputs = [child.communicate(timeout=240) for child in children]
@@ -178,8 +192,17 @@ def test_processes_opening_a_new_database_at_once_all_get_the_schema(tmp_path):
     db_path.parent.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     code = "from tests.test_hardening_faults import _child_open as o; import sys; o(*sys.argv[1:])"
-    children = [subprocess.Popen([sys.executable, "-c", code, str(db_path), str(go)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT) for _ in range(4)]  # fmt: skip
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(db_path), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        for _ in range(4)
+    ]
     time.sleep(2.0)
     go.touch()
     for child in children:

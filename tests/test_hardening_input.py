@@ -22,16 +22,19 @@ PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 
 def run_import(store: Storage, path: Path):
-    return import_export(store, path, owner_id=None, include_groups=False, keep_stickers=True, gap_seconds=3600,
-                         progress=False)  # fmt: skip
+    return import_export(
+        store, path, owner_id=None, include_groups=False, keep_stickers=True, gap_seconds=3600, progress=False
+    )
 
 
 # -- generated valid exports ---------------------------------------------------------------------------
 texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 text_values = st.one_of(
-    texts, st.lists(st.one_of(texts, st.fixed_dictionaries({"type": st.sampled_from(["bold", "link"]), "text": texts})),
-                    max_size=3),
-)  # fmt: skip
+    texts,
+    st.lists(
+        st.one_of(texts, st.fixed_dictionaries({"type": st.sampled_from(["bold", "link"]), "text": texts})), max_size=3
+    ),
+)
 
 
 @st.composite
@@ -70,7 +73,7 @@ def exports(draw):
             "type": "personal_chat",
             "id": FRIEND + i,
             "messages": draw(st.lists(messages(ids), max_size=25)),
-        }  # fmt: skip
+        }
         for i in range(draw(st.integers(1, 3)))
     ]
     for i, chat in enumerate(chats):  # each personal chat is with its own friend
@@ -107,8 +110,14 @@ def _export(messages_: list) -> dict:
 
 def _msg(i: int, text="hi") -> dict:
     sender = OWNER if i % 2 else FRIEND
-    return {"id": i, "type": "message", "date_unixtime": str(1_600_000_000 + i), "from": "x",
-            "from_id": f"user{sender}", "text": text}  # fmt: skip
+    return {
+        "id": i,
+        "type": "message",
+        "date_unixtime": str(1_600_000_000 + i),
+        "from": "x",
+        "from_id": f"user{sender}",
+        "text": text,
+    }
 
 
 def _nested(depth: int) -> str:

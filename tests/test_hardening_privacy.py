@@ -33,8 +33,18 @@ CANARIES = {
 # Short enough for the tiny model to learn by heart in a couple of hundred steps: the control's canary.
 MEMORABLE = "hunter2"
 # Many repeats of every exchange, a few hundred steps at a high rate: the unscrubbed model memorises them.
-MEMORISE = TrainConfig(lora_r=16, lora_alpha=32, learning_rate=3e-3, epochs=10, pack_tokens=64, grad_accum=1,
-                       max_steps=200, warmup_ratio=0.0, eval_pack_tokens=4096, lr_schedule="constant")  # fmt: skip
+MEMORISE = TrainConfig(
+    lora_r=16,
+    lora_alpha=32,
+    learning_rate=3e-3,
+    epochs=10,
+    pack_tokens=64,
+    grad_accum=1,
+    max_steps=200,
+    warmup_ratio=0.0,
+    eval_pack_tokens=4096,
+    lr_schedule="constant",
+)
 
 
 def _first_id(split: str, start: int) -> int:
@@ -46,8 +56,12 @@ def _first_id(split: str, start: int) -> int:
 
 def build_secret_corpus(store: Storage, repeats: int = 8) -> None:
     """Closed one-exchange sessions: the friend asks, the owner answers with a secret; plus two eval ones."""
-    store.upsert_people([{"id": OWNER, "first_name": "Alice", "username": "alice"},
-                         {"id": FRIEND, "first_name": "Bob", "username": "bob"}])  # fmt: skip
+    store.upsert_people(
+        [
+            {"id": OWNER, "first_name": "Alice", "username": "alice"},
+            {"id": FRIEND, "first_name": "Bob", "username": "bob"},
+        ]
+    )
     store.set_meta("owner_id", OWNER)
     store.upsert_dialog({"id": FRIEND, "type": "personal_chat", "name": "bob", "person_id": FRIEND})
     plan = [(q, a, "train") for _ in range(repeats) for q, (a, _) in CANARIES.items()]
@@ -84,8 +98,14 @@ def greedy_answers(base_model, adapter_dir) -> dict[str, str]:
     for question in CANARIES:
         ids = torch.tensor([fmt.prompt([ChatTurn("bob", (question,))], "alice")])
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=32,
-                                 do_sample=False, eos_token_id=fmt.stop_token_ids, pad_token_id=fmt.eot_id)  # fmt: skip
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=32,
+                do_sample=False,
+                eos_token_id=fmt.stop_token_ids,
+                pad_token_id=fmt.eot_id,
+            )
         answers[question] = "\n".join(fmt.decode_reply(out[0, ids.shape[1] :].tolist()))
     return answers
 

@@ -83,8 +83,9 @@ def test_a_round_killed_mid_step_keeps_the_active_adapter_frees_the_lock_and_the
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     toml = tmp_path / "train.toml"
     toml.write_text(KNOBS)
-    settings = Settings(data_dir=tmp_path / "data", owner_id=1, base_model=str(tiny_model_dir), train_config=toml,
-                        _env_file=None)  # fmt: skip
+    settings = Settings(
+        data_dir=tmp_path / "data", owner_id=1, base_model=str(tiny_model_dir), train_config=toml, _env_file=None
+    )
     settings.ensure_data_dir()
     store = Storage(settings.db_path)
     corpus = Corpus(store)

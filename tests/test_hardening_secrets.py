@@ -36,7 +36,14 @@ def test_the_api_hash_and_session_string_are_redacted_like_the_token():
 
     handler = logging.StreamHandler()
     handler.addFilter(RedactSecrets(TOKEN, API_HASH, BAD_SESSION))
-    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "connect %s with %s at %s", (BAD_SESSION, API_HASH,
-                               f"https://api.telegram.org/bot{TOKEN}/getMe"), None)  # fmt: skip
+    record = logging.LogRecord(
+        "x",
+        logging.ERROR,
+        __file__,
+        1,
+        "connect %s with %s at %s",
+        (BAD_SESSION, API_HASH, f"https://api.telegram.org/bot{TOKEN}/getMe"),
+        None,
+    )
     handler.filter(record)
     assert record.getMessage() == "connect <secret> with <secret> at https://api.telegram.org/bot<secret>/getMe"

@@ -266,9 +266,15 @@ def test_only_personal_chats_are_imported_by_default(store):
     assert {d["id"] for d in store.dialogs()} == {2001, 2002, 2003}
     assert summary.chats_imported == {"personal_chat": 3}
     assert summary.chats_skipped == {
-        "private_group": 1, "private_supergroup": 2, "public_supergroup": 1, "public_channel": 1,
-        "private_channel": 1, "bot_chat": 1, "saved_messages": 1, "replies": 1,
-    }  # fmt: skip
+        "private_group": 1,
+        "private_supergroup": 2,
+        "public_supergroup": 1,
+        "public_channel": 1,
+        "private_channel": 1,
+        "bot_chat": 1,
+        "saved_messages": 1,
+        "replies": 1,
+    }
 
 
 def test_include_groups_adds_private_groups_but_never_channels_bots_saved_messages_or_replies(store):
@@ -276,8 +282,14 @@ def test_include_groups_adds_private_groups_but_never_channels_bots_saved_messag
 
     # 3004 is a supergroup the owner left: Telegram lists it under left_chats.
     assert {d["id"] for d in store.dialogs()} == {2001, 2002, 2003, 3001, 3002, 3004}
-    assert set(summary.chats_skipped) == {"public_supergroup", "public_channel", "private_channel", "bot_chat",
-                                          "saved_messages", "replies"}  # fmt: skip
+    assert set(summary.chats_skipped) == {
+        "public_supergroup",
+        "public_channel",
+        "private_channel",
+        "bot_chat",
+        "saved_messages",
+        "replies",
+    }
     family = store.dialog(3001)
     assert (family["type"], family["name"], family["person_id"]) == ("private_group", "Семья", None)
 
@@ -305,10 +317,19 @@ def test_folder_holding_result_json_is_accepted(store, tmp_path):
 
 
 def test_chat_without_type_and_three_senders_is_a_group(store, tmp_path):
-    chat = {"name": "Trio", "messages": [
-        {"type": "message", "date_unixtime": str(1700000000 + i), "from": name, "from_id": f"user{uid}", "text": "hi"}
-        for i, (name, uid) in enumerate([("Owner", OWNER), ("Ann", 11), ("Ben", 12)])
-    ]}  # fmt: skip
+    chat = {
+        "name": "Trio",
+        "messages": [
+            {
+                "type": "message",
+                "date_unixtime": str(1700000000 + i),
+                "from": name,
+                "from_id": f"user{uid}",
+                "text": "hi",
+            }
+            for i, (name, uid) in enumerate([("Owner", OWNER), ("Ann", 11), ("Ben", 12)])
+        ],
+    }
     path = write_json(tmp_path / "result.json", chat)
 
     assert run_import(store, path, owner_id=OWNER).chats_skipped == {"private_group": 1}
@@ -316,9 +337,13 @@ def test_chat_without_type_and_three_senders_is_a_group(store, tmp_path):
 
 
 def test_missing_chat_id_and_sender_id_get_the_same_negative_ids_on_every_run(tmp_path):
-    chat = {"name": "Ghost", "type": "personal_chat", "messages": [
-        {"id": 1, "type": "message", "date_unixtime": "1700000000", "from": "Ghost", "text": "boo"},
-    ]}  # fmt: skip
+    chat = {
+        "name": "Ghost",
+        "type": "personal_chat",
+        "messages": [
+            {"id": 1, "type": "message", "date_unixtime": "1700000000", "from": "Ghost", "text": "boo"},
+        ],
+    }
     path = write_json(tmp_path / "result.json", chat)
     ids = []
     for run in ("a", "b"):
@@ -353,10 +378,20 @@ def test_import_sessions_equal_a_rebuild_from_storage(store):
 
 def test_later_export_adds_only_new_messages_and_extends_sessions(store, tmp_path):
     chat = orjson.loads(SINGLE.read_bytes())
-    later = dict(chat, messages=chat["messages"] + [
-        {"id": 5, "type": "message", "date_unixtime": "1700020100", "from": "Боб", "from_id": "user2004",
-         "text": "И тебе!"},
-    ])  # fmt: skip
+    later = dict(
+        chat,
+        messages=chat["messages"]
+        + [
+            {
+                "id": 5,
+                "type": "message",
+                "date_unixtime": "1700020100",
+                "from": "Боб",
+                "from_id": "user2004",
+                "text": "И тебе!",
+            },
+        ],
+    )
     run_import(store, SINGLE, owner_id=OWNER)
     summary = run_import(store, write_json(tmp_path / "later.json", later), owner_id=OWNER)
 
@@ -398,7 +433,8 @@ CORRUPT = {
     "truncated": (lambda: FULL.read_bytes()[:5000], ["result.json", "truncated"]),
     "not utf-8": (lambda: FULL.read_bytes().replace("Алиса".encode(), b"\xc0\xc1\xfe\xff"), ["not UTF-8"]),
     "messages not a list": (
-        alice_messages({"1": "hi"}), ['chat "Алиса Петрова" (id 2001)', '"messages" is not a list']
+        alice_messages({"1": "hi"}),
+        ['chat "Алиса Петрова" (id 2001)', '"messages" is not a list'],
     ),
     "text a number": (alice_message(0, "text", 42), ["(id 2001), message 1", '"text" is neither']),
     "date not a number": (
@@ -406,10 +442,8 @@ CORRUPT = {
         ['chat "Алиса Петрова" (id 2001), message 3', '"date_unixtime" is not a number'],
     ),
     "id not an integer": (alice_message(1, "id", "2"), ["message #2", '"id" is not an integer']),
-    "reply_to not an integer": (
-        alice_message(1, "reply_to_message_id", "1"), ['message 2', '"reply_to_message_id"']
-    ),
-    "from not a string": (alice_message(0, "from", ["x"]), ['message 1', '"from" is not a string']),
+    "reply_to not an integer": (alice_message(1, "reply_to_message_id", "1"), ["message 2", '"reply_to_message_id"']),
+    "from not a string": (alice_message(0, "from", ["x"]), ["message 1", '"from" is not a string']),
     "message not an object": (alice_messages([{"id": 1}, "hello"]), ["message #2 is not a JSON object"]),
     "messages missing": (
         full_export_with(lambda data: data["chats"]["list"][1].pop("messages")),
@@ -417,7 +451,7 @@ CORRUPT = {
     ),
     "chats missing": (lambda: b'{"personal_information": {"user_id": 1000}}', ['neither "messages" nor "chats"']),
     "not an object": (lambda: b"[1, 2, 3]", ["not a Telegram Desktop export"]),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", list(CORRUPT))
@@ -493,10 +527,14 @@ def test_missing_file_says_what_to_pass(store, tmp_path):
 
 # -- storage ------------------------------------------------------------------------------------
 def test_insert_many_messages_stores_what_insert_messages_stores(tmp_path):
-    rows = [(7, i, 1 + i % 2, 1700000000 + i, f"text {i}", i % 2, None, 0, None, None, None, 0, "export")
-            for i in range(1, 200)]  # fmt: skip
-    rows += [(7, 500, 2, 1700001000, "fwd", 0, 3, 1, "Someone", "photo", 1700001001, 1, "export"),
-             (8, 1, 2, 1700002000, "другой", 0, None, 0, None, None, None, None, "telethon")]  # fmt: skip
+    rows = [
+        (7, i, 1 + i % 2, 1700000000 + i, f"text {i}", i % 2, None, 0, None, None, None, 0, "export")
+        for i in range(1, 200)
+    ]
+    rows += [
+        (7, 500, 2, 1700001000, "fwd", 0, 3, 1, "Someone", "photo", 1700001001, 1, "export"),
+        (8, 1, 2, 1700002000, "другой", 0, None, 0, None, None, None, None, "telethon"),
+    ]
     one, many = Storage(tmp_path / "one.db"), Storage(tmp_path / "many.db")
 
     assert one.insert_messages(rows) == many.insert_many_messages(rows) == len(rows)

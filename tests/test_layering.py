@@ -43,9 +43,13 @@ def test_every_package_is_on_disk():
 
 
 def test_no_package_imports_one_above_it():
-    upward = [f"{module} ({package}, layer {LAYER[package]}) imports {imported} (layer {LAYER[imported]})"
-              for package, imports in package_imports().items() for imported, modules in imports.items()
-              if LAYER[imported] > LAYER[package] for module in modules]  # fmt: skip
+    upward = [
+        f"{module} ({package}, layer {LAYER[package]}) imports {imported} (layer {LAYER[imported]})"
+        for package, imports in package_imports().items()
+        for imported, modules in imports.items()
+        if LAYER[imported] > LAYER[package]
+        for module in modules
+    ]
     assert not upward, "\n".join(upward)
 
 

@@ -34,13 +34,26 @@ ASSISTANT = re.compile(r"\b(how can i (help|assist)|assist you|as an ai|language
 @pytest.fixture(scope="module")
 def trained_twin(tmp_path_factory, embedded_model_dir):
     root = tmp_path_factory.mktemp("real-twin")
-    settings = Settings(_env_file=None, data_dir=root / "data", owner_id=1000, base_model=str(embedded_model_dir),
-                        engine="transformers", reply_temperature=0.0)  # fmt: skip
+    settings = Settings(
+        _env_file=None,
+        data_dir=root / "data",
+        owner_id=1000,
+        base_model=str(embedded_model_dir),
+        engine="transformers",
+        reply_temperature=0.0,
+    )
     settings.ensure_data_dir()
     made = chitchat_export(root / "result.json", partners=PARTNERS)
     store = Storage(settings.db_path)
-    import_export(store, made.path, owner_id=None, include_groups=False, keep_stickers=True,
-                  gap_seconds=settings.session_gap_seconds, progress=False)  # fmt: skip
+    import_export(
+        store,
+        made.path,
+        owner_id=None,
+        include_groups=False,
+        keep_stickers=True,
+        gap_seconds=settings.session_gap_seconds,
+        progress=False,
+    )
     result = run_round(settings, SHORT_ROUND, full=True)
     yield settings, store, made, result
     store.close()

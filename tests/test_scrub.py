@@ -268,13 +268,36 @@ def test_phone_numbers_of_any_country_become_placeholders(scrub, text, expected)
 
 
 LABELLED_PASSWORDS = {  # {s}: the secret, {u}: a login written beside it
-    "en": ["my password is {s}", "password: {s}", "pwd={s}", "pw: {s} (don't share)", "pass: {s}",
-           "login/pass: {u}/{s}", "wifi password:\n{s}\nok?", "the password for the router is {s}, ok"],
-    "ru": ["пароль: {s}", "пароль от почты — {s}", "пасс: {s}", "логин/пароль: {u}/{s}", "мой пароль это {s}",
-           "Пароль от вайфая:\n{s}", "держи пароль\n{s}", "пароль={s}, не теряй"],
-    "zh": ["密码：{s}", "密码是{s}", "我的密码是 {s}，别告诉别人", "wifi密码: {s}", "账号/密码：{u}/{s}",
-           "密码\n{s}", "登录密码：{s}。"],
-}  # fmt: skip
+    "en": [
+        "my password is {s}",
+        "password: {s}",
+        "pwd={s}",
+        "pw: {s} (don't share)",
+        "pass: {s}",
+        "login/pass: {u}/{s}",
+        "wifi password:\n{s}\nok?",
+        "the password for the router is {s}, ok",
+    ],
+    "ru": [
+        "пароль: {s}",
+        "пароль от почты — {s}",
+        "пасс: {s}",
+        "логин/пароль: {u}/{s}",
+        "мой пароль это {s}",
+        "Пароль от вайфая:\n{s}",
+        "держи пароль\n{s}",
+        "пароль={s}, не теряй",
+    ],
+    "zh": [
+        "密码：{s}",
+        "密码是{s}",
+        "我的密码是 {s}，别告诉别人",
+        "wifi密码: {s}",
+        "账号/密码：{u}/{s}",
+        "密码\n{s}",
+        "登录密码：{s}。",
+    ],
+}
 SECRET_CHARS = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ0123456789!#$%^&*_-+"
 
 
@@ -287,8 +310,12 @@ def passwords(draw) -> str:
 
 
 @settings(max_examples=300, deadline=None)
-@given(lang=st.sampled_from(sorted(LABELLED_PASSWORDS)), data=st.data(), secret=passwords(),
-       login=st.from_regex(r"[a-z]{3,8}", fullmatch=True))  # fmt: skip
+@given(
+    lang=st.sampled_from(sorted(LABELLED_PASSWORDS)),
+    data=st.data(),
+    secret=passwords(),
+    login=st.from_regex(r"[a-z]{3,8}", fullmatch=True),
+)
 def test_generated_passwords_in_every_language_never_survive_the_scrub(lang, data, secret, login):
     template = data.draw(st.sampled_from(LABELLED_PASSWORDS[lang]))
     text = template.format(s=secret, u=login)
@@ -301,9 +328,12 @@ PHONE_TYPES = [phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType
 
 
 @settings(max_examples=300, deadline=None)
-@given(region=st.sampled_from(sorted(phonenumbers.SUPPORTED_REGIONS)), kind=st.sampled_from(PHONE_TYPES),
-       style=st.sampled_from([phonenumbers.PhoneNumberFormat.INTERNATIONAL, phonenumbers.PhoneNumberFormat.E164]),
-       lang=st.sampled_from(sorted(PHONE_TEMPLATES)))  # fmt: skip
+@given(
+    region=st.sampled_from(sorted(phonenumbers.SUPPORTED_REGIONS)),
+    kind=st.sampled_from(PHONE_TYPES),
+    style=st.sampled_from([phonenumbers.PhoneNumberFormat.INTERNATIONAL, phonenumbers.PhoneNumberFormat.E164]),
+    lang=st.sampled_from(sorted(PHONE_TEMPLATES)),
+)
 def test_generated_phone_numbers_of_every_country_never_survive_the_scrub(region, kind, style, lang):
     example = phonenumbers.example_number_for_type(region, kind)
     assume(example is not None)

@@ -26,9 +26,7 @@ def test_bursts_merge_and_keep_message_boundaries():
 
 
 def test_forwards_and_media_only_are_not_anyones_words():
-    turns = merge_bursts(
-        [m(1, 1, 0, "mine"), m(2, 1, 1, "theirs", forwarded=1), m(3, 1, 2, ""), m(4, 2, 3, "ok")]
-    )
+    turns = merge_bursts([m(1, 1, 0, "mine"), m(2, 1, 1, "theirs", forwarded=1), m(3, 1, 2, ""), m(4, 2, 3, "ok")])
     assert [t.messages for t in turns] == [["mine"], ["ok"]]
 
 

@@ -9,8 +9,7 @@ from storage import db as dbmod
 
 
 def _msg(dialog_id, mid, sender, date, text="hi", **kw):
-    return {"dialog_id": dialog_id, "id": mid, "sender_id": sender, "date": date, "text": text,
-            "source": "test", **kw}  # fmt: skip
+    return {"dialog_id": dialog_id, "id": mid, "sender_id": sender, "date": date, "text": text, "source": "test", **kw}
 
 
 def test_database_file_is_private_and_in_wal_mode(tmp_path):
@@ -60,12 +59,14 @@ def test_insert_is_idempotent_and_replace_updates_edits(tmp_path):
 
 def test_people_get_unique_slugs_that_survive_name_changes(tmp_path):
     store = Storage(tmp_path / "t.db")
-    store.upsert_people([
-        {"id": 1, "first_name": "Саша"},
-        {"id": 2, "first_name": "Sasha"},
-        {"id": 3, "first_name": "Alice", "username": "alice_w"},
-        {"id": 4, "first_name": "李"},
-    ])  # fmt: skip
+    store.upsert_people(
+        [
+            {"id": 1, "first_name": "Саша"},
+            {"id": 2, "first_name": "Sasha"},
+            {"id": 3, "first_name": "Alice", "username": "alice_w"},
+            {"id": 4, "first_name": "李"},
+        ]
+    )
     slugs = {p["id"]: p["slug"] for p in store.people()}
     assert slugs[1] == "sasha" and slugs[2] == "sasha2" and slugs[3] == "alice_w"
     assert slugs[4] == "user4"

@@ -48,8 +48,9 @@ def test_runs_of_dead_processes_are_marked_failed(store):
 
 def test_one_active_adapter_and_rollback(store):
     for v in (1, 2):
-        store.add_adapter({"version": v, "base_model": "m", "path": f"a/{v:04d}", "eval_loss": 1.0 / v},
-                          [(f"s{v}", f"h{v}")])  # fmt: skip
+        store.add_adapter(
+            {"version": v, "base_model": "m", "path": f"a/{v:04d}", "eval_loss": 1.0 / v}, [(f"s{v}", f"h{v}")]
+        )
         store.activate_adapter(v)
     assert store.active_adapter()["version"] == 2
     store.activate_adapter(1, reason="rollback")

@@ -21,8 +21,12 @@ OWNER_ID = "6565661032"  # "Batman & Robin" (from_id user6565661032) in the fixt
 @pytest.mark.slow
 def test_import_train_and_list_adapters_from_the_command_line(tmp_path, tiny_model_dir):
     (tmp_path / "train.toml").write_text("max_steps = 2\nlora_r = 8\nlora_alpha = 16\n")
-    env = {"TWIN_DATA_DIR": str(tmp_path / "data"), "TWIN_BASE_MODEL": str(tiny_model_dir),
-           "TWIN_TRAIN_CONFIG": str(tmp_path / "train.toml"), "COLUMNS": "200"}  # fmt: skip
+    env = {
+        "TWIN_DATA_DIR": str(tmp_path / "data"),
+        "TWIN_BASE_MODEL": str(tiny_model_dir),
+        "TWIN_TRAIN_CONFIG": str(tmp_path / "train.toml"),
+        "COLUMNS": "200",
+    }
     cli = CliRunner()
     fixture = FIXTURES / "langchain_personal_chat_result.json"
     imported = cli.invoke(app, ["import", str(fixture), "--owner-id", OWNER_ID], env=env)
@@ -78,11 +82,20 @@ def test_train_prints_every_step_with_its_eta_then_the_reports_progress(capsys):
     with ProgressDisplay(Console(stderr=True, force_terminal=False)) as display:
         progress = RoundProgress(display)
         for step in range(1, 5):
-            progress({"event": "step", "step": step, "of": 4, "loss": 3.0 - step / 10, "tokens": 2000,
-                      "tokens_per_s": 100.0})  # fmt: skip
+            progress(
+                {"event": "step", "step": step, "of": 4, "loss": 3.0 - step / 10, "tokens": 2000, "tokens_per_s": 100.0}
+            )
         for done in range(3):
-            progress({"event": "report_progress", "stage": "replies", "model": "current", "persona": "casey",
-                      "done": done, "of": 2})  # fmt: skip
+            progress(
+                {
+                    "event": "report_progress",
+                    "stage": "replies",
+                    "model": "current",
+                    "persona": "casey",
+                    "done": done,
+                    "of": 2,
+                }
+            )
     lines = capsys.readouterr().err.splitlines()
     steps = [line for line in lines if line.startswith("step ")]
     assert steps[0] == "step 1/4 loss 2.9000, 100 tok/s, eta 1m00s" and steps[2].endswith("eta 20s")

@@ -16,12 +16,22 @@ from trainer.windows import build_examples
 
 
 def _sessions(n: int) -> list[TrainingSession]:
-    lines = ["hey how are you?", "fine thanks, and you?", "let's meet at 7 pm tomorrow", "ok see you then",
-             "bring the book please", "lol 😂 haha yes", "привет как дела?", "the quick brown fox"]  # fmt: skip
+    lines = [
+        "hey how are you?",
+        "fine thanks, and you?",
+        "let's meet at 7 pm tomorrow",
+        "ok see you then",
+        "bring the book please",
+        "lol 😂 haha yes",
+        "привет как дела?",
+        "the quick brown fox",
+    ]
     out = []
     for i in range(n):
-        turns = [ChatTurn("owner" if t % 2 else f"friend{i % 3}", (lines[(i + t) % 8], lines[(i * t) % 8]))
-                 for t in range(12)]  # fmt: skip
+        turns = [
+            ChatTurn("owner" if t % 2 else f"friend{i % 3}", (lines[(i + t) % 8], lines[(i * t) % 8]))
+            for t in range(12)
+        ]
         out.append(TrainingSession(f"{i}-1", i, "train", "h", 0, turns, [1, 2] * 6))
     return out
 

@@ -21,8 +21,16 @@ from trainer.train import LOCK, dry_run, run_round
 pytestmark = pytest.mark.slow
 
 # Tiny and fast: a few steps at a high rate (the tiny model starts from random weights).
-CFG = TrainConfig(lora_r=8, lora_alpha=16, learning_rate=3e-3, epochs=1, pack_tokens=512, grad_accum=1,
-                  max_steps=12, eval_pack_tokens=4096)  # fmt: skip
+CFG = TrainConfig(
+    lora_r=8,
+    lora_alpha=16,
+    learning_rate=3e-3,
+    epochs=1,
+    pack_tokens=512,
+    grad_accum=1,
+    max_steps=12,
+    eval_pack_tokens=4096,
+)
 
 
 def _setup(path, base_model, n_train=24, n_eval=6) -> tuple[Settings, Corpus]:
@@ -211,8 +219,7 @@ def test_a_conversation_synced_mid_way_is_trained_on_once_it_goes_quiet(tmp_path
     from twin.cli import app
 
     gap = 3  # seconds: short enough to wait for in a test
-    settings = Settings(data_dir=tmp_path, base_model=str(tiny_model_dir), session_gap_minutes=gap / 60,
-                        _env_file=None)  # fmt: skip
+    settings = Settings(data_dir=tmp_path, base_model=str(tiny_model_dir), session_gap_minutes=gap / 60, _env_file=None)
     settings.ensure_data_dir()
     store = Storage(settings.db_path)
     account = FakeAccount()
@@ -258,6 +265,10 @@ def test_the_check_that_no_eval_session_is_trained_on_holds_under_python_o(tmp_p
     import sys
 
     settings, _ = _setup(tmp_path, tiny_model_dir, n_train=4, n_eval=2)
-    run = subprocess.run([sys.executable, "-O", "-c", LEAKY_READ, str(settings.data_dir), str(tiny_model_dir)],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-O", "-c", LEAKY_READ, str(settings.data_dir), str(tiny_model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode != 0 and "eval session" in run.stderr, run.stdout + run.stderr[-2000:]

@@ -25,8 +25,14 @@ def _settings(tmp_path, tiny_model_dir, knobs: str = KNOBS, n_train: int = 12, n
     tmp_path.mkdir(parents=True, exist_ok=True)
     toml = tmp_path / "train.toml"
     toml.write_text(knobs)
-    settings = Settings(data_dir=tmp_path / "data", owner_id=1, base_model=str(tiny_model_dir), train_config=toml,
-                        train_min_new_sessions=5, _env_file=None)  # fmt: skip
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        owner_id=1,
+        base_model=str(tiny_model_dir),
+        train_config=toml,
+        train_min_new_sessions=5,
+        _env_file=None,
+    )
     settings.ensure_data_dir()
     Corpus(Storage(settings.db_path)).add(n_train, n_eval)
     return settings

@@ -20,12 +20,14 @@ MAX_TOKENS = 12
 
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory, tiny_model_dir):
-    settings = Settings(data_dir=tmp_path_factory.mktemp("vllm"), owner_id=1, base_model=str(tiny_model_dir),
-                        _env_file=None)  # fmt: skip
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("vllm"), owner_id=1, base_model=str(tiny_model_dir), _env_file=None
+    )
     settings.ensure_data_dir()
     Corpus(Storage(settings.db_path)).add(24, 3)
-    cfg = TrainConfig(lora_r=8, lora_alpha=16, learning_rate=5e-3, epochs=2, pack_tokens=512, grad_accum=1,
-                      max_steps=20)  # fmt: skip
+    cfg = TrainConfig(
+        lora_r=8, lora_alpha=16, learning_rate=5e-3, epochs=2, pack_tokens=512, grad_accum=1, max_steps=20
+    )
     result = run_round(settings, cfg)
     return settings.adapters_dir / f"{result.version:04d}"
 
@@ -37,8 +39,9 @@ def llm(tiny_model_dir):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from vllm import LLM
 
-    engine = LLM(model=str(tiny_model_dir), enable_lora=True, max_lora_rank=8, max_loras=2, max_model_len=512,
-                 dtype="float32")  # fmt: skip
+    engine = LLM(
+        model=str(tiny_model_dir), enable_lora=True, max_lora_rank=8, max_loras=2, max_model_len=512, dtype="float32"
+    )
     yield engine
     engine.llm_engine.engine_core.shutdown()  # now, not at interpreter exit after pytest closed its streams
 

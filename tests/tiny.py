@@ -24,8 +24,7 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(out_dir: Path, vocab_size: int = 512, specials: list[str] | None = None,
-                    chat_tokens: bool = True):  # fmt: skip
+def build_tokenizer(out_dir: Path, vocab_size: int = 512, specials: list[str] | None = None, chat_tokens: bool = True):
     """Train a byte-level BPE tokenizer and save it as a transformers fast tokenizer in `out_dir`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -39,9 +38,11 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 512, specials: list[str] | 
     )
     tok.train_from_iterator(_CORPUS * 20, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        tokenizer_object=tok,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
         additional_special_tokens=[s for s in specials if s != "<|endoftext|>"],
-    )  # fmt: skip
+    )
     fast.save_pretrained(out_dir)
     return fast
 

@@ -59,8 +59,16 @@ class Corpus:
         for k in range(turns or self.rng.randint(2, 12)):
             speaker = friend if k % 2 == 0 else "alice"
             for _ in range(self.rng.randint(1, 3)):
-                rows.append({"dialog_id": dialog, "id": mid, "sender_id": IDS[speaker], "date": t,
-                             "text": self._text(speaker), "out": int(speaker == "alice")})  # fmt: skip
+                rows.append(
+                    {
+                        "dialog_id": dialog,
+                        "id": mid,
+                        "sender_id": IDS[speaker],
+                        "date": t,
+                        "text": self._text(speaker),
+                        "out": int(speaker == "alice"),
+                    }
+                )
                 mid, t = mid + 1, t + 30
         self.store.insert_messages(rows)
         self.added.append(f"{dialog}-{first}")

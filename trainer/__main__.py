@@ -34,8 +34,16 @@ def _on_sigterm(signum, frame):
 
 def distributed_command(opts, module: str = "trainer") -> list[str]:
     """torchrun (standalone: rendezvous on a free local port) running `module` once per process."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={opts.num_processes}",
-            "-m", module, *opts.to_args()]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={opts.num_processes}",
+        "-m",
+        module,
+        *opts.to_args(),
+    ]
 
 
 def main(argv: list[str] | None = None, after_round: AfterRound | None = None, module: str = "trainer") -> int:

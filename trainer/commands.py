@@ -48,19 +48,28 @@ class RoundProgress:
             return
         kind = event.get("event")
         if kind == "plan":
-            err.print(f"plan: {event['reason']}; {event['train_sessions']} sessions, {event['tokens']:,} tokens, "
-                      f"{event['eval_sessions']} eval sessions, {event['steps']} steps", highlight=False)  # fmt: skip
+            err.print(
+                f"plan: {event['reason']}; {event['train_sessions']} sessions, {event['tokens']:,} tokens, "
+                f"{event['eval_sessions']} eval sessions, {event['steps']} steps",
+                highlight=False,
+            )
         elif kind == "step":
             self.step(event)
         elif kind == "eval":
-            err.print(f"eval loss {_fmt(event['eval_loss'])} (base {_fmt(event['base_eval_loss'])}, "
-                      f"active {_fmt(event['active_eval_loss'])})", highlight=False)  # fmt: skip
+            err.print(
+                f"eval loss {_fmt(event['eval_loss'])} (base {_fmt(event['base_eval_loss'])}, "
+                f"active {_fmt(event['active_eval_loss'])})",
+                highlight=False,
+            )
 
     def step(self, event: dict) -> None:
         if event.get("tokens_per_s"):
             self.step_seconds.append(event["tokens"] / event["tokens_per_s"])
-        eta = (sum(self.step_seconds) / len(self.step_seconds) * (event["of"] - event["step"])
-               if self.step_seconds else None)  # fmt: skip
+        eta = (
+            sum(self.step_seconds) / len(self.step_seconds) * (event["of"] - event["step"])
+            if self.step_seconds
+            else None
+        )
         if self.display.console.is_terminal:
             self.display.update("train", f"training, loss {event['loss']:.4f}", event["step"], event["of"])
             return
@@ -86,9 +95,11 @@ def _report(final: dict | None) -> None:
         for warning in final.get("warnings") or []:
             err.print(f"[yellow]warning:[/yellow] {warning}")
         state = "active" if final["promoted"] else "rejected"
-        out.print(f"adapter {final['version']} ({state}): eval loss {_fmt(final['eval_loss'])}, base "
-                  f"{_fmt(final['base_eval_loss'])}, previous {_fmt(final['active_eval_loss'])}; {final['reason']}",
-                  highlight=False)  # fmt: skip
+        out.print(
+            f"adapter {final['version']} ({state}): eval loss {_fmt(final['eval_loss'])}, base "
+            f"{_fmt(final['base_eval_loss'])}, previous {_fmt(final['active_eval_loss'])}; {final['reason']}",
+            highlight=False,
+        )
 
 
 def raise_user(message: str):
@@ -156,8 +167,17 @@ def adapters_cmd(
     for a in adapter_listing(store):
         when = dt.datetime.fromtimestamp(a["created_at"]).strftime("%Y-%m-%d %H:%M")
         eval_loss = _fmt(a["eval_loss"]) if a["eval_loss"] is not None else "- (no eval sessions)"
-        row = [str(a["version"]), a["status"], when, str(a["parent_version"] or "base"), str(a["n_sessions"]),
-               eval_loss, _fmt(a["base_eval_loss"]), _fmt(a["train_loss"]), a["reason"] or ""]  # fmt: skip
+        row = [
+            str(a["version"]),
+            a["status"],
+            when,
+            str(a["parent_version"] or "base"),
+            str(a["n_sessions"]),
+            eval_loss,
+            _fmt(a["base_eval_loss"]),
+            _fmt(a["train_loss"]),
+            a["reason"] or "",
+        ]
         if personas:
             row.append(", ".join(f"{k} {v:.3f}" for k, v in a["per_persona"].items()))
         table.add_row(*row)
@@ -199,9 +219,11 @@ def forget_cmd(
     if not yes and not typer.confirm(question):
         raise typer.Exit(1)
     report = forget_person(store, settings, preview.person_id)
-    out.print(f"forgot {report.slug}: {report.messages} messages, {report.sessions} sessions"
-              + (f", adapters {', '.join(map(str, report.trained_on))} deleted" if report.trained_on else ""),
-              highlight=False)  # fmt: skip
+    out.print(
+        f"forgot {report.slug}: {report.messages} messages, {report.sessions} sessions"
+        + (f", adapters {', '.join(map(str, report.trained_on))} deleted" if report.trained_on else ""),
+        highlight=False,
+    )
     if report.was_active is not None:
         now = f"adapter {report.now_active}" if report.now_active else "the base model (no adapter)"
         out.print(f"the active adapter {report.was_active} was trained on them: {now} is active now")

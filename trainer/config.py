@@ -30,67 +30,130 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # -- LoRA ---------------------------------------------------------------------------------------
-    lora_r: int = Field(16, ge=1, le=256, description="16 learns a person's style; higher costs memory, "
-                        "rarely helps on chat data, and vLLM must be started with max_lora_rank >= r.")  # fmt: skip
+    lora_r: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="16 learns a person's style; higher costs memory, "
+        "rarely helps on chat data, and vLLM must be started with max_lora_rank >= r.",
+    )
     lora_alpha: int = Field(32, ge=1, description="2·r keeps the update scale steady when r changes.")
-    lora_dropout: float = Field(0.0, ge=0, lt=1, description="0: chat corpora are large next to an r=16 adapter "
-                                "and dropout costs an extra pass over every adapted input; try 0.05 on a "
-                                "small corpus that overfits (the eval gate shows it).")  # fmt: skip
+    lora_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="0: chat corpora are large next to an r=16 adapter "
+        "and dropout costs an extra pass over every adapted input; try 0.05 on a "
+        "small corpus that overfits (the eval gate shows it).",
+    )
     target_modules: str | list[str] = Field(
-        "all-linear", description="Every linear projection (attention + MLP): best quality per parameter; "
-        "vLLM serves them all. No embeddings or lm_head: vLLM cannot serve trained embeddings."
-    )  # fmt: skip
+        "all-linear",
+        description="Every linear projection (attention + MLP): best quality per parameter; "
+        "vLLM serves them all. No embeddings or lm_head: vLLM cannot serve trained embeddings.",
+    )
 
     # -- optimisation -------------------------------------------------------------------------------
     learning_rate: float = Field(2e-4, gt=0, description="2e-4 is the usual LoRA rate; full fine-tunes use ~10x less.")
     lr_schedule: Literal["cosine", "linear", "constant"] = Field(
         "cosine", description="Cosine decays smoothly to 0, so the last steps polish instead of jumping."
     )
-    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="A short warmup keeps the first updates from "
-                                "wrecking a freshly initialised (or inherited) adapter.")  # fmt: skip
+    warmup_ratio: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="A short warmup keeps the first updates from "
+        "wrecking a freshly initialised (or inherited) adapter.",
+    )
     weight_decay: float = Field(0.0, ge=0, description="LoRA's low rank already regularises; decay adds little.")
     max_grad_norm: float = Field(1.0, gt=0, description="Clipping guards against one odd pack blowing up a step.")
     epochs: int = Field(2, ge=1, le=10, description="2 passes learn the style; more memorises the chats.")
-    pack_tokens: int = Field(2048, ge=64, description="Tokens per micro-batch (sessions packed, no padding): "
-                             "the batch size. Without flash-attention a pack's attention grows with its "
-                             "square, so ~2x the typical session is the sweet spot; lower it on OOM.")  # fmt: skip
-    grad_accum: int = Field(4, ge=1, description="Micro-batches per optimiser step: ~8k tokens a step is "
-                            "stable for LoRA without needing the memory for it at once.")  # fmt: skip
-    loss_on: Literal["everyone", "owner"] = Field("everyone", description="everyone: the adapter learns every "
-                                                  "speaker, so it can play you and each friend (/persona); owner: "
-                                                  "only your turns carry loss (friends' are context), as some "
-                                                  "twins do; bench/quality.py compares them.")  # fmt: skip
-    max_seq_len: int = Field(1024, ge=32, description="Longest window the model sees; longer sessions become "
-                             "overlapping windows. Chats rarely need more context than this.")  # fmt: skip
-    window_context: float = Field(0.5, ge=0, lt=1, description="Share of a window that repeats earlier text "
-                                  "as context (no loss) when a session is cut into windows.")  # fmt: skip
-    gradient_checkpointing: bool = Field(True, description="Recompute each layer in backward instead of keeping "
-                                         "its activations: the embedded model's peak falls from 4.2 to 1.85 GB on "
-                                         "CPU (bench/train.py --part memory) and a 3B model's 4k-token packs fit "
-                                         "16 GB, for ~30% more compute; false trains faster where memory is "
-                                         "plentiful.")  # fmt: skip
-    max_steps: int | None = Field(None, ge=1, description="Cap on optimiser steps (smoke tests, benches); "
-                                  "None trains the full epochs.")  # fmt: skip
+    pack_tokens: int = Field(
+        2048,
+        ge=64,
+        description="Tokens per micro-batch (sessions packed, no padding): "
+        "the batch size. Without flash-attention a pack's attention grows with its "
+        "square, so ~2x the typical session is the sweet spot; lower it on OOM.",
+    )
+    grad_accum: int = Field(
+        4,
+        ge=1,
+        description="Micro-batches per optimiser step: ~8k tokens a step is "
+        "stable for LoRA without needing the memory for it at once.",
+    )
+    loss_on: Literal["everyone", "owner"] = Field(
+        "everyone",
+        description="everyone: the adapter learns every "
+        "speaker, so it can play you and each friend (/persona); owner: "
+        "only your turns carry loss (friends' are context), as some "
+        "twins do; bench/quality.py compares them.",
+    )
+    max_seq_len: int = Field(
+        1024,
+        ge=32,
+        description="Longest window the model sees; longer sessions become "
+        "overlapping windows. Chats rarely need more context than this.",
+    )
+    window_context: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="Share of a window that repeats earlier text "
+        "as context (no loss) when a session is cut into windows.",
+    )
+    gradient_checkpointing: bool = Field(
+        True,
+        description="Recompute each layer in backward instead of keeping "
+        "its activations: the embedded model's peak falls from 4.2 to 1.85 GB on "
+        "CPU (bench/train.py --part memory) and a 3B model's 4k-token packs fit "
+        "16 GB, for ~30% more compute; false trains faster where memory is "
+        "plentiful.",
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="Cap on optimiser steps (smoke tests, benches); None trains the full epochs."
+    )
     seed: int = Field(0, description="Same data + same seed = same adapter; change it to re-roll a round.")
 
     # -- rounds -------------------------------------------------------------------------------------
-    replay_ratio: float = Field(1.0, ge=0, description="Earlier sessions replayed per new one in an incremental "
-                                "round: 1.0 keeps old knowledge at twice the cost of new data alone.")  # fmt: skip
-    fresh_every: int = Field(10, ge=1, description="Every Nth round starts from the base model on all data, so "
-                             "drift from many small rounds never accumulates.")  # fmt: skip
-    promote_tolerance: float = Field(0.01, ge=0, description="A new adapter may be up to 1% worse in eval loss "
-                                     "and still be promoted: small eval sets are noisy.")  # fmt: skip
-    keep_adapters: int = Field(5, ge=1, description="Adapter folders kept on disk (plus the active one); older "
-                                "ones are deleted. A 1.5B r=16 adapter is ~70 MB.")  # fmt: skip
-    loss_chunk_tokens: int = Field(LOSS_CHUNK_TOKENS, ge=0, description="Target tokens whose logits exist at "
-                                   "once: a pack's full logits (tokens x vocabulary) never do, which more than "
-                                   "halves peak memory on small models with big vocabularies (bench/train.py "
-                                   "--part memory); 0 = all at once.")  # fmt: skip
+    replay_ratio: float = Field(
+        1.0,
+        ge=0,
+        description="Earlier sessions replayed per new one in an incremental "
+        "round: 1.0 keeps old knowledge at twice the cost of new data alone.",
+    )
+    fresh_every: int = Field(
+        10,
+        ge=1,
+        description="Every Nth round starts from the base model on all data, so "
+        "drift from many small rounds never accumulates.",
+    )
+    promote_tolerance: float = Field(
+        0.01,
+        ge=0,
+        description="A new adapter may be up to 1% worse in eval loss "
+        "and still be promoted: small eval sets are noisy.",
+    )
+    keep_adapters: int = Field(
+        5,
+        ge=1,
+        description="Adapter folders kept on disk (plus the active one); older "
+        "ones are deleted. A 1.5B r=16 adapter is ~70 MB.",
+    )
+    loss_chunk_tokens: int = Field(
+        LOSS_CHUNK_TOKENS,
+        ge=0,
+        description="Target tokens whose logits exist at "
+        "once: a pack's full logits (tokens x vocabulary) never do, which more than "
+        "halves peak memory on small models with big vocabularies (bench/train.py "
+        "--part memory); 0 = all at once.",
+    )
     eval_pack_tokens: int = Field(8192, ge=64, description="Eval needs no gradients, so it packs more per pass.")
 
     # -- scale-out ----------------------------------------------------------------------------------
-    strategy: Strategy = Field("ddp", description="ddp copies the model per process (fine up to ~8B with LoRA); "
-                               "fsdp shards it, for models that do not fit one device.")  # fmt: skip
+    strategy: Strategy = Field(
+        "ddp",
+        description="ddp copies the model per process (fine up to ~8B with LoRA); "
+        "fsdp shards it, for models that do not fit one device.",
+    )
 
     def whys(self) -> list[tuple[str, object, str]]:
         """(knob, value, why) for every knob, for `--show-config`."""

@@ -79,8 +79,9 @@ def session_refs(store: Storage, settings: Settings, split: Split = "train") -> 
     return [SessionRef(r["id"], r["split"], r["content_hash"]) for r in rows if r["n_turns"] >= MIN_TURNS]
 
 
-def iter_sessions(store: Storage, settings: Settings, split: Split = "train",
-                  ids: Collection[str] | None = None) -> Iterator[TrainingSession]:  # fmt: skip
+def iter_sessions(
+    store: Storage, settings: Settings, split: Split = "train", ids: Collection[str] | None = None
+) -> Iterator[TrainingSession]:
     """Closed sessions of non-excluded dialogs in `split` (only `ids`, if given), oldest first per dialog;
     lone turns skipped."""
     if split not in SPLITS:

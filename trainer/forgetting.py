@@ -26,8 +26,12 @@ def forget_person(store: Storage, settings: Settings, who: int | str) -> ForgetR
         for adapter in store.adapters():
             if adapter["status"] != "deleted" and adapter["path"]:
                 drop_persona_from_meta(settings.data_dir / adapter["path"] / "meta.json", report.slug)
-    log.info("forgot a person: %d messages, %d sessions, adapters %s deleted", report.messages, report.sessions,
-             report.trained_on or "none")  # fmt: skip
+    log.info(
+        "forgot a person: %d messages, %d sessions, adapters %s deleted",
+        report.messages,
+        report.sessions,
+        report.trained_on or "none",
+    )
     return report
 
 

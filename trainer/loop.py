@@ -83,8 +83,9 @@ def _logits_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tens
     return F.cross_entropy((hidden @ weight.T).float(), targets, reduction="none")
 
 
-def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                          chunk: int) -> torch.Tensor:  # fmt: skip
+def chunked_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int
+) -> torch.Tensor:
     """Per-token cross-entropy of `hidden @ weight.T` against `targets`, `chunk` rows at a time; with
     gradients, each chunk is checkpointed (its logits recomputed in backward instead of kept)."""
     from torch.utils.checkpoint import checkpoint

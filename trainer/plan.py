@@ -113,8 +113,10 @@ def plan_round(
     ids, hashes = seen_by(store, lineage(store, active["version"]))
     new = [s for s in usable if s.id not in ids and s.content_hash not in hashes]
     if not new:
-        raise NothingToTrain(f"no new closed sessions since adapter {active['version']}: nothing to train "
-                             "(`twin train --full` retrains on everything)")  # fmt: skip
+        raise NothingToTrain(
+            f"no new closed sessions since adapter {active['version']}: nothing to train "
+            "(`twin train --full` retrains on everything)"
+        )
     old = [s.id for s in usable if s.id in ids or s.content_hash in hashes]
     rng = random.Random(cfg.seed * 100_003 + store.next_adapter_version())
     replay = rng.sample(old, min(len(old), round(cfg.replay_ratio * len(new))))

@@ -33,8 +33,11 @@ def decide(new_loss: float | None, active_loss: float | None, has_active: bool, 
             )
         return Decision(True, f"first adapter (eval loss {new_loss:.4f})")
     if new_loss is None or active_loss is None:
-        return Decision(False, "no eval sessions to compare with the active adapter (`twin rollback VERSION` "
-                        "activates it anyway)", "no eval sessions: not promoted")  # fmt: skip
+        return Decision(
+            False,
+            "no eval sessions to compare with the active adapter (`twin rollback VERSION` activates it anyway)",
+            "no eval sessions: not promoted",
+        )
     limit = active_loss * (1 + tolerance)
     if new_loss <= limit:
         return Decision(True, f"eval loss {new_loss:.4f} <= active {active_loss:.4f} (+{tolerance:.0%})")

@@ -49,8 +49,11 @@ def child_env(settings: Settings) -> dict[str, str]:
     them), plus the parent's settings but its secrets, passed explicitly in SETTINGS_VARIABLE (the round's
     report decodes as the bot does). The trainer needs no Telegram secret, so it gets none."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
-    values = {name: value for name, value in settings.model_dump(mode="json", exclude_none=True).items()
-              if not isinstance(getattr(settings, name), SecretStr)}  # fmt: skip
+    values = {
+        name: value
+        for name, value in settings.model_dump(mode="json", exclude_none=True).items()
+        if not isinstance(getattr(settings, name), SecretStr)
+    }
     for name in ("data_dir", "models_dir", "train_config"):  # the same folders whatever the child's working directory
         if name in values:
             values[name] = os.path.abspath(values[name])

@@ -159,17 +159,23 @@ class TrainingRound:
         packs = pack_examples(examples, self.cfg.pack_tokens, self.cfg.seed)
         steps = total_steps(len(packs), self.cfg, self.acc.num_processes)
         counts = {
-            "new_sessions": len(plan.new_ids), "replay_sessions": len(plan.replay_ids),
-            "train_sessions": len(chosen), "eval_sessions": len(eval_sessions), "examples": len(examples),
-            "packs": len(packs), "steps": steps, "tokens": sum(len(e) for e in examples),
-            "loss_tokens": sum(p.n_loss for p in packs), "dropped_leaks": plan.dropped_leaks,
-        }  # fmt: skip
+            "new_sessions": len(plan.new_ids),
+            "replay_sessions": len(plan.replay_ids),
+            "train_sessions": len(chosen),
+            "eval_sessions": len(eval_sessions),
+            "examples": len(examples),
+            "packs": len(packs),
+            "steps": steps,
+            "tokens": sum(len(e) for e in examples),
+            "loss_tokens": sum(p.n_loss for p in packs),
+            "dropped_leaks": plan.dropped_leaks,
+        }
         return RoundData(plan, chosen, eval_sessions, eval_examples, packs, steps, counts)
 
     def owner(self) -> str:
         slug = self.store.owner_slug(self.settings.owner_id)
         if slug is None:
-            raise UserError("loss_on = \"owner\" needs to know who you are: set TWIN_OWNER_ID")
+            raise UserError('loss_on = "owner" needs to know who you are: set TWIN_OWNER_ID')
         return slug
 
     def _setup_model(self, parent_path: Path | None) -> torch.nn.Module:
@@ -187,8 +193,15 @@ class TrainingRound:
         self.fmt = self._setup_format()
         self.data = self._setup_data(self.fmt)
         d = self.data
-        self._emit({"event": "plan", "full": d.plan.full, "parent_version": d.plan.parent_version,
-                    "reason": d.plan.reason, **d.counts})  # fmt: skip
+        self._emit(
+            {
+                "event": "plan",
+                "full": d.plan.full,
+                "parent_version": d.plan.parent_version,
+                "reason": d.plan.reason,
+                **d.counts,
+            }
+        )
 
     def setup(self) -> None:
         self.setup_data()
@@ -231,19 +244,28 @@ class TrainingRound:
             return
         model = self.model if self.fsdp else self.peft_model
         args = (self.data.eval_examples, self.cfg.eval_pack_tokens, self.acc.device)
-        self.eval_key = ev.eval_set_key(self.base_model, self.data.eval_sessions, self.cfg.max_seq_len,
-                                        self.cfg.window_context)  # fmt: skip
+        self.eval_key = ev.eval_set_key(
+            self.base_model, self.data.eval_sessions, self.cfg.max_seq_len, self.cfg.window_context
+        )
         self.new_figures = ev.evaluate(model, *args)
         self.base_figures = ev.evaluate_base(self.peft_model, *args, self.store, self.eval_key, model=model)
         self.active = self.store.active_adapter()
         if self.active and not self.settings.fits_base_model(self.active["base_model"]):
-            self.warnings.append(f"the active adapter {self.active['version']} was trained on another base model "
-                                 f"({self.active['base_model']}): the new one is promoted like a first adapter")
+            self.warnings.append(
+                f"the active adapter {self.active['version']} was trained on another base model "
+                f"({self.active['base_model']}): the new one is promoted like a first adapter"
+            )
             self.active = None  # it cannot be loaded onto this base model, nor served with it
         self.active_eval = self.active_figures(self.eval_key)
         loss = lambda f: f["loss"] if f else None  # noqa: E731
-        self._emit({"event": "eval", "eval_loss": loss(self.new_figures), "base_eval_loss": loss(self.base_figures),
-                    "active_eval_loss": loss(self.active_eval)})  # fmt: skip
+        self._emit(
+            {
+                "event": "eval",
+                "eval_loss": loss(self.new_figures),
+                "base_eval_loss": loss(self.base_figures),
+                "active_eval_loss": loss(self.active_eval),
+            }
+        )
         # Under FSDP the full LoRA weights are gathered (by every process) for the main one to save.
         self.state_dict = self.acc.get_state_dict(self.model) if self.fsdp else None
 
@@ -251,16 +273,29 @@ class TrainingRound:
     def meta(self, version: int) -> dict:
         loss = lambda f: f["loss"] if f else None  # noqa: E731
         return {
-            "version": version, "base_model": self.base_model, "parent_version": self.data.plan.parent_version,
-            "full": self.data.plan.full, "reason": self.data.plan.reason, "config": self.cfg.model_dump(),
-            "lora": lora_shape(self.cfg), "counts": self.data.counts, "processes": self.acc.num_processes,
-            "steps": len(self.history), "dtype": str(self.dtype).removeprefix("torch."),
+            "version": version,
+            "base_model": self.base_model,
+            "parent_version": self.data.plan.parent_version,
+            "full": self.data.plan.full,
+            "reason": self.data.plan.reason,
+            "config": self.cfg.model_dump(),
+            "lora": lora_shape(self.cfg),
+            "counts": self.data.counts,
+            "processes": self.acc.num_processes,
+            "steps": len(self.history),
+            "dtype": str(self.dtype).removeprefix("torch."),
             "train_loss": train_loss(self.history),
-            "eval": {"eval_set": self.eval_key, "eval_loss": loss(self.new_figures),
-                     "base_eval_loss": loss(self.base_figures), "active_eval_loss": loss(self.active_eval),
-                     "active_version": self.active["version"] if self.active else None,
-                     "new": self.new_figures, "base": self.base_figures, "active": self.active_eval},
-        }  # fmt: skip
+            "eval": {
+                "eval_set": self.eval_key,
+                "eval_loss": loss(self.new_figures),
+                "base_eval_loss": loss(self.base_figures),
+                "active_eval_loss": loss(self.active_eval),
+                "active_version": self.active["version"] if self.active else None,
+                "new": self.new_figures,
+                "base": self.base_figures,
+                "active": self.active_eval,
+            },
+        }
 
     def publish(self) -> RoundResult | None:
         if not self.main:
@@ -272,28 +307,55 @@ class TrainingRound:
             self.warnings.append(decision.warning)
         version = self.store.next_adapter_version()
         meta = self.meta(version)
-        path = artifacts.save_adapter(self.peft_model, self.settings.adapters_dir, version, meta, self.history,
-                                      self.state_dict)  # fmt: skip
+        path = artifacts.save_adapter(
+            self.peft_model, self.settings.adapters_dir, version, meta, self.history, self.state_dict
+        )
         row = {
-            "version": version, "run_id": self.run_id, "parent_version": self.data.plan.parent_version,
-            "base_model": self.base_model, "path": str(path), "status": "candidate" if decision.promote else "rejected",
-            "reason": decision.reason, "eval_loss": new_loss, "base_eval_loss": meta["eval"]["base_eval_loss"],
-            "eval_json": json.dumps({"eval_set": self.eval_key, "eval": self.new_figures, "base": self.base_figures,
-                                     "train_loss": meta["train_loss"]}),
+            "version": version,
+            "run_id": self.run_id,
+            "parent_version": self.data.plan.parent_version,
+            "base_model": self.base_model,
+            "path": str(path),
+            "status": "candidate" if decision.promote else "rejected",
+            "reason": decision.reason,
+            "eval_loss": new_loss,
+            "base_eval_loss": meta["eval"]["base_eval_loss"],
+            "eval_json": json.dumps(
+                {
+                    "eval_set": self.eval_key,
+                    "eval": self.new_figures,
+                    "base": self.base_figures,
+                    "train_loss": meta["train_loss"],
+                }
+            ),
             "n_sessions": len(self.data.chosen),
-        }  # fmt: skip
+        }
         # One transaction: the adapter row, what it saw, its promotion and the run's end appear together.
         with self.store.transaction():
             self.store.add_adapter(row, [(s.id, s.content_hash) for s in self.data.chosen])
             if decision.promote:
                 self.store.activate_adapter(version, decision.reason)
-            self.store.finish_run(self.run_id, "succeeded", adapter_version=version,
-                                  n_sessions=len(self.data.chosen), n_tokens=self.data.counts["tokens"])  # fmt: skip
+            self.store.finish_run(
+                self.run_id,
+                "succeeded",
+                adapter_version=version,
+                n_sessions=len(self.data.chosen),
+                n_tokens=self.data.counts["tokens"],
+            )
         pruned = artifacts.prune_adapters(self.store, self.cfg.keep_adapters)
         if pruned:
             log.info("pruned adapters %s", pruned)
-        return RoundResult(version, decision.promote, new_loss, meta["eval"]["base_eval_loss"], active_loss,
-                           decision.reason, self.warnings, self.run_id, self.data.counts)  # fmt: skip
+        return RoundResult(
+            version,
+            decision.promote,
+            new_loss,
+            meta["eval"]["base_eval_loss"],
+            active_loss,
+            decision.reason,
+            self.warnings,
+            self.run_id,
+            self.data.counts,
+        )
 
     def close(self) -> None:
         self.store.close()
@@ -320,7 +382,11 @@ def dry_run(settings: Settings, cfg: TrainConfig, full: bool = False) -> dict:
     try:
         round_.setup_data()
         data = round_.data
-        return {"full": data.plan.full, "parent_version": data.plan.parent_version,
-                "reason": data.plan.reason, **data.counts}  # fmt: skip
+        return {
+            "full": data.plan.full,
+            "parent_version": data.plan.parent_version,
+            "reason": data.plan.reason,
+            **data.counts,
+        }
     finally:
         round_.close()

@@ -58,8 +58,9 @@ def window_bounds(n: int, turn_starts: list[int], max_len: int, context: float) 
         new_from, end = end, min(n, end + stride)
 
 
-def session_examples(fmt: ChatFormat, session: TrainingSession, max_len: int, context: float,
-                     only: str | None = None) -> list[Example]:  # fmt: skip
+def session_examples(
+    fmt: ChatFormat, session: TrainingSession, max_len: int, context: float, only: str | None = None
+) -> list[Example]:
     """A session's windows as examples (one example when it fits). `only`: loss on that persona's turns
     alone (the others stay as context), instead of on every speaker's."""
     rendered = fmt.render(session.turns)

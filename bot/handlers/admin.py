@@ -23,8 +23,9 @@ def parse_target(args: str | None, store: Storage) -> tuple[int | None, str | No
         return int(person["id"]), person.get("username")
     if USERNAME.match(arg):
         return None, arg.lstrip("@")
-    raise UserError("give a Telegram user id, a group id (negative), an @username or a persona name, "
-                    "e.g. /allow @sasha")  # fmt: skip
+    raise UserError(
+        "give a Telegram user id, a group id (negative), an @username or a persona name, e.g. /allow @sasha"
+    )
 
 
 def _who(user_id: int | None, username: str | None) -> str:
@@ -83,7 +84,14 @@ async def include(message: Message, command: CommandObject, store: Storage) -> N
 
 def router() -> Router:
     r = Router(name="owner-admin")
-    for name, handler in (("allow", allow), ("deny", deny), ("allowed", allowed), ("publish", publish),
-                          ("unpublish", unpublish), ("exclude", exclude), ("include", include)):  # fmt: skip
+    for name, handler in (
+        ("allow", allow),
+        ("deny", deny),
+        ("allowed", allowed),
+        ("publish", publish),
+        ("unpublish", unpublish),
+        ("exclude", exclude),
+        ("include", include),
+    ):
         r.message.register(handler, Command(name))
     return r

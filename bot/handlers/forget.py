@@ -29,9 +29,11 @@ def _versions(versions: list[int]) -> str:
 
 def _question(slug: str, messages: int, sessions: int, trained_on: list[int]) -> str:
     adapters = f" It also deletes the adapters trained on them: {_versions(trained_on)}." if trained_on else ""
-    return (f"Forget {slug}? This deletes {messages} messages in {sessions} sessions, their chats with me and "
-            f"their access, and they are never collected again.{adapters} Then I retrain from scratch. "
-            "This cannot be undone.")  # fmt: skip
+    return (
+        f"Forget {slug}? This deletes {messages} messages in {sessions} sessions, their chats with me and "
+        f"their access, and they are never collected again.{adapters} Then I retrain from scratch. "
+        "This cannot be undone."
+    )
 
 
 async def ask(message: Message, command: CommandObject, store: Storage) -> None:
@@ -39,20 +41,31 @@ async def ask(message: Message, command: CommandObject, store: Storage) -> None:
     if not slug:
         raise UserError("whom? e.g. /forget sasha (/personas lists the names)")
     preview = store.forget_preview(slug)
-    buttons = [[
-        InlineKeyboardButton(text=f"Forget {preview.slug}",
-                             callback_data=ForgetButton(person_id=preview.person_id, confirm=True).pack()),
-        InlineKeyboardButton(text="Cancel",
-                             callback_data=ForgetButton(person_id=preview.person_id, confirm=False).pack()),
-    ]]  # fmt: skip
+    buttons = [
+        [
+            InlineKeyboardButton(
+                text=f"Forget {preview.slug}",
+                callback_data=ForgetButton(person_id=preview.person_id, confirm=True).pack(),
+            ),
+            InlineKeyboardButton(
+                text="Cancel", callback_data=ForgetButton(person_id=preview.person_id, confirm=False).pack()
+            ),
+        ]
+    ]
     await message.answer(
         _question(preview.slug, preview.messages, preview.sessions, preview.trained_on),
         reply_markup=InlineKeyboardMarkup(inline_keyboard=buttons),
     )
 
 
-async def confirmed(query: CallbackQuery, callback_data: ForgetButton, store: Storage, settings: Settings,
-                    jobs: Jobs, engine: Engine | None = None) -> None:  # fmt: skip
+async def confirmed(
+    query: CallbackQuery,
+    callback_data: ForgetButton,
+    store: Storage,
+    settings: Settings,
+    jobs: Jobs,
+    engine: Engine | None = None,
+) -> None:
     if not callback_data.confirm:
         await query.message.edit_text("Nothing was forgotten.")
         await query.answer()
@@ -63,8 +76,10 @@ async def confirmed(query: CallbackQuery, callback_data: ForgetButton, store: St
     report = await asyncio.to_thread(forget_person, store, settings, callback_data.person_id)
     if engine is not None and report.trained_on:
         await engine.drop(report.trained_on)
-    lines = [f"Forgot {report.slug}: {report.messages} messages and {report.sessions} sessions deleted; "
-             "they are not collected again."]  # fmt: skip
+    lines = [
+        f"Forgot {report.slug}: {report.messages} messages and {report.sessions} sessions deleted; "
+        "they are not collected again."
+    ]
     if stopped:
         lines.append("The training round that was running had read their data: it was stopped.")
     if report.trained_on:

@@ -37,11 +37,15 @@ def status_text(store: Storage, settings: Settings, jobs: Jobs, conversations: C
     ]
     active = store.active_adapter()
     if active and not settings.fits_base_model(active["base_model"]):
-        lines.append(f"Active adapter: {active['version']:04d}, trained on {active['base_model']}, not on "
-                     "TWIN_BASE_MODEL: I answer with the base model until /retrain")  # fmt: skip
+        lines.append(
+            f"Active adapter: {active['version']:04d}, trained on {active['base_model']}, not on "
+            "TWIN_BASE_MODEL: I answer with the base model until /retrain"
+        )
     elif active:
-        lines.append(f"Active adapter: {active['version']:04d} (eval loss {_loss(active['eval_loss'])}, "
-                     f"base {_loss(active['base_eval_loss'])}, {active['n_sessions'] or 0} sessions)")  # fmt: skip
+        lines.append(
+            f"Active adapter: {active['version']:04d} (eval loss {_loss(active['eval_loss'])}, "
+            f"base {_loss(active['base_eval_loss'])}, {active['n_sessions'] or 0} sessions)"
+        )
         if report := store.eval_report(active["version"]):
             lines.append(f"Evaluation: {describe_report(report['figures'])}")
     else:
@@ -68,8 +72,9 @@ def report_plot(store: Storage) -> Path | None:
     return plot if plot is not None and plot.is_file() else None
 
 
-async def status(message: Message, store: Storage, settings: Settings, jobs: Jobs,
-                 conversations: Conversations) -> None:  # fmt: skip
+async def status(
+    message: Message, store: Storage, settings: Settings, jobs: Jobs, conversations: Conversations
+) -> None:
     await message.answer(status_text(store, settings, jobs, conversations))
     if image := loss_curve(store, settings):
         await message.answer_photo(FSInputFile(image), caption="Loss curve of the active adapter")

@@ -14,8 +14,9 @@ from storage import Storage
 
 async def start(message: Message, store: Storage, settings: Settings, is_owner: bool) -> None:
     persona = chat_persona(store, message.chat.id, message.from_user.id, settings.owner_id)
-    await message.answer(f"Hi! Here I'm {persona}. Just write to me. /persona switches who I play, /help lists "
-                         "what I can do.")  # fmt: skip
+    await message.answer(
+        f"Hi! Here I'm {persona}. Just write to me. /persona switches who I play, /help lists what I can do."
+    )
 
 
 async def help_(message: Message, is_owner: bool) -> None:
