@@ -103,7 +103,7 @@ class Engine:
     def __init__(self, seconds: float):
         self.seconds = seconds
 
-    async def reply(self, turns, persona, partner, adapter):
+    async def reply(self, turns, persona, partner, adapter, memory=None):
         await asyncio.sleep(self.seconds)
         return [f"re: {turns[-1].messages[-1]}"]
 

@@ -22,9 +22,12 @@ from aiogram.utils.chat_action import ChatActionSender
 from bot.conversation import conversation_turns
 from bot.delivery import send_text, typing_pause
 from bot.personas import chat_persona, partner_name
+from core.format import NO_MEMORY, ChatTurn, MemoryBlock, Recalled
+from core.scrub import Scrubber
 from core.settings import Settings
 from engine.base import AdapterRef, Engine
 from storage import Storage
+from storage.memory import MemoryRequest, recall
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,16 @@ class Incoming:
     addressed: bool = True  # in a group: the twin was mentioned or replied to; else only remembered
 
 
+@dataclass(frozen=True)
+class RoundInput:
+    """What a reply round reads from storage: whom to play, the conversation, the adapter, the memory."""
+
+    persona: str
+    turns: list[ChatTurn]
+    adapter: AdapterRef | None
+    recalled: list[Recalled]
+
+
 class Conversations:
     """The chats' queues and workers. Handlers `submit`; `drain` waits for in-flight rounds at shutdown."""
 
@@ -57,6 +70,8 @@ class Conversations:
         self._workers: dict[int, asyncio.Task] = {}
         self._adapters: dict[int, AdapterRef] = {}
         self._other_base: set[int] = set()  # active adapters of another base model, already logged
+        self.last_memory: dict[int, MemoryBlock] = {}  # chat id → the memory its last reply was shown (/why)
+        self._scrub = Scrubber(settings.scrub_words).scrub
 
     def submit(self, message: Incoming) -> None:
         """Queue a message for its chat's next round (starting the chat's worker if it is idle)."""
@@ -87,12 +102,14 @@ class Conversations:
     async def reply_round(self, chat_id: int, batch: list[Incoming]) -> None:
         # Storage runs on a worker thread: a writer in another process (an import, a sync) may hold the
         # database for a moment, and the event loop must go on serving every other chat meanwhile.
-        persona, rows, adapter = await asyncio.to_thread(self._remember_and_read, chat_id, batch)
-        if persona is None:
+        read = await asyncio.to_thread(self._remember_and_read, chat_id, batch)
+        if read is None:
             return
-        turns = conversation_turns(rows, persona, self.settings.session_gap_seconds, self.settings.bot_context_turns)
+        persona = read.persona
         partner = partner_name(batch[-1].speaker, persona)
-        replies = await self._generate(chat_id, turns, persona, partner, adapter)
+        memory = self.engine.memory_block(read.recalled, self.settings.memory_tokens) if read.recalled else NO_MEMORY
+        self.last_memory[chat_id] = memory
+        replies = await self._generate(chat_id, read.turns, persona, partner, read.adapter, memory)
         if replies is None:
             await send_text(self.bot, chat_id, ENGINE_FAILED)
             return
@@ -101,20 +118,38 @@ class Conversations:
             await send_text(self.bot, chat_id, text, pause)
             await asyncio.to_thread(self.store.add_bot_message, chat_id, None, persona, text, from_twin=True)
 
-    def _remember_and_read(self, chat_id: int, batch: list[Incoming]) -> tuple[str | None, list, AdapterRef | None]:
-        """Store the batch; when it asks for a reply, also read what the reply needs: (persona, the chat's
-        recent rows, the active adapter). Persona None: nothing to answer (a group talking among itself)."""
+    def _remember_and_read(self, chat_id: int, batch: list[Incoming]) -> RoundInput | None:
+        """Store the batch; when it asks for a reply, also read what the reply needs. None: nothing to
+        answer (a group talking among itself)."""
         # Stamped now, not with Telegram's date: a message written while the last reply was being made
         # comes after that reply in the conversation the twin saw, and the stored order must say so.
         for m in batch:
             self.store.add_bot_message(chat_id, m.user_id, m.speaker, m.text, from_twin=False)
         if not any(m.addressed for m in batch):
-            return None, [], None
+            return None
         persona = chat_persona(self.store, chat_id, batch[-1].user_id, self.owner_id)
         rows = self.store.recent_bot_messages(chat_id, since=0, limit=self.settings.bot_context_turns * ROWS_PER_TURN)
-        return persona, rows, self.active_adapter()
+        turns = conversation_turns(rows, persona, self.settings.session_gap_seconds, self.settings.bot_context_turns)
+        recalled = self.recall(chat_id, batch[-1].user_id, persona, turns)
+        return RoundInput(persona, turns, self.active_adapter(), recalled)
 
-    async def _generate(self, chat_id, turns, persona, partner, adapter) -> list[str] | None:
+    def recall(self, chat_id: int, user_id: int, persona: str, turns: list[ChatTurn]) -> list[Recalled]:
+        """What the twin remembers for this reply. Only in a one-to-one chat: in a group, the others would
+        hear what only two of its members share."""
+        if chat_id != user_id or self.settings.memory_scope == "off":
+            return []
+        played = self.store.person(persona)
+        request = MemoryRequest(
+            owner_id=self.owner_id,
+            persona_id=played["id"] if played else None,
+            partner_id=user_id,
+            scope=self.settings.memory_scope,
+            k=self.settings.memory_excerpts,
+            gap_seconds=self.settings.session_gap_seconds,
+        )
+        return recall(self.store, request, turns, self._scrub)
+
+    async def _generate(self, chat_id, turns, persona, partner, adapter, memory: MemoryBlock) -> list[str] | None:
         """The engine's reply within the bounded wait, or None when it failed or took too long."""
         started = time.monotonic()
         # "typing…" at once, then renewed while the engine works; a lost indicator is no reason to stop.
@@ -125,7 +160,7 @@ class Conversations:
                 bot=self.bot, chat_id=chat_id, interval=TYPING_RENEW, initial_sleep=TYPING_RENEW
             ):
                 replies = await asyncio.wait_for(
-                    self.engine.reply(turns, persona, partner, adapter), self.settings.bot_reply_timeout
+                    self.engine.reply(turns, persona, partner, adapter, memory), self.settings.bot_reply_timeout
                 )
         except TimeoutError:
             log.error("engine timed out after %.0f s in chat %d", self.settings.bot_reply_timeout, chat_id)
@@ -134,11 +169,12 @@ class Conversations:
             log.error("engine failed in chat %d: %s", chat_id, type(exc).__name__, exc_info=True)
             return None
         log.info(
-            "chat %d: %d message(s) as %s with adapter %s in %.1f s",
+            "chat %d: %d message(s) as %s with adapter %s, %d exchange(s) recalled, in %.1f s",
             chat_id,
             len(replies),
             persona,
             self._adapter_label(adapter),
+            len(memory.recalled),
             time.monotonic() - started,
         )
         return replies

@@ -16,6 +16,13 @@ Example with a ChatML tokenizer (Qwen) — the owner `alice` answers `bob` in a 
     \n<|im_start|>alice\n      mask 0
     yes\n---\n10 min<|im_end|>  mask 1  ("\n---\n" separates the burst's messages)
 
+A memory block may come first (`memory(...)`, mask 0): earlier exchanges the twin recalls, under a header
+no persona can have, one `speaker: message` line per message and a blank line between exchanges:
+
+    <|im_start|>(memory)\n    mask 0
+    bob: where do you study?\nalice: physics at MIT<|im_end|>\n   mask 0
+    <|im_start|>bob\n ...
+
 Llama-3 tokenizers use `<|start_header_id|>name<|end_header_id|>\n\n ... <|eot_id|>`; a tokenizer with
 neither uses `### name:\n ... </s>` (its EOS). No token is ever added: vLLM cannot serve LoRA adapters
 that train embeddings.
@@ -28,6 +35,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 BURST_SEP = "\n---\n"
+# The memory block's header: parentheses never occur in a persona slug, so no one can be "(memory)".
+MEMORY_HEADER = "(memory)"
+# Between two recalled exchanges in the memory block.
+MEMORY_GAP = "\n\n"
 _SEP_LINE = re.compile(r"^---$", re.M)
 
 
@@ -39,11 +50,43 @@ class ChatTurn:
     messages: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Recalled:
+    """An earlier exchange the twin remembers: its turns, oldest first, and when its best hit was said."""
+
+    turns: tuple[ChatTurn, ...]
+    date: int  # unix seconds
+
+
+def memory_text(recalled: Sequence[Recalled]) -> str:
+    """The memory block's body: one `speaker: message` line per message, a blank line between exchanges."""
+    return MEMORY_GAP.join(
+        "\n".join(f"{turn.speaker}: {' '.join(m.split())}" for turn in r.turns for m in turn.messages)
+        for r in recalled
+    )
+
+
+@dataclass(frozen=True)
+class MemoryBlock:
+    """The memory part of a prompt: the exchanges that fit its token budget, and their ids (all mask 0)."""
+
+    recalled: tuple[Recalled, ...] = ()
+    ids: tuple[int, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return memory_text(self.recalled)
+
+
+NO_MEMORY = MemoryBlock()
+
+
 @dataclass
 class Rendered:
     ids: list[int] = field(default_factory=list)
     mask: list[int] = field(default_factory=list)  # 1 = learn to produce this token, 0 = given
     turn_starts: list[int] = field(default_factory=list)  # index in ids where each turn's header begins
+    prefix_len: int = 0  # BOS and memory block: what comes before the first turn
 
 
 def join_burst(messages: Sequence[str]) -> str:
@@ -102,19 +145,35 @@ class ChatFormat:
             return gap + self._open + self._encode(speaker) + self._close + self._encode("\n\n")
         return gap + self._encode(f"### {speaker}{self._close}")
 
-    def render(self, turns: Sequence[ChatTurn]) -> Rendered:
-        out = Rendered(ids=list(self._bos), mask=[0] * len(self._bos))
+    def memory(self, recalled: Sequence[Recalled], budget: int) -> MemoryBlock:
+        """The memory block of the exchanges, in the order given, that fit `budget` tokens together (an
+        exchange too long to fit is left out and the next one tried)."""
+        used: list[Recalled] = []
+        ids: list[int] = []
+        for r in recalled:
+            trial = self._memory_ids([*used, r])
+            if len(trial) <= budget:
+                used, ids = [*used, r], trial
+        return MemoryBlock(tuple(used), tuple(ids))
+
+    def _memory_ids(self, recalled: Sequence[Recalled]) -> list[int]:
+        return self.header(MEMORY_HEADER, first=True) + self._encode(memory_text(recalled)) + [self.eot_id]
+
+    def render(self, turns: Sequence[ChatTurn], memory: MemoryBlock = NO_MEMORY) -> Rendered:
+        """Turns (after the memory block, if any) → ids and loss mask."""
+        out = Rendered(ids=list(self._bos) + list(memory.ids), mask=[0] * (len(self._bos) + len(memory.ids)))
+        out.prefix_len = len(out.ids)
         for i, turn in enumerate(turns):
             out.turn_starts.append(len(out.ids))
-            head = self.header(turn.speaker, first=i == 0)
+            head = self.header(turn.speaker, first=i == 0 and not memory.ids)
             body = self._encode(join_burst(turn.messages)) + [self.eot_id]
             out.ids += head + body
             out.mask += [0] * len(head) + [1] * len(body)
         return out
 
-    def prompt(self, turns: Sequence[ChatTurn], persona: str) -> list[int]:
-        """Context turns, then `persona`'s header: the model continues as `persona`."""
-        return self.render(turns).ids + self.header(persona, first=not turns)
+    def prompt(self, turns: Sequence[ChatTurn], persona: str, memory: MemoryBlock = NO_MEMORY) -> list[int]:
+        """Memory block, context turns, then `persona`'s header: the model continues as `persona`."""
+        return self.render(turns, memory).ids + self.header(persona, first=not turns and not memory.ids)
 
     @property
     def stop_token_ids(self) -> list[int]:
@@ -129,6 +188,6 @@ class ChatFormat:
         text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         return split_burst(text)
 
-    def text(self, turns: Sequence[ChatTurn]) -> str:
+    def text(self, turns: Sequence[ChatTurn], memory: MemoryBlock = NO_MEMORY) -> str:
         """Human-readable rendering (for docs, `--dry-run` and debugging)."""
-        return self.tokenizer.decode(self.render(turns).ids)
+        return self.tokenizer.decode(self.render(turns, memory).ids)

@@ -98,6 +98,15 @@ class Settings(BaseSettings):
     bot_typing_delay: float = Field(1.5, ge=0, description="Human-like pause per message (seconds).")
     # More turns give the model more context, but a longer prompt costs time on every reply.
     bot_context_turns: int = Field(20, ge=1, description="Recent turns of the conversation in the prompt.")
+    # Memory: earlier exchanges found by what they say go into the prompt (and into training, the same way).
+    # "pair": only what the two people now talking said to each other, which both already know. "owner": also
+    # the owner's own words to everyone else, when the twin plays the owner (it may then repeat to one friend
+    # what you told another). "off": none.
+    memory_scope: Literal["off", "pair", "owner"] = Field("pair", description="What the twin may recall.")
+    # 3: enough for the question asked and a related one; each costs prompt tokens on every reply.
+    memory_excerpts: int = Field(3, ge=0, description="Earlier exchanges recalled per reply at most.")
+    # 256 tokens: a few exchanges; the rest of the context window stays for the conversation itself.
+    memory_tokens: int = Field(256, ge=0, description="Token budget of the memory block.")
     # 60 min: new chats reach the twin within the hour; each sync costs a few API requests per dialog.
     sync_interval_minutes: float = Field(60.0, ge=0, description="Scheduled sync period; 0 = off.")
     # 0: a sync with nothing new costs no history request. 1-2 re-reads the active dialogs of the last days,

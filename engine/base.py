@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from core.format import ChatFormat, ChatTurn
+from core.format import NO_MEMORY, ChatFormat, ChatTurn, MemoryBlock, Recalled
 
 from .compat import adapter_mismatch
 from .decoding import PROBE, Generation, Sampling, degenerate_reason
@@ -75,8 +75,15 @@ class Engine(Protocol):
     async def start(self) -> None: ...
 
     async def reply(
-        self, turns: Sequence[ChatTurn], persona: str, partner: str, adapter: AdapterRef | None
+        self,
+        turns: Sequence[ChatTurn],
+        persona: str,
+        partner: str,
+        adapter: AdapterRef | None,
+        memory: MemoryBlock = NO_MEMORY,
     ) -> list[str]: ...
+
+    def memory_block(self, recalled: Sequence[Recalled], budget: int) -> MemoryBlock: ...
 
     async def load(self, adapter: AdapterRef) -> bool: ...
 
@@ -123,12 +130,18 @@ class BaseEngine:
 
     # -- the interface -------------------------------------------------------------------------------
     async def reply(
-        self, turns: Sequence[ChatTurn], persona: str, partner: str, adapter: AdapterRef | None
+        self,
+        turns: Sequence[ChatTurn],
+        persona: str,
+        partner: str,
+        adapter: AdapterRef | None,
+        memory: MemoryBlock = NO_MEMORY,
     ) -> list[str]:
         """`persona`'s next burst in a chat with `partner` (the turns name every speaker; `partner` is
-        who the reply is for, used in logs). Degenerate output is retried once, then dropped ([])."""
+        who the reply is for, used in logs), `memory` before the turns. Degenerate output is retried once,
+        then dropped ([])."""
         adapter = await self.usable_adapter(adapter)
-        prompt = self.prompt_ids(turns, persona)
+        prompt = self.prompt_ids(turns, persona, memory)
         for sampling in (self.sampling, self.sampling.for_retry()):
             gen = await self.generate(prompt, adapter, sampling)
             # A message of dashes alone is a separator the model broke ("\n---\n---"), not something to send.
@@ -140,14 +153,18 @@ class BaseEngine:
         log.warning("%s: dropped a reply as %s to %s: degenerate twice", self.name, persona, partner)
         return []
 
-    def prompt_ids(self, turns: Sequence[ChatTurn], persona: str) -> list[int]:
+    def memory_block(self, recalled: Sequence[Recalled], budget: int) -> MemoryBlock:
+        """The memory block of the recalled exchanges that fit `budget` tokens (what `reply` is given)."""
+        return self.format.memory(recalled, budget)
+
+    def prompt_ids(self, turns: Sequence[ChatTurn], persona: str, memory: MemoryBlock = NO_MEMORY) -> list[int]:
         """The core format's prompt, with the oldest turns left out until it fits the context window."""
         budget = self.max_context - self.sampling.for_retry().max_new_tokens
         turns = list(turns)
-        prompt = self.format.prompt(turns, persona)
+        prompt = self.format.prompt(turns, persona, memory)
         while len(prompt) > budget and len(turns) > 1:
             turns = turns[1:]
-            prompt = self.format.prompt(turns, persona)
+            prompt = self.format.prompt(turns, persona, memory)
         # One huge turn: keep its newest tokens after the header so the persona header still ends it.
         return prompt if len(prompt) <= budget else prompt[-budget:]
 

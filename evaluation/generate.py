@@ -15,7 +15,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from core.format import ChatTurn
+from core.format import NO_MEMORY, ChatTurn, MemoryBlock, Recalled
 from core.settings import Settings
 from engine.base import AdapterRef, Engine
 from engine.chat import DEFAULT_PARTNER
@@ -78,10 +78,18 @@ class Gated:
         self.engine, self._gate = engine, asyncio.Semaphore(limit)
 
     async def reply(
-        self, turns: Sequence[ChatTurn], persona: str, partner: str, adapter: AdapterRef | None
+        self,
+        turns: Sequence[ChatTurn],
+        persona: str,
+        partner: str,
+        adapter: AdapterRef | None,
+        memory: MemoryBlock = NO_MEMORY,
     ) -> list[str]:
         async with self._gate:
-            return await self.engine.reply(turns, persona, partner, adapter)
+            return await self.engine.reply(turns, persona, partner, adapter, memory)
+
+    def memory_block(self, recalled: Sequence[Recalled], budget: int) -> MemoryBlock:
+        return self.engine.memory_block(recalled, budget)
 
 
 async def answer_probes(

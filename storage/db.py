@@ -19,6 +19,8 @@ import sqlite_utils
 
 from core.errors import UserError
 
+from .memory_schema import MEMORY_BACKFILL, MEMORY_SCHEMA
+
 # A writer waits this long for another writer before "database is locked" (every writer holds short txns).
 BUSY_TIMEOUT_MS = 30_000
 # A writer that finds the write lock taken tries again this soon, then at most this far apart. SQLite's own
@@ -184,8 +186,14 @@ def _v5(db: sqlite_utils.Database) -> None:
     db["forgotten"].create({"key": str, "forgotten_at": int}, pk="key")
 
 
+def _v6(db: sqlite_utils.Database) -> None:
+    """The twin's memory: every trainable message searchable by what it says (see storage.memory)."""
+    for statement in MEMORY_SCHEMA + MEMORY_BACKFILL:
+        db.execute(statement)
+
+
 # Forward migrations: MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -224,6 +232,9 @@ class Database:
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.execute("PRAGMA foreign_keys = ON")
+        # An INSERT OR REPLACE of a message (a re-read after an edit) deletes the old row: only with recursive
+        # triggers does that deletion take the old text out of the memory index too.
+        self.conn.execute("PRAGMA recursive_triggers = ON")
         self._migrate()
 
     def _migrate(self) -> None:

@@ -197,6 +197,8 @@ class ForgetStore:
         pid, marks = person["id"], ", ".join("?" for _ in own) or "NULL"
         c.execute(f"DELETE FROM messages WHERE dialog_id IN ({marks}) OR sender_id = ?", (*own, pid))
         c.execute(f"DELETE FROM sessions WHERE dialog_id IN ({marks})", tuple(own))
+        # After the messages: their memory index rows went with them (triggers), through these slots.
+        c.execute(f"DELETE FROM memory_dialogs WHERE dialog_id IN ({marks})", tuple(own))
         c.execute(f"DELETE FROM dialogs WHERE id IN ({marks})", tuple(own))
         slug = person["slug"]
         c.execute("DELETE FROM bot_messages WHERE chat_id = ? OR user_id = ? OR speaker = ?", (pid, pid, slug))

@@ -18,6 +18,7 @@ from .bot import BotStore
 from .db import Database
 from .evaluation import EvalStore
 from .forget import ForgetStore
+from .memory import MemoryStore
 from .training import TrainingStore
 
 if TYPE_CHECKING:
@@ -73,23 +74,24 @@ class UnknownPersona(UserError, LookupError):
     pass
 
 
-def _insert_batched(c, columns: Sequence[str], literals: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """INSERT OR IGNORE messages: `rows` hold the first columns, `literals` fill the rest; BULK_ROWS each."""
+def _insert_batched(c, columns: Sequence[str], literals: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+    """INSERT OR IGNORE messages: `rows` hold the first columns, `literals` fill the rest; BULK_ROWS each.
+    Returns the rows added (a cursor's rowcount: the memory index's trigger writes are not counted)."""
     insert = f"INSERT OR IGNORE INTO messages ({', '.join(columns)}) VALUES "
     one = "(" + ", ".join(["?"] * (len(columns) - len(literals)) + list(literals)) + ")"
     full = len(rows) - len(rows) % BULK_ROWS
-    c.executemany(
+    bulk = c.executemany(
         insert + ", ".join([one] * BULK_ROWS),
         (tuple(chain.from_iterable(rows[i : i + BULK_ROWS])) for i in range(0, full, BULK_ROWS)),
-    )
-    c.executemany(insert + one, rows[full:])
+    ).rowcount
+    return max(bulk, 0) + max(c.executemany(insert + one, rows[full:]).rowcount, 0)
 
 
 def _dict(row) -> dict[str, Any]:
     return dict(row) if row is not None else None
 
 
-class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
+class Storage(BotStore, ForgetStore, MemoryStore, TrainingStore, EvalStore, Database):
     # -- meta -------------------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -245,9 +247,9 @@ class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         tuples = (tuple(r[k] if k in r else None for k in MESSAGE_COLUMNS) if isinstance(r, dict) else r for r in rows)
         with self.transaction() as c:
-            before = self.conn.total_changes
-            c.executemany(f"INSERT INTO messages ({cols}) VALUES ({marks})".replace("INSERT", verb, 1), tuples)
-            return self.conn.total_changes - before
+            # rowcount, not total_changes: the memory index's trigger writes are not messages.
+            cur = c.executemany(f"INSERT INTO messages ({cols}) VALUES ({marks})".replace("INSERT", verb, 1), tuples)
+            return max(cur.rowcount, 0)
 
     def insert_many_messages(self, rows: Sequence[Sequence[Any]]) -> int:
         """insert_messages(rows) for a big import (MESSAGE_COLUMNS tuples, INSERT OR IGNORE), about twice
@@ -260,10 +262,8 @@ class Storage(BotStore, ForgetStore, TrainingStore, EvalStore, Database):
         for row in rows:
             (plain if _PLAIN_PART(row) == _PLAIN_VALUES else other).append(row)
         with self.transaction() as c:
-            before = self.conn.total_changes
-            _insert_batched(c, MESSAGE_COLUMNS, (), other)
-            _insert_batched(c, _PLAIN_COLUMNS, _PLAIN_LITERALS, list(map(_PLAIN_BOUND, plain)))
-            return self.conn.total_changes - before
+            added = _insert_batched(c, MESSAGE_COLUMNS, (), other)
+            return added + _insert_batched(c, _PLAIN_COLUMNS, _PLAIN_LITERALS, list(map(_PLAIN_BOUND, plain)))
 
     def messages(self, dialog_id: int) -> list[dict[str, Any]]:
         rows = self.query("SELECT * FROM messages WHERE dialog_id = ? ORDER BY date, id", (dialog_id,))

@@ -29,7 +29,7 @@ from bot.delivery import build_bot
 from bot.dispatcher import build_dispatcher
 from bot.jobs import Jobs
 from bot.reporting import OwnerReports
-from core.format import ChatTurn
+from core.format import NO_MEMORY, ChatTurn, MemoryBlock
 from core.settings import Settings
 from storage import Storage
 
@@ -128,8 +128,14 @@ class EngineDouble:
     async def drop(self, versions) -> None:
         self.rejected.update({v: "deleted" for v in versions})
 
-    async def reply(self, turns, persona, partner, adapter) -> list[str]:
-        self.calls.append({"turns": list(turns), "persona": persona, "partner": partner, "adapter": adapter})
+    def memory_block(self, recalled, budget: int) -> MemoryBlock:
+        """No tokenizer here: every recalled exchange fits, its ids left empty."""
+        return MemoryBlock(tuple(recalled)) if budget else NO_MEMORY
+
+    async def reply(self, turns, persona, partner, adapter, memory: MemoryBlock = NO_MEMORY) -> list[str]:
+        self.calls.append(
+            {"turns": list(turns), "persona": persona, "partner": partner, "adapter": adapter, "memory": memory}
+        )
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.error is not None:

@@ -173,11 +173,11 @@ async def test_200_chats_of_5_messages_through_the_real_dispatcher_are_all_answe
 
         rejected = engine.rejected
 
-        async def reply(self, turns, persona, partner, adapter):
+        async def reply(self, turns, persona, partner, adapter, memory=None):
             chat = int(turns[-1].messages[0].split()[1])
             asked[chat].append(turns[-1].messages)
             adapters.add(adapter.version if adapter else None)
-            replies = await engine.reply(turns, persona, partner, adapter)
+            replies = await engine.reply(turns, persona, partner, adapter, *([memory] if memory else []))
             made[chat] += replies
             return replies
 

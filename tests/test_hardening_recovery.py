@@ -36,7 +36,7 @@ def twin(tmp_path):
 async def test_a_hung_engine_costs_one_line_in_bounded_time_and_the_next_message_is_answered(twin):
     real_reply = twin.engine.reply
 
-    async def hanging_reply(turns, persona, partner, adapter):
+    async def hanging_reply(turns, persona, partner, adapter, memory=None):
         if turns[-1].messages[-1] == "hang":
             await asyncio.sleep(3600)  # a generation that never ends
         return await real_reply(turns, persona, partner, adapter)

@@ -1,0 +1,214 @@
+"""The twin's memory: the earlier exchanges a reply is shown, found by what they say (SQLite FTS5).
+
+Who may be recalled to whom is decided here, once, for the bot, `twin chat`, the trainer and the bench:
+
+* scope `pair` (the default): only what was said between the two people now talking, that is the owner's
+  one-to-one dialog with the partner (the twin plays the owner) or with the persona (the owner talks to a
+  friend's persona). Both of them already know it. Two friends talking have no shared dialog: no memory.
+* scope `owner`: as `pair`, and when the twin plays the owner, the owner's own words in every other
+  dialog too (never the other people's words there).
+* `off`: no memory.
+
+Excluded dialogs are never searched; a forgotten person's messages leave the index with their rows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from core.format import ChatTurn, Recalled
+from core.sessions import merge_bursts, to_chat_turns
+
+from .memory_schema import MEMORY_SLOT_SHIFT, MESSAGE_ROWID_MASK
+
+MemoryScope = Literal["off", "pair", "owner"]
+MEMORY_SCOPES = ("off", "pair", "owner")
+
+# A shorter word finds too much to mean anything (and the trigram index needs 3 characters).
+MIN_TERM_CHARS = 3
+# Words searched for per recall: more find more, each costs a pass over its part of the index.
+MAX_TERMS = 8
+# Turns of the conversation a recall looks at: the question just asked and what it answers.
+QUERY_TURNS = 2
+# Messages shown on each side of a hit: the question it answered, the reaction to it.
+AROUND = 2
+# Hits read per exchange wanted: some are dropped (already shown, or skipped by the caller).
+OVERFETCH = 4
+# Words that say nothing about a topic (English and Russian, the chats we test on), never searched for.
+STOP_WORDS = frozenset(
+    """
+    the and you your yours are was were has have had for not but all any can could would should will just
+    that this these those there their they them then than what when where which who whom why how with
+    from into about out our ours his her hers its it's i'm im you're dont don't didnt didn't cant can't
+    yes yeah yep nope okay lol haha hahaha hey hello thanks thank too also very really much more most
+    some get got going gonna wanna like know think well good great nice sure fine did does doing done
+    one two been being here now see say said tell told let lets let's maybe still even only over again
+    что это как так все всё она они оно мне меня тебя тебе мой моя твой там тут где когда кто чем для
+    или нет да ага уже еще ещё был была было были будет есть если вот вас нас них его ее её ну ты
+    """.split()
+)
+_WORD = re.compile(r"\w+", re.UNICODE)
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+
+
+def query_terms(turns: Sequence[ChatTurn], last: int = QUERY_TURNS) -> list[str]:
+    """The content words of the last `last` turns, newest first, at most MAX_TERMS. Runs of CJK (written
+    without spaces) give their 3-character pieces."""
+    terms: list[str] = []
+    for turn in reversed(turns[-last:]):
+        for message in reversed(turn.messages):
+            for word in _WORD.findall(message.lower()):
+                pieces = [word[i : i + 3] for i in range(len(word) - 2)] if _CJK.search(word) else [word]
+                for term in pieces:
+                    if len(term) >= MIN_TERM_CHARS and term not in STOP_WORDS and term not in terms:
+                        terms.append(term)
+                        if len(terms) == MAX_TERMS:
+                            return terms
+    return terms
+
+
+def match_expression(terms: Sequence[str]) -> str:
+    """An FTS5 MATCH expression for any of `terms`, each quoted (a term is searched for as written)."""
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+@dataclass(frozen=True)
+class MemoryRequest:
+    """Whose memory, for whom, up to when."""
+
+    owner_id: int
+    persona_id: int | None  # whom the twin plays
+    partner_id: int | None  # whom it talks to
+    scope: MemoryScope
+    k: int  # exchanges recalled at most
+    gap_seconds: float  # a hit's context stays within its session
+    before: int | None = None  # only what was said before this time (a training session's start)
+    skip: Callable[[dict[str, Any]], bool] | None = None  # hits never shown (the trainer: eval sessions)
+
+    @property
+    def pair_person(self) -> int | None:
+        """The person whose dialog with the owner both talkers know; None: they share none."""
+        if self.persona_id == self.owner_id:
+            return self.partner_id if self.partner_id != self.owner_id else None
+        return self.persona_id if self.partner_id == self.owner_id else None
+
+
+class MemoryStore:
+    """Reads of the memory index (mixed into Storage; the triggers in memory_schema write it)."""
+
+    def personal_dialog(self, person_id: int) -> dict[str, Any] | None:
+        """The owner's one-to-one dialog with a person, or None."""
+        rows = self.query(  # type: ignore[attr-defined]
+            "SELECT * FROM dialogs WHERE (person_id = ? OR id = ?) AND type = 'personal_chat' ORDER BY id LIMIT 1",
+            (person_id, person_id),
+        )
+        return dict(rows[0]) if rows else None
+
+    def slugs(self, ids: Collection[int]) -> dict[int, str]:
+        """Person id → persona slug, for these ids (unknown ids left out)."""
+        rows = self.query(  # type: ignore[attr-defined]
+            "SELECT id, slug FROM people WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(ids)),)
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def memory_hits(
+        self,
+        match: str,
+        limit: int,
+        *,
+        dialog_id: int | None = None,
+        sender_id: int | None = None,
+        not_dialog: int | None = None,
+        before: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Messages matching `match`, best first (most recent first on a tie): within one dialog, or the
+        `sender_id`'s words in every dialog not excluded (but `not_dialog`)."""
+        where, params = ["memory MATCH ?"], [match]
+        if dialog_id is not None:
+            slot = self.query("SELECT slot FROM memory_dialogs WHERE dialog_id = ?", (dialog_id,))  # type: ignore[attr-defined]
+            if not slot:
+                return []
+            where.append("f.rowid BETWEEN ? AND ?")
+            params += [slot[0][0] << MEMORY_SLOT_SHIFT, (slot[0][0] << MEMORY_SLOT_SHIFT) | MESSAGE_ROWID_MASK]
+        else:
+            where.append("m.dialog_id NOT IN (SELECT id FROM dialogs WHERE excluded)")
+        if sender_id is not None:
+            where.append("m.sender_id = ?")
+            params.append(sender_id)
+        if not_dialog is not None:
+            where.append("m.dialog_id <> ?")
+            params.append(not_dialog)
+        if before is not None:
+            where.append("m.date < ?")
+            params.append(before)
+        rows = self.query(  # type: ignore[attr-defined]
+            "SELECT m.dialog_id, m.id, m.sender_id, m.date, m.text, m.forwarded, f.rank AS score"
+            f" FROM memory f JOIN messages m ON m.rowid = (f.rowid & {MESSAGE_ROWID_MASK})"
+            f" WHERE {' AND '.join(where)} ORDER BY f.rank, m.date DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [dict(r) for r in rows]
+
+    def memory_around(
+        self, hit: dict[str, Any], gap_seconds: float, before: int | None, sender_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The hit with up to AROUND messages on each side in its dialog (within `gap_seconds` of it,
+        before `before`; only `sender_id`'s when given), oldest first."""
+        cond = "dialog_id = ? AND date BETWEEN ? AND ?" + (" AND sender_id = ?" if sender_id is not None else "")
+        last = hit["date"] + gap_seconds if before is None else min(hit["date"] + gap_seconds, before - 1)
+        base = (hit["dialog_id"], hit["date"] - gap_seconds, last) + ((sender_id,) if sender_id is not None else ())
+        cols = "dialog_id, id, sender_id, date, text, forwarded"
+        earlier = self.query(  # type: ignore[attr-defined]
+            f"SELECT {cols} FROM messages WHERE {cond} AND (date, id) < (?, ?) ORDER BY date DESC, id DESC LIMIT ?",
+            (*base, hit["date"], hit["id"], AROUND),
+        )
+        later = self.query(  # type: ignore[attr-defined]
+            f"SELECT {cols} FROM messages WHERE {cond} AND (date, id) > (?, ?) ORDER BY date, id LIMIT ?",
+            (*base, hit["date"], hit["id"], AROUND),
+        )
+        return [dict(r) for r in reversed(earlier)] + [hit] + [dict(r) for r in later]
+
+
+def recall(
+    store: Any,
+    request: MemoryRequest,
+    turns: Sequence[ChatTurn],
+    scrub: Callable[[str], str] | None = None,
+) -> list[Recalled]:
+    """The earlier exchanges most relevant to the end of `turns` that `request` may show, best first."""
+    terms = query_terms(turns)
+    if request.scope == "off" or request.k <= 0 or not terms:
+        return []
+    match, limit = match_expression(terms), request.k * OVERFETCH
+    hits: list[tuple[dict[str, Any], int | None]] = []  # (hit, only this sender's words around it)
+    pair = store.personal_dialog(request.pair_person) if request.pair_person is not None else None
+    if pair is not None and not pair["excluded"]:
+        hits += [(h, None) for h in store.memory_hits(match, limit, dialog_id=pair["id"], before=request.before)]
+    if request.scope == "owner" and request.persona_id == request.owner_id:
+        others = store.memory_hits(
+            match,
+            limit,
+            sender_id=request.owner_id,
+            not_dialog=pair["id"] if pair else None,
+            before=request.before,
+        )
+        hits += [(h, request.owner_id) for h in others]
+    hits.sort(key=lambda pair_: (pair_[0]["score"], -pair_[0]["date"]))
+    excerpts: list[tuple[list[dict[str, Any]], int]] = []
+    shown: set[tuple[int, int]] = set()
+    for hit, only in hits:
+        if (hit["dialog_id"], hit["id"]) in shown or (request.skip and request.skip(hit)):
+            continue
+        rows = store.memory_around(hit, request.gap_seconds, request.before, sender_id=only)
+        rows = [r for r in rows if not (request.skip and request.skip(r))]
+        shown.update((r["dialog_id"], r["id"]) for r in rows)
+        excerpts.append((rows, hit["date"]))
+        if len(excerpts) == request.k:
+            break
+    slug_of = store.slugs({r["sender_id"] for rows, _ in excerpts for r in rows})
+    recalled = ((to_chat_turns(merge_bursts(rows), slug_of, scrub), date) for rows, date in excerpts)
+    return [Recalled(tuple(turns), date) for turns, date in recalled if turns]
