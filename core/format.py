@@ -61,8 +61,7 @@ class Recalled:
 def memory_text(recalled: Sequence[Recalled]) -> str:
     """The memory block's body: one `speaker: message` line per message, a blank line between exchanges."""
     return MEMORY_GAP.join(
-        "\n".join(f"{turn.speaker}: {' '.join(m.split())}" for turn in r.turns for m in turn.messages)
-        for r in recalled
+        "\n".join(f"{turn.speaker}: {' '.join(m.split())}" for turn in r.turns for m in turn.messages) for r in recalled
     )
 
 

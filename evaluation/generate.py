@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -49,6 +50,7 @@ class Probe:
     partner: str
     context: tuple[ChatTurn, ...]
     real: tuple[str, ...]
+    recalled: tuple[Recalled, ...] = ()  # what the bot would recall here (with_probe_memory)
 
 
 def probes_for(
@@ -92,17 +94,27 @@ class Gated:
         return self.engine.memory_block(recalled, budget)
 
 
+def with_probe_memory(
+    probes: Sequence[Probe], sessions: Sequence[TrainingSession], recall: Callable[..., list[Recalled]]
+) -> list[Probe]:
+    """Each probe with what the bot would recall before that reply: `recall(session, turns, persona)`."""
+    by_id = {s.id: s for s in sessions}
+    return [dataclasses.replace(p, recalled=tuple(recall(by_id[p.session_id], p.context, p.persona))) for p in probes]
+
+
 async def answer_probes(
     engine: Engine | Gated,
     probes: Sequence[Probe],
     adapter: AdapterRef | None,
     on_reply: Callable[[], None] = lambda: None,
+    memory_tokens: int = 0,
 ) -> list[list[str]]:
-    """The engine's reply to every probe (an empty list where it dropped a degenerate reply); `on_reply` is
-    called as each one comes back."""
+    """The engine's reply to every probe (an empty list where it dropped a degenerate reply), shown the
+    probe's memory within `memory_tokens`; `on_reply` is called as each one comes back."""
 
     async def answer(p: Probe) -> list[str]:
-        reply = list(await engine.reply(list(p.context), p.persona, p.partner, adapter))
+        memory = engine.memory_block(p.recalled, memory_tokens) if p.recalled and memory_tokens else NO_MEMORY
+        reply = list(await engine.reply(list(p.context), p.persona, p.partner, adapter, memory))
         on_reply()
         return reply
 

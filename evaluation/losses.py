@@ -146,8 +146,9 @@ def held_out_losses(
     """{"eval_set", "tokens" per persona, "models": {base, previous, current: figures + ppl}, "measured"}.
     `on_measured` hears of each model measured here (the figures a round stored are not measured again)."""
     cfg = window_config(current.meta)
-    examples = list(build_examples(fmt, sessions, cfg.max_seq_len, cfg.window_context))
-    key = ev.eval_set_key(base_model, sessions, cfg.max_seq_len, cfg.window_context)
+    memory_tokens = (current.meta.get("memory") or {}).get("memory_tokens", 0)
+    examples = list(build_examples(fmt, sessions, cfg.max_seq_len, cfg.window_context, memory_tokens=memory_tokens))
+    key = ev.eval_set_key(base_model, sessions, cfg.max_seq_len, cfg.window_context, memory_tokens)
     figures = stored_losses(current, previous, key, store) if examples else {}
     need = {m for m in MODELS if m not in figures and (m != "previous" or previous is not None)}
     measured: dict = {}

@@ -26,6 +26,7 @@ from engine.base import AdapterRef, Engine
 from engine.base_model import base_model_path
 from storage import Storage
 from trainer.dataset import iter_sessions
+from trainer.memory import adapter_session_memory
 from trainer.model import load_tokenizer
 
 from .config import EvalConfig
@@ -39,6 +40,7 @@ from .generate import (
     opener_plays,
     probes_for,
     quiet_engine_log,
+    with_probe_memory,
 )
 from .headline import headline
 from .leaks import EvalLeak, check_leaks
@@ -135,14 +137,18 @@ async def generate_replies(
     scripts: dict,
     cfg: EvalConfig,
     emit: Emit,
+    memory_tokens: int = 0,
 ) -> dict:
-    """Every model's replies to every probe, and its opener dialogues, all in flight together; `emit` hears of
-    each reply and each dialogue as it ends."""
+    """Every model's replies to every probe (shown its memory within `memory_tokens`), and its opener
+    dialogues, all in flight together; `emit` hears of each reply and each dialogue as it ends."""
     personas, gated = list(probes), Gated(engine, cfg.concurrency)
     plays = opener_plays(opener_pairs(owner, personas), scripts)
     jobs = []
     for m, ref in models.items():
-        jobs += [answer_probes(gated, probes[p], ref, tally(emit, "replies", m, p, len(probes[p]))) for p in personas]
+        jobs += [
+            answer_probes(gated, probes[p], ref, tally(emit, "replies", m, p, len(probes[p])), memory_tokens)
+            for p in personas
+        ]
     for m, ref in models.items():
         jobs.append(opener_dialogues(gated, ref, plays, cfg.opener_turns, tally(emit, "openers", m, None, len(plays))))
     done = iter(await asyncio.gather(*jobs))
@@ -194,7 +200,9 @@ async def generate_all(
         data["engine"] = engine.name
         models = await usable_models(engine, current, previous, settings, data["notes"])
         with quiet_engine_log():
-            return await generate_replies(engine, models, probes, data["owner"], data["scripts"], cfg, emit)
+            return await generate_replies(
+                engine, models, probes, data["owner"], data["scripts"], cfg, emit, data.get("memory_tokens", 0)
+            )
     except Exception as exc:  # noqa: BLE001 - the losses and the leak guard still make a report
         log.exception("no replies for the report")
         data["notes"].append(f"no replies were generated: {type(exc).__name__}: {exc}")
@@ -312,6 +320,9 @@ async def evaluate_adapter(
         raise EvalLeak(f"{leaks.message()} (report: {out / 'report.md'})")
     if not sessions:
         data["notes"].append("no eval sessions: no held-out loss and no style statistics, only opener dialogues")
+    memory = adapter_session_memory(store, settings, current.meta)
+    if memory is not None:
+        sessions = memory.at_start(sessions)
     base_model = base_model_path(settings)
     fmt = ChatFormat(load_tokenizer(base_model))
     measured = lambda model, done, of: emit("losses", model, None, done, of)  # noqa: E731
@@ -321,6 +332,9 @@ async def evaluate_adapter(
     personas = pick_personas(owner, data["loss"]["tokens"], cfg.top_personas)
     window = (cfg.replies_per_persona, settings.bot_context_turns, cfg.seed)
     probes = {p: probes_for(sessions, p, *window) for p in personas}
+    if memory is not None:  # what the bot would recall before each reply, as the adapter trained with
+        probes = {p: with_probe_memory(ps, sessions, memory.recall_as) for p, ps in probes.items()}
+        data["memory_tokens"] = memory.settings.memory_tokens
     scripts = {p: dominant_script([x.real for x in probes[p]]) for p in personas}
     data.update(owner=owner, personas=personas, scripts=scripts)
     generated = await generate_all(settings, engine, engine_kind, current, previous, probes, data, cfg, emit)

@@ -87,6 +87,12 @@ class TrainConfig(BaseModel):
         "only your turns carry loss (friends' are context), as some "
         "twins do; bench/quality.py compares them.",
     )
+    memory: bool = Field(
+        True,
+        description="Each session is shown the memory block the bot would have built at its start "
+        "(TWIN_MEMORY_SCOPE), so the adapter learns to use what it recalls; false trains "
+        "without (bench/quality.py compares).",
+    )
     max_seq_len: int = Field(
         1024,
         ge=32,

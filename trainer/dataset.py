@@ -17,7 +17,7 @@ from typing import Any, Literal
 import orjson
 
 from core.errors import UserError
-from core.format import ChatTurn
+from core.format import ChatTurn, Recalled
 from core.scrub import Scrubber
 from core.sessions import merge_bursts, to_chat_turns
 from core.settings import HOW_TO_GET, Settings
@@ -40,6 +40,7 @@ class TrainingSession:
     start: int
     turns: list[ChatTurn]
     speaker_ids: list[int]
+    recalled: tuple[Recalled, ...] = ()  # its memory block's exchanges (trainer.memory), best first
 
 
 def load_session(

@@ -21,11 +21,17 @@ from trainer.packing import pack_examples
 from trainer.windows import Example
 
 
-def eval_set_key(base_model: str, sessions: Sequence[TrainingSession], max_len: int, context: float) -> str:
-    """Names an eval set: the base model, the sessions' ids and contents, and the windowing."""
-    h = hashlib.sha256(f"{base_model}|{max_len}|{context}".encode())
+def eval_set_key(
+    base_model: str, sessions: Sequence[TrainingSession], max_len: int, context: float, memory_tokens: int = 0
+) -> str:
+    """Names an eval set: the base model, the sessions' ids and contents, the windowing and the memory."""
+    h = hashlib.sha256(
+        f"{base_model}|{max_len}|{context}".encode() + (f"|m{memory_tokens}".encode() * bool(memory_tokens))
+    )
     for s in sorted(sessions, key=lambda s: s.id):
         h.update(f"|{s.id}:{s.content_hash}".encode())
+        if s.recalled and memory_tokens:
+            h.update(repr(s.recalled).encode())
     return h.hexdigest()[:16]
 
 

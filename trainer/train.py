@@ -34,6 +34,7 @@ from trainer import model as tm
 from trainer.config import TrainConfig
 from trainer.dataset import iter_sessions, session_refs
 from trainer.loop import Trainer, make_optimizer, total_steps
+from trainer.memory import memory_meta, with_memory
 from trainer.packing import pack_examples
 from trainer.plan import RoundPlan, lora_shape, plan_round
 from trainer.registry import LOCK, decide
@@ -152,10 +153,13 @@ class TrainingRound:
         eval_ids = {s.id for s in eval_sessions}
         if leaked := [s.id for s in chosen if s.split != "train" or s.id in eval_ids]:  # not an assert: -O drops those
             raise AssertionError(f"eval session in training data: {leaked[:5]}")
+        if self.cfg.memory and (owner_id := self.store.owner_id(self.settings.owner_id)) is not None:
+            chosen = with_memory(self.store, self.settings, owner_id, chosen)
+            eval_sessions = with_memory(self.store, self.settings, owner_id, eval_sessions)
         window = (self.cfg.max_seq_len, self.cfg.window_context)
         only = self.owner() if self.cfg.loss_on == "owner" else None
-        examples = list(build_examples(fmt, chosen, *window, only=only))
-        eval_examples = list(build_examples(fmt, eval_sessions, *window))
+        examples = list(build_examples(fmt, chosen, *window, only=only, memory_tokens=self.memory_tokens))
+        eval_examples = list(build_examples(fmt, eval_sessions, *window, memory_tokens=self.memory_tokens))
         packs = pack_examples(examples, self.cfg.pack_tokens, self.cfg.seed)
         steps = total_steps(len(packs), self.cfg, self.acc.num_processes)
         counts = {
@@ -169,8 +173,14 @@ class TrainingRound:
             "tokens": sum(len(e) for e in examples),
             "loss_tokens": sum(p.n_loss for p in packs),
             "dropped_leaks": plan.dropped_leaks,
+            "with_memory": sum(bool(s.recalled) for s in chosen),
         }
         return RoundData(plan, chosen, eval_sessions, eval_examples, packs, steps, counts)
+
+    @property
+    def memory_tokens(self) -> int:
+        """The memory block's budget in this round's examples (0: the round trains without memory)."""
+        return self.settings.memory_tokens if self.cfg.memory and self.settings.memory_scope != "off" else 0
 
     def owner(self) -> str:
         slug = self.store.owner_slug(self.settings.owner_id)
@@ -245,7 +255,11 @@ class TrainingRound:
         model = self.model if self.fsdp else self.peft_model
         args = (self.data.eval_examples, self.cfg.eval_pack_tokens, self.acc.device)
         self.eval_key = ev.eval_set_key(
-            self.base_model, self.data.eval_sessions, self.cfg.max_seq_len, self.cfg.window_context
+            self.base_model,
+            self.data.eval_sessions,
+            self.cfg.max_seq_len,
+            self.cfg.window_context,
+            self.memory_tokens,
         )
         self.new_figures = ev.evaluate(model, *args)
         self.base_figures = ev.evaluate_base(self.peft_model, *args, self.store, self.eval_key, model=model)
@@ -279,6 +293,7 @@ class TrainingRound:
             "full": self.data.plan.full,
             "reason": self.data.plan.reason,
             "config": self.cfg.model_dump(),
+            "memory": memory_meta(self.settings) if self.memory_tokens else None,
             "lora": lora_shape(self.cfg),
             "counts": self.data.counts,
             "processes": self.acc.num_processes,

@@ -12,7 +12,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from core.format import ChatFormat, Rendered
+from core.format import NO_MEMORY, ChatFormat, Rendered
 from trainer.dataset import TrainingSession
 
 
@@ -59,24 +59,42 @@ def window_bounds(n: int, turn_starts: list[int], max_len: int, context: float) 
 
 
 def session_examples(
-    fmt: ChatFormat, session: TrainingSession, max_len: int, context: float, only: str | None = None
+    fmt: ChatFormat,
+    session: TrainingSession,
+    max_len: int,
+    context: float,
+    only: str | None = None,
+    memory_tokens: int = 0,
 ) -> list[Example]:
     """A session's windows as examples (one example when it fits). `only`: loss on that persona's turns
-    alone (the others stay as context), instead of on every speaker's."""
-    rendered = fmt.render(session.turns)
+    alone (the others stay as context), instead of on every speaker's. With a memory block (the session's
+    recalled exchanges, up to `memory_tokens`), every window begins with it, as every prompt does."""
+    # A quarter of a window at most: the conversation itself must still fit beside it.
+    budget = min(memory_tokens, max_len // 4)
+    memory = fmt.memory(session.recalled, budget) if session.recalled and budget else NO_MEMORY
+    rendered = fmt.render(session.turns, memory)
     personas = tuple(t.speaker for t in session.turns)
     speakers = token_speakers(rendered, len(personas))
     learned = [only is None or p == only for p in personas]
+    # Without memory windows cut the whole rendering; with it, the part after it (BOS + memory lead each).
+    lead = rendered.prefix_len if memory.ids else 0
+    body_starts = [s - lead for s in rendered.turn_starts]
     out = []
-    for start, new_from, end in window_bounds(len(rendered.ids), rendered.turn_starts, max_len, context):
-        mask = enumerate(rendered.mask[start:end], start)
-        loss = [m if i >= new_from and learned[speakers[i]] else 0 for i, m in mask]
-        out.append(Example(session.id, rendered.ids[start:end], loss, speakers[start:end], personas))
+    for start, new_from, end in window_bounds(len(rendered.ids) - lead, body_starts, max_len - lead, context):
+        keep = list(range(lead)) + list(range(lead + start, lead + end))
+        loss = [rendered.mask[i] if i - lead >= new_from and learned[speakers[i]] else 0 for i in keep]
+        ids = [rendered.ids[i] for i in keep]
+        out.append(Example(session.id, ids, loss, [speakers[i] for i in keep], personas))
     return out
 
 
 def build_examples(
-    fmt: ChatFormat, sessions: Iterable[TrainingSession], max_len: int, context: float, only: str | None = None
+    fmt: ChatFormat,
+    sessions: Iterable[TrainingSession],
+    max_len: int,
+    context: float,
+    only: str | None = None,
+    memory_tokens: int = 0,
 ) -> Iterator[Example]:
     for session in sessions:
-        yield from session_examples(fmt, session, max_len, context, only)
+        yield from session_examples(fmt, session, max_len, context, only, memory_tokens)
