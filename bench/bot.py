@@ -19,6 +19,12 @@ that is the longest any update waited on the import).
     python bench/bot.py                         # 200 chats × 5 messages, engine 50 ms
     python bench/bot.py --chats 50 --messages 3 --engine-ms 10
     python bench/bot.py --import-messages 1000000
+    python bench/bot.py --memory-messages 1000000   # recall's share of each reply on a 1M-message database
+
+With --memory-messages N the N-message export is imported first (the bot's database then holds it, memory
+index included: its import time, size and the index's build time alone are printed), the chats are the
+owner's personal dialogs in it, every message is one of the export's phrases (so recall finds many
+matches: the hardest case), and the time of each reply's recall is printed beside the bot's overhead.
 """
 
 from __future__ import annotations
@@ -41,7 +47,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bot.chats import Conversations  # noqa: E402
+from collector.telegram_export import import_export  # noqa: E402
+from core.format import MemoryBlock  # noqa: E402
+from storage import Storage  # noqa: E402
 from storage.db import Database  # noqa: E402
+from storage.memory_schema import MEMORY_BACKFILL, MEMORY_SCHEMA  # noqa: E402
 from tests.bot_fakes import OWNER, TwinUnderTest  # noqa: E402
 
 GOAL_P99_MS = 20.0
@@ -82,11 +92,19 @@ def attribute_loop_time() -> None:
 
 
 class TimedConversations(Conversations):
-    """Conversations that mark each reply round (for the attribution) and remember what it answered."""
+    """Conversations that mark each reply round (for the attribution), remember what it answered and time
+    each recall."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.rounds: list[tuple[int, tuple[str, ...]]] = []
+        self.recalls: list[tuple[float, int]] = []  # (seconds, exchanges recalled) per reply
+
+    def recall(self, chat_id, user_id, persona, turns):
+        started = time.perf_counter()
+        recalled = super().recall(chat_id, user_id, persona, turns)
+        self.recalls.append((time.perf_counter() - started, len(recalled)))
+        return recalled
 
     async def reply_round(self, chat_id, batch):
         texts = tuple(m.text for m in batch)
@@ -110,6 +128,9 @@ class Engine:
     async def load(self, adapter) -> bool:
         return True
 
+    def memory_block(self, recalled, budget):
+        return MemoryBlock(tuple(recalled))
+
 
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
@@ -129,11 +150,56 @@ def time_lock_waits() -> None:
     Database._begin_immediate = timed_begin
 
 
-def start_import(db_path: Path, folder: Path, n_messages: int) -> subprocess.Popen:
+def bench_import_module():
+    """bench/import.py (its export generator and phrases)."""
+    if "bench_import" in sys.modules:
+        return sys.modules["bench_import"]
     spec = importlib.util.spec_from_file_location("bench_import", ROOT / "bench" / "import.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
+    return module
+
+
+def import_with_memory(data_dir: Path, n_messages: int) -> tuple[list[int], list[str]]:
+    """Import an N-message export into data_dir/twin.db and print the memory index's cost; returns the
+    owner's personal-chat partners and the export's phrases."""
+    module = bench_import_module()
+    data_dir.mkdir(parents=True)
+    export = module.write_export(data_dir, n_messages)
+    store = Storage(data_dir / "twin.db")
+    started = time.perf_counter()
+    summary = import_export(
+        store, export, owner_id=None, include_groups=True, keep_stickers=True, gap_seconds=3600, progress=False
+    )
+    imported = time.perf_counter() - started
+    export.unlink()
+    size = lambda: store.query("PRAGMA page_count")[0][0] * store.query("PRAGMA page_size")[0][0]  # noqa: E731
+    total = size()
+    with store.transaction() as c:  # the index's share: its pages are free once it is dropped
+        for trigger in ("memory_add", "memory_drop", "memory_edit_drop", "memory_edit_add"):
+            c.execute(f"DROP TRIGGER {trigger}")
+        c.execute("DROP TABLE memory")
+        c.execute("DROP TABLE memory_dialogs")
+        index = store.query("PRAGMA freelist_count")[0][0] * store.query("PRAGMA page_size")[0][0]
+    started = time.perf_counter()
+    with store.transaction() as c:
+        for statement in MEMORY_SCHEMA + MEMORY_BACKFILL:
+            c.execute(statement)
+    built = time.perf_counter() - started
+    indexed = store.query("SELECT count(*) FROM memory")[0][0]
+    partners = [r[0] for r in store.query("SELECT person_id FROM dialogs WHERE type = 'personal_chat'")]
+    store.close()
+    print(
+        f"import of {summary.messages_added:,} messages, memory index included: {imported:.0f} s; database "
+        f"{total / 2**20:.0f} MiB, of which the index {index / 2**20:.0f} MiB ({indexed:,} messages indexed); "
+        f"the index alone builds in {built:.0f} s"
+    )
+    return partners, list(module.PHRASES)
+
+
+def start_import(db_path: Path, folder: Path, n_messages: int) -> subprocess.Popen:
+    module = bench_import_module()
     started = time.perf_counter()
     export = module.write_export(folder, n_messages)
     print(f"generated a {n_messages:,}-message export in {time.perf_counter() - started:.0f} s; importing it")
@@ -150,13 +216,23 @@ async def stored_messages(twin: TwinUnderTest) -> int:
     return await asyncio.to_thread(lambda: twin.store.query("SELECT count(*) FROM messages")[0][0])
 
 
-async def run(chats: int, messages: int, engine_seconds: float, import_messages: int = 0) -> int:
+def message_text(uid: int, k: int, phrases: list[str]) -> str:
+    """The k-th message of chat `uid`: numbered (to check order), with a phrase of the export when given."""
+    return f"chat {uid} message {k}" + (f": {phrases[(uid + k) % len(phrases)]}" if phrases else "")
+
+
+async def run(
+    chats: int, messages: int, engine_seconds: float, import_messages: int = 0, memory_messages: int = 0
+) -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        twin = TwinUnderTest(Path(tmp) / "data")
+        users, phrases, owner = list(range(FIRST_USER, FIRST_USER + chats)), [], OWNER
+        if memory_messages:
+            users, phrases = import_with_memory(Path(tmp) / "data", memory_messages)
+            owner = bench_import_module().OWNER_ID
+        twin = TwinUnderTest(Path(tmp) / "data", owner_id=owner)
         twin.conversations = TimedConversations(twin.settings, twin.store, Engine(engine_seconds), twin.bot)
         twin.dp.workflow_data.update(conversations=twin.conversations)
-        users = list(range(FIRST_USER, FIRST_USER + chats))
-        twin.store.upsert_people([{"id": OWNER, "first_name": "Olga"}])
+        twin.store.upsert_people([{"id": owner, "first_name": "Olga"}])
         for uid in users:
             twin.store.allow(user_id=uid)
         await warm_up(twin)
@@ -175,7 +251,9 @@ async def run(chats: int, messages: int, engine_seconds: float, import_messages:
         while True:  # one wave; with an import, waves go on while it writes
             before = await stored_messages(twin)
             batch = [
-                twin.update(uid, f"chat {uid} message {wave * messages + k}") for k in range(messages) for uid in users
+                twin.update(uid, message_text(uid, wave * messages + k, phrases))
+                for k in range(messages)
+                for uid in users
             ]
             updates += batch
             await asyncio.gather(*(feed(u) for u in batch))
@@ -192,7 +270,8 @@ async def run(chats: int, messages: int, engine_seconds: float, import_messages:
         rounds = [r for r in twin.conversations.rounds if r[0] in users]
         overhead = per_update(SPENT, rounds)
         cpu = per_update(CPU, rounds)
-        problems = check_answers(twin, rounds, users, messages * wave)
+        problems = check_answers(twin, rounds, users, messages * wave, phrases)
+        recalls = twin.conversations.recalls
         twin.close()
 
     p50, p99 = percentile(overhead, 50), percentile(overhead, 99)
@@ -218,6 +297,14 @@ async def run(chats: int, messages: int, engine_seconds: float, import_messages:
         f"  of which CPU in this process: p50 {percentile(cpu, 50):.2f} ms, p99 {percentile(cpu, 99):.2f} ms "
         "(the rest: other processes on the cores, disk waits)"
     )
+    if recalls:
+        ms = [r[0] * 1000 for r in recalls]
+        found = sum(1 for r in recalls if r[1])
+        print(
+            f"recall per reply (memory scope pair): p50 {percentile(ms, 50):.2f} ms, p99 {percentile(ms, 99):.2f} "
+            f"ms, max {max(ms):.2f} ms over {len(ms)} replies, {found} of which recalled something "
+            f"(goal p99 < {GOAL_P99_MS:.0f} ms: {'met' if percentile(ms, 99) < GOAL_P99_MS else 'MISSED'})"
+        )
     print("every message answered, per-chat order kept" if not problems else "PROBLEMS:\n" + "\n".join(problems[:10]))
     return 0 if not problems and p99 < GOAL_P99_MS else 1
 
@@ -236,14 +323,14 @@ def per_update(spent: dict[tuple, float], rounds) -> list[float]:
     return [(spent["update", t] + spent["round", texts]) * 1000 for _, texts in rounds for t in texts]
 
 
-def check_answers(twin: TwinUnderTest, rounds, users: list[int], messages: int) -> list[str]:
+def check_answers(twin: TwinUnderTest, rounds, users: list[int], messages: int, phrases: list[str]) -> list[str]:
     """Every message was in exactly one round, rounds in order, and each round's reply went out in order."""
     answered: dict[int, list[str]] = defaultdict(list)
     for chat_id, texts in rounds:
         answered[chat_id] += texts
     problems = []
     for uid in users:
-        sent = [f"chat {uid} message {k}" for k in range(messages)]
+        sent = [message_text(uid, k, phrases) for k in range(messages)]
         if answered[uid] != sent:
             problems.append(f"chat {uid}: answered {answered[uid]}")
         lasts = [f"re: {texts[-1]}" for chat_id, texts in rounds if chat_id == uid]
@@ -258,10 +345,11 @@ def main() -> None:
     p.add_argument("--messages", type=int, default=5)
     p.add_argument("--engine-ms", type=float, default=50.0)
     p.add_argument("--import-messages", type=int, default=0, help="a twin import of this many messages meanwhile")
+    p.add_argument("--memory-messages", type=int, default=0, help="chat with the personal chats of an N-message import")
     a = p.parse_args()
     attribute_loop_time()
     time_lock_waits()
-    sys.exit(asyncio.run(run(a.chats, a.messages, a.engine_ms / 1000, a.import_messages)))
+    sys.exit(asyncio.run(run(a.chats, a.messages, a.engine_ms / 1000, a.import_messages, a.memory_messages)))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Excluded dialogs are never searched; a forgotten person's messages leave the ind
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -34,10 +35,12 @@ MIN_TERM_CHARS = 3
 MAX_TERMS = 8
 # Turns of the conversation a recall looks at: the question just asked and what it answers.
 QUERY_TURNS = 2
+# Matches ranked per recall, the newest first: bounds a recall's time however long the history (an older
+# match is found when fewer newer ones match). FTS5's own bm25 costs ~0.1 ms a match on trigram phrases, so
+# `rank_hits` scores the candidates in Python instead.
+CANDIDATES = 256
 # Messages shown on each side of a hit: the question it answered, the reaction to it.
 AROUND = 2
-# Hits read per exchange wanted: some are dropped (already shown, or skipped by the caller).
-OVERFETCH = 4
 # Words that say nothing about a topic (English and Russian, the chats we test on), never searched for.
 STOP_WORDS = frozenset(
     """
@@ -69,6 +72,15 @@ def query_terms(turns: Sequence[ChatTurn], last: int = QUERY_TURNS) -> list[str]
                         if len(terms) == MAX_TERMS:
                             return terms
     return terms
+
+
+def rank_hits(hits: Sequence[dict[str, Any]], terms: Sequence[str]) -> list[dict[str, Any]]:
+    """Best first: a hit scores the weights of the terms it contains (a term in fewer of the hits weighs
+    more, as in bm25's idf); the most recent first on a tie."""
+    texts = [h["text"].lower() for h in hits]
+    weight = {t: math.log(1 + len(hits) / (1 + sum(t in x for x in texts))) for t in terms}
+    scored = [(sum(w for t, w in weight.items() if t in x), h) for x, h in zip(texts, hits, strict=True)]
+    return [h for _, h in sorted(scored, key=lambda sh: (-sh[0], -sh[1]["date"], -sh[1]["id"]))]
 
 
 def match_expression(terms: Sequence[str]) -> str:
@@ -118,24 +130,18 @@ class MemoryStore:
     def memory_hits(
         self,
         match: str,
-        limit: int,
         *,
         dialog_id: int | None = None,
         sender_id: int | None = None,
         not_dialog: int | None = None,
         before: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Messages matching `match`, best first (most recent first on a tie): within one dialog, or the
-        `sender_id`'s words in every dialog not excluded (but `not_dialog`)."""
-        where, params = ["memory MATCH ?"], [match]
+        """The newest CANDIDATES messages matching `match` said before `before`: within one dialog, or the
+        `sender_id`'s words in every dialog not excluded (but `not_dialog`). Unranked: see `rank_hits`."""
+        cols = "m.dialog_id, m.id, m.sender_id, m.date, m.text, m.forwarded"
         if dialog_id is not None:
-            slot = self.query("SELECT slot FROM memory_dialogs WHERE dialog_id = ?", (dialog_id,))  # type: ignore[attr-defined]
-            if not slot:
-                return []
-            where.append("f.rowid BETWEEN ? AND ?")
-            params += [slot[0][0] << MEMORY_SLOT_SHIFT, (slot[0][0] << MEMORY_SLOT_SHIFT) | MESSAGE_ROWID_MASK]
-        else:
-            where.append("m.dialog_id NOT IN (SELECT id FROM dialogs WHERE excluded)")
+            return self._dialog_hits(match, dialog_id, before)
+        where, params = ["memory MATCH ?", "m.dialog_id NOT IN (SELECT id FROM dialogs WHERE excluded)"], [match]
         if sender_id is not None:
             where.append("m.sender_id = ?")
             params.append(sender_id)
@@ -146,10 +152,32 @@ class MemoryStore:
             where.append("m.date < ?")
             params.append(before)
         rows = self.query(  # type: ignore[attr-defined]
-            "SELECT m.dialog_id, m.id, m.sender_id, m.date, m.text, m.forwarded, f.rank AS score"
-            f" FROM memory f JOIN messages m ON m.rowid = (f.rowid & {MESSAGE_ROWID_MASK})"
-            f" WHERE {' AND '.join(where)} ORDER BY f.rank, m.date DESC LIMIT ?",
-            (*params, limit),
+            f"SELECT {cols} FROM memory f JOIN messages m ON m.rowid = (f.rowid & {MESSAGE_ROWID_MASK})"
+            f" WHERE {' AND '.join(where)} ORDER BY m.date DESC LIMIT ?",
+            (*params, CANDIDATES),
+        )
+        return [dict(r) for r in rows]
+
+    def _dialog_hits(self, match: str, dialog_id: int, before: int | None) -> list[dict[str, Any]]:
+        """memory_hits within one dialog: a seek to its part of the index, newest (highest rowid) first."""
+        slot = self.query("SELECT slot FROM memory_dialogs WHERE dialog_id = ?", (dialog_id,))  # type: ignore[attr-defined]
+        if not slot:
+            return []
+        last = MESSAGE_ROWID_MASK
+        if before is not None:  # nothing stored after the last message said before then can match
+            row = self.query(  # type: ignore[attr-defined]
+                "SELECT max(rowid) FROM messages WHERE dialog_id = ? AND date < ?", (dialog_id, before)
+            )
+            if row[0][0] is None:
+                return []
+            last = row[0][0]
+        lo = slot[0][0] << MEMORY_SLOT_SHIFT
+        rows = self.query(  # type: ignore[attr-defined]
+            "SELECT m.dialog_id, m.id, m.sender_id, m.date, m.text, m.forwarded FROM"
+            " (SELECT rowid AS key FROM memory WHERE memory MATCH ? AND rowid BETWEEN ? AND ?"
+            "  ORDER BY rowid DESC LIMIT ?) c"
+            f" JOIN messages m ON m.rowid = (c.key & {MESSAGE_ROWID_MASK}) WHERE m.date < ?",
+            (match, lo, lo | last, CANDIDATES, before if before is not None else 2**62),
         )
         return [dict(r) for r in rows]
 
@@ -183,27 +211,24 @@ def recall(
     terms = query_terms(turns)
     if request.scope == "off" or request.k <= 0 or not terms:
         return []
-    match, limit = match_expression(terms), request.k * OVERFETCH
-    hits: list[tuple[dict[str, Any], int | None]] = []  # (hit, only this sender's words around it)
+    match = match_expression(terms)
+    only: dict[tuple[int, int], int] = {}  # hits of which only this sender's words may be shown around
+    hits: list[dict[str, Any]] = []
     pair = store.personal_dialog(request.pair_person) if request.pair_person is not None else None
     if pair is not None and not pair["excluded"]:
-        hits += [(h, None) for h in store.memory_hits(match, limit, dialog_id=pair["id"], before=request.before)]
+        hits += store.memory_hits(match, dialog_id=pair["id"], before=request.before)
     if request.scope == "owner" and request.persona_id == request.owner_id:
-        others = store.memory_hits(
-            match,
-            limit,
-            sender_id=request.owner_id,
-            not_dialog=pair["id"] if pair else None,
-            before=request.before,
-        )
-        hits += [(h, request.owner_id) for h in others]
-    hits.sort(key=lambda pair_: (pair_[0]["score"], -pair_[0]["date"]))
+        not_pair = pair["id"] if pair else None
+        others = store.memory_hits(match, sender_id=request.owner_id, not_dialog=not_pair, before=request.before)
+        only.update({(h["dialog_id"], h["id"]): request.owner_id for h in others})
+        hits += others
     excerpts: list[tuple[list[dict[str, Any]], int]] = []
     shown: set[tuple[int, int]] = set()
-    for hit, only in hits:
-        if (hit["dialog_id"], hit["id"]) in shown or (request.skip and request.skip(hit)):
+    for hit in rank_hits(hits, terms):
+        key = (hit["dialog_id"], hit["id"])
+        if key in shown or (request.skip and request.skip(hit)):
             continue
-        rows = store.memory_around(hit, request.gap_seconds, request.before, sender_id=only)
+        rows = store.memory_around(hit, request.gap_seconds, request.before, sender_id=only.get(key))
         rows = [r for r in rows if not (request.skip and request.skip(r))]
         shown.update((r["dialog_id"], r["id"]) for r in rows)
         excerpts.append((rows, hit["date"]))
