@@ -32,7 +32,9 @@ MEMORY_SCHEMA = [
     "CREATE VIRTUAL TABLE memory USING fts5(text, tokenize = 'trigram')",
     f"CREATE TRIGGER memory_add AFTER INSERT ON messages WHEN {_REMEMBERED.format(row='NEW')} BEGIN {_ADD} END",
     f"CREATE TRIGGER memory_drop AFTER DELETE ON messages BEGIN {_DROP} END",
-    f"CREATE TRIGGER memory_edit_drop AFTER UPDATE OF text, forwarded ON messages BEGIN {_DROP} END",
+    # BEFORE, not AFTER: SQLite runs a statement's AFTER triggers newest first, so the add would meet the old
+    # row's key (same rowid) and fail the UPDATE, or the drop would then delete the row just added.
+    f"CREATE TRIGGER memory_edit_drop BEFORE UPDATE OF text, forwarded ON messages BEGIN {_DROP} END",
     f"CREATE TRIGGER memory_edit_add AFTER UPDATE OF text, forwarded ON messages"
     f" WHEN {_REMEMBERED.format(row='NEW')} BEGIN {_ADD} END",
 ]
