@@ -30,6 +30,7 @@ OWNER_COMMANDS: dict[str, str] = {
     "exclude": "skip a dialog when syncing and training: /exclude NAME",
     "include": "sync and train on a dialog again: /include NAME",
     "forget": "delete a person's messages and retrain: /forget NAME",
+    "why": "what the last reply here recalled; /why NAME for their chat",
 }
 
 

@@ -1,4 +1,4 @@
-"""The owner's model and data jobs: /status /sync /retrain /adapters /rollback."""
+"""The owner's model and data jobs: /status /sync /retrain /adapters /rollback, and /why (what a reply recalled)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import FSInputFile, Message
 
 from bot.chats import Conversations
+from bot.delivery import split_text
 from bot.jobs import Jobs
 from core.errors import UserError
 from core.settings import Settings
@@ -123,6 +124,28 @@ async def rollback(message: Message, command: CommandObject, store: Storage, job
     await message.answer(f"Adapter {new:04d} is active now{was}; the next reply uses it.")
 
 
+def why_text(store: Storage, conversations: Conversations, owner_id: int, who: str = "") -> str:
+    """The memory block the last reply in a chat was shown: the owner's own chat, or `who`'s private chat
+    (a persona name or a user id)."""
+    chat_id, where = owner_id, "in this chat"
+    if who:
+        person = store.person(who.lstrip("@").lower())
+        if person is None and not who.lstrip("-").isdigit():
+            raise UserError(f"no person {who!r}: /personas lists the names")
+        chat_id = person["id"] if person else int(who)
+        where = f"to {person['slug'] if person else chat_id}"
+    memory = conversations.last_memory.get(chat_id)
+    if memory is None or not memory.recalled:
+        return f"No memory was used for the last reply {where}."
+    return f"The last reply {where} recalled {len(memory.recalled)} earlier exchange(s):\n\n{memory.text}"
+
+
+async def why(message: Message, command: CommandObject, store: Storage, conversations: Conversations) -> None:
+    text = why_text(store, conversations, conversations.owner_id, (command.args or "").strip())
+    for piece in split_text(text):
+        await message.answer(piece)
+
+
 def router() -> Router:
     r = Router(name="owner-model")
     r.message.register(status, Command("status"))
@@ -130,4 +153,5 @@ def router() -> Router:
     r.message.register(retrain, Command("retrain"))
     r.message.register(list_adapters, Command("adapters"))
     r.message.register(rollback, Command("rollback"))
+    r.message.register(why, Command("why"))
     return r
