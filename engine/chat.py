@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
 from core.errors import UserError
-from core.format import ChatTurn
+from core.format import NO_MEMORY, ChatTurn, MemoryBlock, Recalled
 from core.settings import Settings
 
 from .base import AdapterRef, Engine
 
 # Who you are when you do not say (--as): a name no persona is trained to be, like a new contact.
 DEFAULT_PARTNER = "friend"
+# What `--show-memory` prints before each reply, one line per line of the memory block.
+MEMORY_PREFIX = "[memory]"
+
+# The earlier exchanges recalled for the conversation so far (storage.memory.recall with the chat's request).
+Recall = Callable[[Sequence[ChatTurn]], list[Recalled]]
 
 
 @dataclass(frozen=True)
@@ -48,11 +53,19 @@ def chat_roles(store, settings: Settings, persona: str | None, partner: str | No
 
 
 async def chat(
-    engine: Engine, roles: ChatRoles, read_line: Callable[[], str], write: Callable[[str], None]
+    engine: Engine,
+    roles: ChatRoles,
+    read_line: Callable[[], str],
+    write: Callable[[str], None],
+    recall: Recall | None = None,
+    memory_tokens: int = 0,
+    show_memory: Callable[[MemoryBlock], None] | None = None,
 ) -> list[ChatTurn]:
     """Read the partner's lines until EOF; after each, the twin's burst is written one message per call.
 
     The conversation's turns are kept across lines (the engine drops the oldest when they no longer fit).
+    Before each reply `recall` finds what the twin remembers, as the bot does, and `show_memory` (if
+    given) sees the memory block that reply is shown.
     """
     turns: list[ChatTurn] = []
     while True:
@@ -63,11 +76,27 @@ async def chat(
         if not text:
             continue
         turns.append(ChatTurn(roles.partner, (text,)))
-        messages = await engine.reply(turns, roles.persona, roles.partner, roles.adapter)
+        recalled = await asyncio.to_thread(recall, turns) if recall else []
+        memory = engine.memory_block(recalled, memory_tokens) if recalled else NO_MEMORY
+        if show_memory:
+            show_memory(memory)
+        messages = await engine.reply(turns, roles.persona, roles.partner, roles.adapter, memory)
         for message in messages:
             write(message)
         if messages:
             turns.append(ChatTurn(roles.persona, tuple(messages)))
+
+
+def memory_lines(memory: MemoryBlock) -> list[str]:
+    """The memory block as `--show-memory` prints it: each line prefixed, or one line saying there is none."""
+    if not memory.recalled:
+        return [f"{MEMORY_PREFIX} none"]
+    return [f"{MEMORY_PREFIX} {line}".rstrip() for line in memory.text.splitlines()]
+
+
+def print_memory(memory: MemoryBlock, stream: TextIO | None = None) -> None:
+    """`--show-memory`: the block to stderr, so stdout keeps only the twin's messages when scripted."""
+    print("\n".join(memory_lines(memory)), file=stream or sys.stderr, flush=True)
 
 
 def terminal_io(roles: ChatRoles, stdin: TextIO | None = None, stdout: TextIO | None = None):

@@ -12,13 +12,19 @@ from rich.console import Console
 from core.settings import Settings
 
 from .base import AdapterRef
-from .chat import ChatRoles, chat, chat_roles, terminal_io
+from .chat import ChatRoles, Recall, chat, chat_roles, print_memory, terminal_io
 
 err = Console(stderr=True, soft_wrap=True)
 
 
-async def run_chat(settings: Settings, roles: ChatRoles, adapters: list[AdapterRef]) -> None:
-    """Start the engine, talk until stdin ends, close the engine."""
+async def run_chat(
+    settings: Settings,
+    roles: ChatRoles,
+    adapters: list[AdapterRef],
+    recall: Recall | None = None,
+    show_memory: bool = False,
+) -> None:
+    """Start the engine, talk until stdin ends (recalling with `recall`), close the engine."""
     from .build import build_engine
 
     engine = build_engine(settings, adapters)
@@ -31,7 +37,8 @@ async def run_chat(settings: Settings, roles: ChatRoles, adapters: list[AdapterR
                 highlight=False,
             )
         read_line, write = terminal_io(roles)
-        await chat(engine, roles, read_line, write)
+        show = print_memory if show_memory else None
+        await chat(engine, roles, read_line, write, recall, settings.memory_tokens, show)
     finally:
         await engine.close()
 
@@ -41,14 +48,18 @@ def chat_cmd(
     persona: str = typer.Option(None, "--persona", help="Whom the twin plays (default: you, the owner)."),
     partner: str = typer.Option(None, "--as", help="Who you are (default: a new friend; you, for a friend)."),
     adapter: int = typer.Option(None, "--adapter", help="Adapter version (default: the active one)."),
+    show_memory: bool = typer.Option(
+        False, "--show-memory", help="Print the earlier exchanges each reply recalls (to stderr) before it."
+    ),
 ) -> None:
     """Talk with your twin in the terminal, through the same engine and prompt format as the bot.
 
     Each line you type is a message; the twin answers with one or more messages, one per line. The
     conversation is kept until you end it (Ctrl-D). Not a terminal? Lines are read from stdin, so it can
-    be scripted.
+    be scripted. The twin recalls earlier exchanges as the bot does (TWIN_MEMORY_SCOPE); --show-memory
+    prints what each reply was shown.
 
-    Example: echo "are you coming tonight?" | twin chat --as sasha
+    Example: echo "are you coming tonight?" | twin chat --as sasha --show-memory
     """
     from storage import open_storage
 
@@ -66,7 +77,29 @@ def chat_cmd(
     refs = stored_adapters(store, settings)
     if roles.adapter is not None and roles.adapter not in refs:
         refs.append(roles.adapter)
-    asyncio.run(run_chat(settings, roles, refs))
+    asyncio.run(run_chat(settings, roles, refs, chat_recall(store, settings, roles), show_memory))
+
+
+def chat_recall(store, settings: Settings, roles: ChatRoles) -> Recall | None:
+    """What `twin chat` remembers before each reply, by the bot's rules: the twin plays `roles.persona` to
+    `roles.partner` (a name storage does not know is a new contact: nothing of theirs to recall)."""
+    from core.scrub import Scrubber
+    from storage.memory import MemoryRequest, recall
+
+    owner_id = store.owner_id(settings.owner_id)
+    if settings.memory_scope == "off" or owner_id is None:
+        return None
+    played, partner = store.person(roles.persona), store.person(roles.partner)
+    request = MemoryRequest(
+        owner_id=owner_id,
+        persona_id=played["id"] if played else None,
+        partner_id=partner["id"] if partner else None,
+        scope=settings.memory_scope,
+        k=settings.memory_excerpts,
+        gap_seconds=settings.session_gap_seconds,
+    )
+    scrub = Scrubber(settings.scrub_words).scrub
+    return lambda turns: recall(store, request, turns, scrub)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,28 @@ def test_chat_answers_scripted_lines_with_the_transformers_engine(chat_data, tin
     result = CliRunner().invoke(app, ["chat"], env=chat_env(chat_data, tiny_model_dir, "transformers"), input=LINES)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [*V1, *V1]
+
+
+def test_chat_shows_the_memory_each_reply_recalled_on_stderr(chat_data, tiny_model_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(chat_data, data)
+    store = Storage(data / "twin.db")
+    store.upsert_dialog({"id": 2, "type": "personal_chat", "name": "Sasha", "person_id": 2})
+    store.insert_messages(
+        [
+            {"dialog_id": 2, "id": 1, "sender_id": 2, "date": 1_600_000_000, "text": "my sister moved to Valparaiso"},
+            {"dialog_id": 2, "id": 2, "sender_id": 1, "date": 1_600_000_060, "text": "how nice"},
+        ]
+    )
+    store.close()
+    env = chat_env(data, tiny_model_dir, "transformers")
+    result = CliRunner().invoke(
+        app, ["chat", "--as", "sasha", "--show-memory"], env=env, input="your sister, Valparaiso?\n"
+    )
+    assert result.exit_code == 0, result.output
+    shown = [line for line in result.stderr.splitlines() if line.startswith("[memory]")]
+    assert shown == ["[memory] sasha: my sister moved to Valparaiso", "[memory] owner: how nice"]
+    assert "[memory]" not in result.stdout  # stdout keeps the twin's messages alone
 
 
 @pytest.mark.slow
