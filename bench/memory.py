@@ -10,6 +10,7 @@ times, with memory off, with the default pair scope (only this partner's dialog)
 fact word (retrieval), and the share of replies holding one (what a user would see).
 
     python bench/memory.py --tag memory-off --tag memory-pair     # after those bench/quality.py runs
+    python bench/memory.py --tag memory-pair --train-probes 30    # also 30 probes in trained-on sessions
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +42,8 @@ SCOPES = ("off", "pair", "owner")
 QUESTIONS = 20
 # A fact word is at least this long: shorter shared words are mostly chat filler.
 FACT_CHARS = 4
+# A word in more of the owner's messages than this is filler, not a fact.
+COMMON_SHARE = 0.003
 
 
 @dataclass
@@ -54,8 +59,21 @@ def all_words(texts) -> set[str]:
     return {w for t in texts for w in re.findall(r"\w+", t.lower()) if len(w) >= FACT_CHARS and w not in STOP_WORDS}
 
 
+def common_words(store: Storage, settings: Settings) -> set[str]:
+    """Words in more than COMMON_SHARE of the owner's messages: chat filler ("love", "today"), not facts."""
+    counts: Counter[str] = Counter()
+    n = 0
+    for s in iter_sessions(store, settings, "all"):
+        for turn, speaker in zip(s.turns, s.speaker_ids, strict=True):
+            if speaker == OWNER_ID:
+                for message in turn.messages:
+                    counts.update(all_words([message]))
+                    n += 1
+    return {w for w, c in counts.items() if c > COMMON_SHARE * n}
+
+
 def find_probes(store: Storage, settings: Settings, sessions: list[TrainingSession]) -> list[FactProbe]:
-    skip, gap = held_out(store), settings.session_gap_seconds
+    skip, gap, common = held_out(store), settings.session_gap_seconds, common_words(store, settings)
     probes = []
     for s in sessions:
         for t in range(1, len(s.turns)):
@@ -75,7 +93,7 @@ def find_probes(store: Storage, settings: Settings, sessions: list[TrainingSessi
                     continue
                 around = store.memory_around(hit, gap, s.start)
                 answer = [r["text"] for r in around if r["date"] >= hit["date"] and r["sender_id"] == OWNER_ID]
-                shared = {w for w in real & all_words(answer) if len(w) >= FACT_CHARS}
+                shared = (real & all_words(answer)) - common
                 if shared:
                     facts |= shared
                     same = same or hit["dialog_id"] == s.dialog_id
@@ -110,7 +128,7 @@ def share(texts: list[str], probes: list[FactProbe]) -> float | None:
     return round(sum(hits) / len(hits), 3) if hits else None
 
 
-def run(tag: str, out: Path, engine: str) -> dict:
+def run(tag: str, out: Path, engine: str, split: str, limit: int) -> dict:
     data_dir = out / tag / "data"
     settings = Settings(
         _env_file=None,
@@ -122,10 +140,11 @@ def run(tag: str, out: Path, engine: str) -> dict:
         vllm_max_model_len=2048,
     )
     store = Storage(settings.db_path)
-    sessions = list(iter_sessions(store, settings, "eval"))
+    sessions = list(iter_sessions(store, settings, split))
     probes = find_probes(store, settings, sessions)
+    probes = random.Random(0).sample(probes, min(limit, len(probes)))
     owner = store.owner_slug(OWNER_ID)
-    print(f"[{tag}] {len(probes)} fact probes in {len(sessions)} held-out sessions", file=sys.stderr, flush=True)
+    print(f"[{tag}] {len(probes)} fact probes in {len(sessions)} {split} sessions", file=sys.stderr, flush=True)
     made = asyncio.run(replies(settings, store, probes, owner, settings.bot_context_turns)) if probes else {}
     rows = {}
     for scope, pairs in made.items():
@@ -141,7 +160,14 @@ def run(tag: str, out: Path, engine: str) -> dict:
         for i, p in enumerate(probes[:10])
     ]
     same = sum(p.same_partner for p in probes)
-    return {"tag": tag, "probes": len(probes), "same_partner": same, "scopes": rows, "examples": examples}
+    return {
+        "tag": tag,
+        "split": split,
+        "probes": len(probes),
+        "same_partner": same,
+        "scopes": rows,
+        "examples": examples,
+    }
 
 
 def main() -> None:
@@ -149,17 +175,24 @@ def main() -> None:
     p.add_argument("--tag", action="append", required=True, help="a bench/quality.py run (repeat to compare)")
     p.add_argument("--out", type=Path, default=Path("bench/out/quality"))
     p.add_argument("--engine", choices=["vllm", "transformers"], default="vllm")
+    p.add_argument(
+        "--train-probes",
+        type=int,
+        default=0,
+        help="also probe N turns of trained-on sessions (more probes; the adapter saw those answers)",
+    )
     a = p.parse_args()
-    results = [run(tag, a.out, a.engine) for tag in a.tag]
+    results = [run(tag, a.out, a.engine, "eval", 10**6) for tag in a.tag]
+    results += [run(tag, a.out, a.engine, "train", a.train_probes) for tag in a.tag if a.train_probes]
     (a.out / "memory.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    print(f"\n{'run':14} {'probes':>6} {'same partner':>12} │ " + " │ ".join(f"{s:>22}" for s in SCOPES))
-    print(f"{'':14} {'':6} {'':12} │ " + " │ ".join(f"{'memory':>10} {'reply':>11}" for _ in SCOPES))
+    print(f"\n{'run':20} {'probes':>6} {'same partner':>12} │ " + " │ ".join(f"{s:>22}" for s in SCOPES))
+    print(f"{'':20} {'':6} {'':12} │ " + " │ ".join(f"{'memory':>10} {'reply':>11}" for _ in SCOPES))
     for r in results:
         cells = []
         for s in SCOPES:
             c = r["scopes"].get(s, {})
             cells.append(f"{c.get('memory_has_fact', '-')!s:>10} {c.get('reply_has_fact', '-')!s:>11}")
-        print(f"{r['tag']:14} {r['probes']:6} {r['same_partner']:12} │ " + " │ ".join(cells))
+        print(f"{r['tag'] + ' ' + r['split']:20} {r['probes']:6} {r['same_partner']:12} │ " + " │ ".join(cells))
     print("memory: share of memory blocks holding a fact word; reply: share of replies holding one")
     print(f"figures and examples: {a.out / 'memory.json'}")
 
