@@ -119,7 +119,7 @@ class ChatFormat:
         elif all(t in vocab for t in ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")):
             self.style = "llama3"
             self._open, self.eot_id = [vocab["<|start_header_id|>"]], vocab["<|eot_id|>"]
-            self._close = [vocab["<|end_header_id|>"]]
+            self._end_header = [vocab["<|end_header_id|>"]]
         elif tokenizer.eos_token_id is not None:
             self.style = "plain"
             self._open, self._close, self.eot_id = [], ":\n", tokenizer.eos_token_id
@@ -141,7 +141,7 @@ class ChatFormat:
         if self.style == "chatml":
             return gap + self._open + self._encode(f"{speaker}\n")
         if self.style == "llama3":
-            return gap + self._open + self._encode(speaker) + self._close + self._encode("\n\n")
+            return gap + self._open + self._encode(speaker) + self._end_header + self._encode("\n\n")
         return gap + self._encode(f"### {speaker}{self._close}")
 
     def memory(self, recalled: Sequence[Recalled], budget: int) -> MemoryBlock:

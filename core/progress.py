@@ -76,10 +76,10 @@ class ProgressDisplay:
             self._route_logging(stderr, sys.stderr)
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._bar is not None:
             for handler, stream in self._log_streams:
-                handler.setStream(stream)  # type: ignore[arg-type]
+                handler.setStream(stream)
             self._log_streams.clear()
             self._bar.stop()
             self._bar = None
@@ -115,7 +115,7 @@ class ProgressDisplay:
             return
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream is before:
-                self._log_streams.append((handler, handler.setStream(proxy)))  # type: ignore[arg-type]
+                self._log_streams.append((handler, handler.setStream(proxy)))
 
 
 def show_report_progress(progress: ProgressDisplay, event: dict) -> bool:

@@ -234,7 +234,9 @@ class Scrubber:
         return text
 
     @staticmethod
-    def _recording(replace, found: list[Finding] | None) -> Callable[[re.Match[str]], str]:
+    def _recording(
+        replace: Callable[[re.Match[str]], str | None], found: list[Finding] | None
+    ) -> Callable[[re.Match[str]], str]:
         def sub(m: re.Match[str]) -> str:
             new = replace(m)
             if new is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -172,7 +172,7 @@ class Settings(BaseSettings):
         name = lambda model: Path(model.rstrip("/")).name.lower()  # noqa: E731
         return adapter_base == self.base_model_name or name(adapter_base) == name(self.base_model_name)
 
-    def require(self, name: str):
+    def require(self, name: str) -> Any:
         """The value of setting `name`, or a MissingSetting error that says how to get it."""
         value = getattr(self, name)
         if value is None or (isinstance(value, str) and not value.strip()):

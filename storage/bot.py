@@ -8,8 +8,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .db import Database
 
-class BotStore:
+
+class BotStore(Database):
     # -- per-chat persona -----------------------------------------------------------------------------
     def chat_persona(self, chat_id: int) -> str | None:
         rows = self.query("SELECT persona FROM chats WHERE chat_id = ?", (chat_id,))

@@ -30,8 +30,8 @@ LOCK_RETRY_S, LOCK_RETRY_MAX_S = 0.0002, 0.001
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key")
-    db["people"].create(
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.table("people").create(
         {
             "id": int,  # Telegram user id (negative: synthesised for exports that name no id)
             "first_name": str,
@@ -46,8 +46,8 @@ def _v1(db: sqlite_utils.Database) -> None:
         not_null={"slug"},
         defaults={"published": 0},
     )
-    db["people"].create_index(["slug"], unique=True)
-    db["dialogs"].create(
+    db.table("people").create_index(["slug"], unique=True)
+    db.table("dialogs").create(
         {
             "id": int,  # peer id (the other user's id for a personal chat)
             "type": str,  # personal_chat, private_group, ...
@@ -60,7 +60,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         defaults={"excluded": 0, "watermark": 0},
     )
-    db["messages"].create(
+    db.table("messages").create(
         {
             "dialog_id": int,
             "id": int,
@@ -80,9 +80,9 @@ def _v1(db: sqlite_utils.Database) -> None:
         not_null={"dialog_id", "id", "date"},
         defaults={"out": 0, "forwarded": 0},
     )
-    db["messages"].create_index(["dialog_id", "date"])
-    db["messages"].create_index(["sender_id"])
-    db["sessions"].create(
+    db.table("messages").create_index(["dialog_id", "date"])
+    db.table("messages").create_index(["sender_id"])
+    db.table("sessions").create(
         {
             "id": str,  # "{dialog_id}-{first_message_id}": stable while the session's first message is
             "dialog_id": int,
@@ -98,12 +98,12 @@ def _v1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["sessions"].create_index(["dialog_id"])
+    db.table("sessions").create_index(["dialog_id"])
 
 
 def _v2(db: sqlite_utils.Database) -> None:
     """Training rounds, numbered adapters, which sessions each adapter saw, and crash-safe locks."""
-    db["training_runs"].create(
+    db.table("training_runs").create(
         {
             "id": int,
             "started_at": int,
@@ -118,7 +118,7 @@ def _v2(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["adapters"].create(
+    db.table("adapters").create(
         {
             "version": int,  # adapters/{version:04d}/ and vLLM's lora_int_id
             "run_id": int,
@@ -135,24 +135,24 @@ def _v2(db: sqlite_utils.Database) -> None:
         },
         pk="version",
     )
-    db["trained_sessions"].create(
+    db.table("trained_sessions").create(
         {"adapter_version": int, "session_id": str, "content_hash": str}, pk=("adapter_version", "session_id")
     )
-    db["trained_sessions"].create_index(["session_id"])
-    db["trained_sessions"].create_index(["content_hash"])
-    db["locks"].create({"name": str, "pid": int, "host": str, "acquired_at": int}, pk="name")
+    db.table("trained_sessions").create_index(["session_id"])
+    db.table("trained_sessions").create_index(["content_hash"])
+    db.table("locks").create({"name": str, "pid": int, "host": str, "acquired_at": int}, pk="name")
 
 
 def _v3(db: sqlite_utils.Database) -> None:
     """The bot: per-chat settings, the allowlist, and its own conversations (never training data)."""
-    db["chats"].create({"chat_id": int, "persona": str, "updated_at": int}, pk="chat_id")
-    db["access"].create(
+    db.table("chats").create({"chat_id": int, "persona": str, "updated_at": int}, pk="chat_id")
+    db.table("access").create(
         {"id": int, "user_id": int, "username": str, "added_at": int},  # user_id or @username (or both)
         pk="id",
     )
-    db["access"].create_index(["user_id"], unique=True)
-    db["access"].create_index(["username"], unique=True)
-    db["bot_messages"].create(
+    db.table("access").create_index(["user_id"], unique=True)
+    db.table("access").create_index(["username"], unique=True)
+    db.table("bot_messages").create(
         {
             "id": int,
             "chat_id": int,
@@ -164,12 +164,12 @@ def _v3(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["bot_messages"].create_index(["chat_id", "date"])
+    db.table("bot_messages").create_index(["chat_id", "date"])
 
 
 def _v4(db: sqlite_utils.Database) -> None:
     """Evaluation reports: one per adapter version, its headline figures for `twin adapters` and /status."""
-    db["eval_reports"].create(
+    db.table("eval_reports").create(
         {
             "version": int,  # the adapter evaluated
             "created_at": int,
@@ -183,7 +183,7 @@ def _v4(db: sqlite_utils.Database) -> None:
 
 def _v5(db: sqlite_utils.Database) -> None:
     """People the owner made the twin forget: only a keyed hash of their Telegram id (see storage.forget)."""
-    db["forgotten"].create({"key": str, "forgotten_at": int}, pk="key")
+    db.table("forgotten").create({"key": str, "forgotten_at": int}, pk="key")
 
 
 def _v6(db: sqlite_utils.Database) -> None:

@@ -6,8 +6,10 @@ import json
 import time
 from typing import Any
 
+from .db import Database
 
-class EvalStore:
+
+class EvalStore(Database):
     def save_eval_report(self, version: int, status: str, path: str, figures: dict[str, Any]) -> None:
         """Record (or replace) adapter `version`'s report: its status, folder and headline figures."""
         with self.transaction() as c:

@@ -16,12 +16,15 @@ import hashlib
 import hmac
 import json
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import UserError
+
+from .training import TrainingStore
 
 FORGOTTEN_REASON = "trained on a forgotten person"
 
@@ -64,7 +67,14 @@ class _Scope:
     tainted: list[int]  # adapters trained on those sessions or continued from one (pruned ones included)
 
 
-class ForgetStore:
+class ForgetStore(TrainingStore):
+    # Storage's own methods, which forgetting calls too.
+    if TYPE_CHECKING:
+
+        def get_meta(self, key: str, default: str | None = None) -> str | None: ...
+        def require_person(self, id_or_slug: int | str) -> dict[str, Any]: ...
+        def rebuild_sessions(self, dialog_id: int, gap_seconds: float, now: float | None = None) -> int: ...
+
     # -- the forgotten list: keyed hashes of Telegram ids -----------------------------------------------
     def _forget_key(self) -> bytes:
         """The database's random key for the hashes (made on first use; a racing process keeps the first)."""
@@ -73,7 +83,7 @@ class ForgetStore:
                 c.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('forget_key', ?)", (secrets.token_bytes(32).hex(),)
                 )
-            value = self.get_meta("forget_key")
+                value = c.execute("SELECT value FROM meta WHERE key = 'forget_key'").fetchone()[0]
         return bytes.fromhex(value)
 
     def _forgotten_hash(self, user_id: int) -> str:
@@ -192,7 +202,7 @@ class ForgetStore:
                 self.rebuild_sessions(dialog_id, gap_seconds, now)
         return report
 
-    def _delete_their_rows(self, c, person: dict[str, Any], own: list[int]) -> None:
+    def _delete_their_rows(self, c: sqlite3.Connection, person: dict[str, Any], own: list[int]) -> None:
         """Their messages, dialogs, sessions, bot chats, allowlist entries and person row."""
         pid, marks = person["id"], ", ".join("?" for _ in own) or "NULL"
         c.execute(f"DELETE FROM messages WHERE dialog_id IN ({marks}) OR sender_id = ?", (*own, pid))
@@ -209,7 +219,7 @@ class ForgetStore:
         )
         c.execute("DELETE FROM people WHERE id = ?", (pid,))
 
-    def _retire_adapters_of(self, c, report: ForgetReport, tainted: list[int]) -> None:
+    def _retire_adapters_of(self, c: sqlite3.Connection, report: ForgetReport, tainted: list[int]) -> None:
         """Mark `tainted` adapters deleted (with what they saw), drop the persona from the figures of the
         others, and put the newest earlier adapter that never saw them back in place of an active one."""
         marks = ", ".join("?" for _ in tainted) or "NULL"
@@ -235,7 +245,7 @@ class ForgetStore:
                 (f"active again: {report.was_active} was {FORGOTTEN_REASON}", report.now_active),
             )
 
-    def _drop_reports(self, c, tainted: list[int], eval_held_them: bool) -> list[str]:
+    def _drop_reports(self, c: sqlite3.Connection, tainted: list[int], eval_held_them: bool) -> list[str]:
         """Delete the evaluation reports of `tainted` adapters, and every report when their sessions were
         held out for evaluation (reports quote held-out messages). Returns the report folders."""
         where = "1" if eval_held_them else f"version IN ({', '.join('?' for _ in tainted) or 'NULL'})"

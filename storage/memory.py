@@ -24,6 +24,7 @@ from typing import Any, Literal
 from core.format import ChatTurn, Recalled
 from core.sessions import merge_bursts, to_chat_turns
 
+from .db import Database
 from .memory_schema import MEMORY_SLOT_SHIFT, MESSAGE_ROWID_MASK
 
 MemoryScope = Literal["off", "pair", "owner"]
@@ -109,12 +110,12 @@ class MemoryRequest:
         return self.persona_id if self.partner_id == self.owner_id else None
 
 
-class MemoryStore:
+class MemoryStore(Database):
     """Reads of the memory index (mixed into Storage; the triggers in memory_schema write it)."""
 
     def personal_dialog(self, person_id: int) -> dict[str, Any] | None:
         """The owner's one-to-one dialog with a person, or None."""
-        rows = self.query(  # type: ignore[attr-defined]
+        rows = self.query(
             "SELECT * FROM dialogs WHERE (person_id = ? OR id = ?) AND type = 'personal_chat' ORDER BY id LIMIT 1",
             (person_id, person_id),
         )
@@ -122,7 +123,7 @@ class MemoryStore:
 
     def slugs(self, ids: Collection[int]) -> dict[int, str]:
         """Person id → persona slug, for these ids (unknown ids left out)."""
-        rows = self.query(  # type: ignore[attr-defined]
+        rows = self.query(
             "SELECT id, slug FROM people WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(ids)),)
         )
         return {r[0]: r[1] for r in rows}
@@ -141,7 +142,8 @@ class MemoryStore:
         cols = "m.dialog_id, m.id, m.sender_id, m.date, m.text, m.forwarded"
         if dialog_id is not None:
             return self._dialog_hits(match, dialog_id, before)
-        where, params = ["memory MATCH ?", "m.dialog_id NOT IN (SELECT id FROM dialogs WHERE excluded)"], [match]
+        where = ["memory MATCH ?", "m.dialog_id NOT IN (SELECT id FROM dialogs WHERE excluded)"]
+        params: list[str | int] = [match]
         if sender_id is not None:
             where.append("m.sender_id = ?")
             params.append(sender_id)
@@ -151,7 +153,7 @@ class MemoryStore:
         if before is not None:
             where.append("m.date < ?")
             params.append(before)
-        rows = self.query(  # type: ignore[attr-defined]
+        rows = self.query(
             f"SELECT {cols} FROM memory f JOIN messages m ON m.rowid = (f.rowid & {MESSAGE_ROWID_MASK})"
             f" WHERE {' AND '.join(where)} ORDER BY m.date DESC LIMIT ?",
             (*params, CANDIDATES),
@@ -160,19 +162,17 @@ class MemoryStore:
 
     def _dialog_hits(self, match: str, dialog_id: int, before: int | None) -> list[dict[str, Any]]:
         """memory_hits within one dialog: a seek to its part of the index, newest (highest rowid) first."""
-        slot = self.query("SELECT slot FROM memory_dialogs WHERE dialog_id = ?", (dialog_id,))  # type: ignore[attr-defined]
+        slot = self.query("SELECT slot FROM memory_dialogs WHERE dialog_id = ?", (dialog_id,))
         if not slot:
             return []
         last = MESSAGE_ROWID_MASK
         if before is not None:  # nothing stored after the last message said before then can match
-            row = self.query(  # type: ignore[attr-defined]
-                "SELECT max(rowid) FROM messages WHERE dialog_id = ? AND date < ?", (dialog_id, before)
-            )
+            row = self.query("SELECT max(rowid) FROM messages WHERE dialog_id = ? AND date < ?", (dialog_id, before))
             if row[0][0] is None:
                 return []
             last = row[0][0]
         lo = slot[0][0] << MEMORY_SLOT_SHIFT
-        rows = self.query(  # type: ignore[attr-defined]
+        rows = self.query(
             "SELECT m.dialog_id, m.id, m.sender_id, m.date, m.text, m.forwarded FROM"
             " (SELECT rowid AS key FROM memory WHERE memory MATCH ? AND rowid BETWEEN ? AND ?"
             "  ORDER BY rowid DESC LIMIT ?) c"
@@ -190,11 +190,11 @@ class MemoryStore:
         last = hit["date"] + gap_seconds if before is None else min(hit["date"] + gap_seconds, before - 1)
         base = (hit["dialog_id"], hit["date"] - gap_seconds, last) + ((sender_id,) if sender_id is not None else ())
         cols = "dialog_id, id, sender_id, date, text, forwarded"
-        earlier = self.query(  # type: ignore[attr-defined]
+        earlier = self.query(
             f"SELECT {cols} FROM messages WHERE {cond} AND (date, id) < (?, ?) ORDER BY date DESC, id DESC LIMIT ?",
             (*base, hit["date"], hit["id"], AROUND),
         )
-        later = self.query(  # type: ignore[attr-defined]
+        later = self.query(
             f"SELECT {cols} FROM messages WHERE {cond} AND (date, id) > (?, ?) ORDER BY date, id LIMIT ?",
             (*base, hit["date"], hit["id"], AROUND),
         )

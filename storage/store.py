@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from itertools import chain
@@ -74,7 +75,9 @@ class UnknownPersona(UserError, LookupError):
     pass
 
 
-def _insert_batched(c, columns: Sequence[str], literals: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+def _insert_batched(
+    c: sqlite3.Connection, columns: Sequence[str], literals: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> int:
     """INSERT OR IGNORE messages: `rows` hold the first columns, `literals` fill the rest; BULK_ROWS each.
     Returns the rows added (a cursor's rowcount: the memory index's trigger writes are not counted)."""
     insert = f"INSERT OR IGNORE INTO messages ({', '.join(columns)}) VALUES "
@@ -87,7 +90,7 @@ def _insert_batched(c, columns: Sequence[str], literals: Sequence[str], rows: Se
     return max(bulk, 0) + max(c.executemany(insert + one, rows[full:]).rowcount, 0)
 
 
-def _dict(row) -> dict[str, Any]:
+def _dict(row: sqlite3.Row | None) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
@@ -209,8 +212,8 @@ class Storage(BotStore, ForgetStore, MemoryStore, TrainingStore, EvalStore, Data
 
     def dialog_of(self, id_or_slug: int | str) -> dict[str, Any]:
         """The one-to-one dialog with a person (by slug or person id), or a dialog by its id."""
-        if str(id_or_slug).lstrip("-").isdigit() and self.dialog(int(id_or_slug)):
-            return self.dialog(int(id_or_slug))
+        if str(id_or_slug).lstrip("-").isdigit() and (dialog := self.dialog(int(id_or_slug))):
+            return dialog
         person = self.require_person(id_or_slug)
         rows = self.query("SELECT * FROM dialogs WHERE person_id = ? ORDER BY id", (person["id"],))
         if not rows:
@@ -258,7 +261,8 @@ class Storage(BotStore, ForgetStore, MemoryStore, TrainingStore, EvalStore, Data
         Binding values and running one statement per row is most of the cost: plain text messages bind
         only the columns they fill, and every statement inserts BULK_ROWS rows.
         """
-        plain, other = [], []
+        plain: list[Sequence[Any]] = []
+        other: list[Sequence[Any]] = []
         for row in rows:
             (plain if _PLAIN_PART(row) == _PLAIN_VALUES else other).append(row)
         with self.transaction() as c:
@@ -319,10 +323,8 @@ class Storage(BotStore, ForgetStore, MemoryStore, TrainingStore, EvalStore, Data
     ) -> list[dict[str, Any]]:
         """Sessions of dialogs not excluded, oldest first per dialog. `closed` is decided from each session's
         end and the time (`gap_seconds` is then required), not from the flag stored when it was cut."""
-        sql, params = (
-            "SELECT s.* FROM sessions s JOIN dialogs d ON d.id = s.dialog_id WHERE d.excluded = 0",
-            [],
-        )
+        sql = "SELECT s.* FROM sessions s JOIN dialogs d ON d.id = s.dialog_id WHERE d.excluded = 0"
+        params: list[float | str] = []
         if closed is not None:
             if gap_seconds is None:
                 raise TypeError("sessions(closed=...) needs gap_seconds: closed-ness depends on the time")

@@ -12,12 +12,14 @@ from typing import Any
 from core.errors import UserError
 from core.process import pid_alive
 
+from .db import Database
+
 
 class LockHeld(UserError):
     pass
 
 
-class TrainingStore:
+class TrainingStore(Database):
     # -- locks that survive a crash: stale when the holder's process is gone --------------------------
     def acquire_lock(self, name: str, pid: int | None = None) -> None:
         pid = pid or os.getpid()
@@ -58,6 +60,7 @@ class TrainingStore:
                 "INSERT INTO training_runs (started_at, status, pid, full) VALUES (?, 'running', ?, ?)",
                 (int(time.time()), pid or os.getpid(), int(full)),
             )
+            assert cur.lastrowid is not None  # an INSERT into a rowid table always sets it
             return cur.lastrowid
 
     def finish_run(self, run_id: int, status: str, error: str | None = None, **figures: Any) -> None:
