@@ -127,7 +127,7 @@ def trained_answers(root, base_model, scrub: bool) -> dict[str, str]:
 def test_no_planted_secret_is_in_the_tokens_the_trainer_trains_on(tmp_path, tiny_model_dir):
     settings = _settings(tmp_path, tiny_model_dir)
     round_ = TrainingRound(settings, MEMORISE)
-    round_.setup_data()
+    round_.setup(data_only=True)
     tokenizer = round_.fmt.tokenizer
     examples = [e for pack in round_.data.packs for e in pack.examples]
     assert len({e.session_id for e in examples}) == 8 * len(CANARIES), "every secret session is trained on"
@@ -137,7 +137,7 @@ def test_no_planted_secret_is_in_the_tokens_the_trainer_trains_on(tmp_path, tiny
         assert canary not in text and canary.replace(" ", "") not in text
     for placeholder in ("<CARD>", "<EMAIL>", "<PHONE>", "<SECRET>"):
         assert placeholder in text
-    round_.close()
+    round_.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,13 @@
-"""One training round, as a recipe: guard → setup → train → evaluate → publish.
+"""One training round, as a recipe: guard → setup → train → evaluate → publish → cleanup.
 
     round = TrainingRound(settings, cfg, full=False, on_event=print)
-    with round.guarded():          # lock, run row; a failure is recorded and leaves everything as it was
-        round.setup()              # format, data (plan, examples, packs), model + LoRA, optimiser: one _setup_* each
+    with round.guarded():              # lock, run row; a failure is recorded and leaves everything as it was
+        round.setup()                  # format, data (plan, examples, packs), model + LoRA, optimiser: one
+                                       # _setup_* each, assigned in setup()
         round.train()
-        round.evaluate()           # new adapter, base model (cached), active adapter on the same eval set
-        result = round.publish()   # adapters/NNNN/, storage rows, promotion, pruning
+        evaluation = round.evaluate()  # new adapter, base model (cached), active adapter on the same eval set
+        result = round.publish(evaluation, round.gathered_weights())  # adapters/NNNN/, rows, promotion, pruning
+    round.cleanup()                    # the storage connection
 
 In a data-parallel run (accelerate, N processes) only the main process touches storage and files: it plans
 the round and broadcasts the plan; every process trains on its share of each step; the main one evaluates
@@ -55,6 +57,33 @@ class RoundData:
     packs: list
     steps: int
     counts: dict
+
+
+def _loss(figures: dict | None) -> float | None:
+    return figures["loss"] if figures else None
+
+
+@dataclass
+class RoundEvaluation:
+    """The round's eval set and each model's figures on it (None: no eval examples)."""
+
+    eval_set: str  # the eval set's key (evaluate.eval_set_key): figures with the same key are comparable
+    new: dict | None  # the adapter this round trained
+    base: dict | None  # the base model (cached in storage per eval set)
+    active: dict | None  # the active adapter's row; None: there is none, or it fits another base model
+    active_figures: dict | None  # the active adapter's figures on this eval set (None: not measured)
+
+    @property
+    def eval_loss(self) -> float | None:
+        return _loss(self.new)
+
+    @property
+    def base_eval_loss(self) -> float | None:
+        return _loss(self.base)
+
+    @property
+    def active_eval_loss(self) -> float | None:
+        return _loss(self.active_figures)
 
 
 @dataclass
@@ -188,37 +217,37 @@ class TrainingRound:
             raise UserError('loss_on = "owner" needs to know who you are: set TWIN_OWNER_ID')
         return slug
 
-    def _setup_model(self, parent_path: Path | None) -> torch.nn.Module:
+    def _setup_model(self, parent_path: Path | None, dtype: torch.dtype) -> torch.nn.Module:
         """The base model with a LoRA on it (the parent adapter's weights when the round continues one)."""
         torch.manual_seed(self.cfg.seed)
-        base = tm.load_base(self.base_model, self.dtype, self.acc.device)
+        base = tm.load_base(self.base_model, dtype, self.acc.device)
         return tm.attach_lora(base, self.cfg, parent_path)
 
     def _setup_optimizer(self, model: torch.nn.Module, steps: int) -> tuple:
         """The optimiser and its learning-rate schedule."""
         return make_optimizer(model, self.cfg, steps)
 
-    def setup_data(self) -> None:
-        """Format and data only (what `--dry-run` shows)."""
+    def setup(self, data_only: bool = False) -> None:
+        """Every part of the round, each built by its _setup_*; `data_only`: the format and the data alone
+        (what `--dry-run` shows: no run row, no model)."""
         self.fmt = self._setup_format()
         self.data = self._setup_data(self.fmt)
-        d = self.data
+        plan = self.data.plan
         self._emit(
             {
                 "event": "plan",
-                "full": d.plan.full,
-                "parent_version": d.plan.parent_version,
-                "reason": d.plan.reason,
-                **d.counts,
+                "full": plan.full,
+                "parent_version": plan.parent_version,
+                "reason": plan.reason,
+                **self.data.counts,
             }
         )
-
-    def setup(self) -> None:
-        self.setup_data()
+        if data_only:
+            return
         if self.main:
             self.run_id = self.store.start_run(self.data.plan.full)
         self.dtype = tm.pick_dtype(self.acc.device)
-        model = self._setup_model(self.data.plan.parent_path)
+        model = self._setup_model(self.data.plan.parent_path, self.dtype)
         optimizer, self.scheduler = self._setup_optimizer(model, self.data.steps)
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
 
@@ -233,59 +262,61 @@ class TrainingRound:
     def fsdp(self) -> bool:
         return str(self.acc.distributed_type).endswith("FSDP")
 
-    def active_figures(self, key: str) -> dict | None:
+    def active_figures(self, active: dict | None, key: str) -> dict | None:
         """The active adapter's eval figures on this eval set: stored ones if the set is the same, else
         measured now (not under FSDP, whose sharded model cannot take a second adapter)."""
-        if self.active is None or not self.data.eval_examples:
+        if active is None or not self.data.eval_examples:
             return None
-        stored = json.loads(self.active["eval_json"] or "{}")
+        stored = json.loads(active["eval_json"] or "{}")
         if stored.get("eval_set") == key and stored.get("eval"):
             return stored["eval"]
         if self.fsdp:
             self.warnings.append("FSDP: the active adapter was not re-evaluated on the new eval set")
             return None
         args = (self.data.eval_examples, self.cfg.eval_pack_tokens, self.acc.device)
-        return ev.evaluate_adapter_folder(self.peft_model, self.active["path"], *args)
+        return ev.evaluate_adapter_folder(self.peft_model, active["path"], *args)
 
-    def evaluate(self) -> None:
-        """New adapter, base model and active adapter on the eval sessions. The main process alone does it,
-        except under FSDP, where every process holds a shard and all run the same forwards."""
+    def evaluate(self) -> RoundEvaluation | None:
+        """New adapter, base model and active adapter on the eval sessions. The main process alone does it
+        (others get None), except under FSDP, where every process holds a shard and all run the same forwards."""
         if not (self.main or self.fsdp):
-            return
+            return None
         model = self.model if self.fsdp else self.peft_model
         args = (self.data.eval_examples, self.cfg.eval_pack_tokens, self.acc.device)
-        self.eval_key = ev.eval_set_key(
+        key = ev.eval_set_key(
             self.base_model,
             self.data.eval_sessions,
             self.cfg.max_seq_len,
             self.cfg.window_context,
             self.memory_tokens,
         )
-        self.new_figures = ev.evaluate(model, *args)
-        self.base_figures = ev.evaluate_base(self.peft_model, *args, self.store, self.eval_key, model=model)
-        self.active = self.store.active_adapter()
-        if self.active and not self.settings.fits_base_model(self.active["base_model"]):
+        new = ev.evaluate(model, *args)
+        base = ev.evaluate_base(self.peft_model, *args, self.store, key, model=model)
+        active = self.store.active_adapter()
+        if active and not self.settings.fits_base_model(active["base_model"]):
             self.warnings.append(
-                f"the active adapter {self.active['version']} was trained on another base model "
-                f"({self.active['base_model']}): the new one is promoted like a first adapter"
+                f"the active adapter {active['version']} was trained on another base model "
+                f"({active['base_model']}): the new one is promoted like a first adapter"
             )
-            self.active = None  # it cannot be loaded onto this base model, nor served with it
-        self.active_eval = self.active_figures(self.eval_key)
-        loss = lambda f: f["loss"] if f else None  # noqa: E731
+            active = None  # it cannot be loaded onto this base model, nor served with it
+        evaluation = RoundEvaluation(key, new, base, active, self.active_figures(active, key))
         self._emit(
             {
                 "event": "eval",
-                "eval_loss": loss(self.new_figures),
-                "base_eval_loss": loss(self.base_figures),
-                "active_eval_loss": loss(self.active_eval),
+                "eval_loss": evaluation.eval_loss,
+                "base_eval_loss": evaluation.base_eval_loss,
+                "active_eval_loss": evaluation.active_eval_loss,
             }
         )
-        # Under FSDP the full LoRA weights are gathered (by every process) for the main one to save.
-        self.state_dict = self.acc.get_state_dict(self.model) if self.fsdp else None
+        return evaluation
+
+    def gathered_weights(self) -> dict | None:
+        """Under FSDP, the full LoRA weights, gathered by every process for the main one to save; else None
+        (the main process saves its own copy)."""
+        return self.acc.get_state_dict(self.model) if self.fsdp else None
 
     # -- publish ----------------------------------------------------------------------------------------
-    def meta(self, version: int) -> dict:
-        loss = lambda f: f["loss"] if f else None  # noqa: E731
+    def meta(self, version: int, evaluation: RoundEvaluation) -> dict:
         return {
             "version": version,
             "base_model": self.base_model,
@@ -301,30 +332,30 @@ class TrainingRound:
             "dtype": str(self.dtype).removeprefix("torch."),
             "train_loss": train_loss(self.history),
             "eval": {
-                "eval_set": self.eval_key,
-                "eval_loss": loss(self.new_figures),
-                "base_eval_loss": loss(self.base_figures),
-                "active_eval_loss": loss(self.active_eval),
-                "active_version": self.active["version"] if self.active else None,
-                "new": self.new_figures,
-                "base": self.base_figures,
-                "active": self.active_eval,
+                "eval_set": evaluation.eval_set,
+                "eval_loss": evaluation.eval_loss,
+                "base_eval_loss": evaluation.base_eval_loss,
+                "active_eval_loss": evaluation.active_eval_loss,
+                "active_version": evaluation.active["version"] if evaluation.active else None,
+                "new": evaluation.new,
+                "base": evaluation.base,
+                "active": evaluation.active_figures,
             },
         }
 
-    def publish(self) -> RoundResult | None:
-        if not self.main:
+    def publish(self, evaluation: RoundEvaluation | None, weights: dict | None = None) -> RoundResult | None:
+        """Save the adapter (`weights`: gathered_weights()) and record it, promoted or not; the main process
+        alone (others return None)."""
+        if not self.main or evaluation is None:
             return None
-        new_loss, active_loss = (f["loss"] if f else None for f in (self.new_figures, self.active_eval))
-        decision = decide(new_loss, active_loss, self.active is not None, self.cfg.promote_tolerance)
+        new_loss, active_loss = evaluation.eval_loss, evaluation.active_eval_loss
+        decision = decide(new_loss, active_loss, evaluation.active is not None, self.cfg.promote_tolerance)
         if decision.warning:
             log.debug(decision.warning)
             self.warnings.append(decision.warning)
         version = self.store.next_adapter_version()
-        meta = self.meta(version)
-        path = artifacts.save_adapter(
-            self.peft_model, self.settings.adapters_dir, version, meta, self.history, self.state_dict
-        )
+        meta = self.meta(version, evaluation)
+        path = artifacts.save_adapter(self.peft_model, self.settings.adapters_dir, version, meta, self.history, weights)
         row = {
             "version": version,
             "run_id": self.run_id,
@@ -337,9 +368,9 @@ class TrainingRound:
             "base_eval_loss": meta["eval"]["base_eval_loss"],
             "eval_json": json.dumps(
                 {
-                    "eval_set": self.eval_key,
-                    "eval": self.new_figures,
-                    "base": self.base_figures,
+                    "eval_set": evaluation.eval_set,
+                    "eval": evaluation.new,
+                    "base": evaluation.base,
                     "train_loss": meta["train_loss"],
                 }
             ),
@@ -372,7 +403,8 @@ class TrainingRound:
             self.data.counts,
         )
 
-    def close(self) -> None:
+    # -- cleanup ----------------------------------------------------------------------------------------
+    def cleanup(self) -> None:
         self.store.close()
 
 
@@ -385,17 +417,17 @@ def run_round(settings: Settings, cfg: TrainConfig, full: bool = False, on_event
         with round_.guarded():
             round_.setup()
             round_.train()
-            round_.evaluate()
-            return round_.publish()
+            evaluation = round_.evaluate()
+            return round_.publish(evaluation, round_.gathered_weights())
     finally:
-        round_.close()
+        round_.cleanup()
 
 
 def dry_run(settings: Settings, cfg: TrainConfig, full: bool = False) -> dict:
     """What a round would train on (plan and counts), without a model, a lock or a write."""
     round_ = TrainingRound(settings, cfg, full)
     try:
-        round_.setup_data()
+        round_.setup(data_only=True)
         data = round_.data
         return {
             "full": data.plan.full,
@@ -404,4 +436,4 @@ def dry_run(settings: Settings, cfg: TrainConfig, full: bool = False) -> dict:
             **data.counts,
         }
     finally:
-        round_.close()
+        round_.cleanup()
