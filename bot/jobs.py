@@ -22,7 +22,7 @@ from core.settings import Settings
 from engine.base import AdapterRef, Engine
 from evaluation.round import MODULE as ROUND_WITH_REPORT
 from storage import Storage
-from trainer.rounds import training_needed
+from trainer.rounds import RoundOptions, training_needed
 from trainer.runner import run_training_subprocess
 
 log = logging.getLogger(__name__)
@@ -156,8 +156,8 @@ class Jobs:
         """Start a training round now; False when one is running already."""
         return self._start("training", self._training_job(full, scheduled))
 
-    async def train(self, args: list[str], progress: Progress | None = None):
-        """One round with its report in a subprocess (`python -m evaluation.round *args`); returns the
+    async def train(self, opts: RoundOptions, progress: Progress | None = None):
+        """One round with its report in a subprocess (`python -m evaluation.round`, given `opts`); returns the
         trainer's TrainingOutcome. A round that failed comes back as an outcome with status "error", raised
         here as TrainingFailed."""
 
@@ -166,7 +166,7 @@ class Jobs:
                 await progress.update(text)
 
         train = self._train or partial(run_training_subprocess, module=ROUND_WITH_REPORT)
-        outcome = await train(self.settings, args, on_progress)
+        outcome = await train(self.settings, opts, on_progress)
         if outcome.status == "error":
             log.error("training round failed: %s\n%s", outcome.error, outcome.stderr_tail)
             raise TrainingFailed(outcome.error or "the training round failed")
@@ -196,7 +196,7 @@ class Jobs:
     async def _training_round(self, full: bool, scheduled: bool) -> None:
         progress = None if scheduled else self.reports.progress()
         try:
-            result = await self.train(["train", "--full"] if full else ["train"], progress)
+            result = await self.train(RoundOptions(full=full), progress)
         except Exception as exc:
             await self._report_failure("training", exc, scheduled)
             return

@@ -1,6 +1,6 @@
-"""`python -m evaluation.round train [...]`: a training round with the report on its new adapter.
+"""`python -m evaluation.round`: a training round with the report on its new adapter.
 
-The trainer's child process (`python -m trainer`, same options and JSON lines) given evaluation's report as
+The trainer's child process (`python -m trainer`: options from the parent, JSON lines) given evaluation's report as
 its `after_round`: what `twin train` and the bot's scheduled rounds start, so `trainer` never imports
 `evaluation`.
 """

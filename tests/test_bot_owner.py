@@ -13,6 +13,7 @@ from bot.menu import OWNER_COMMANDS, PUBLIC_COMMANDS, set_menu
 from collector.telethon_client import NotLoggedIn
 from tests.bot_fakes import OWNER, TwinUnderTest, fake_sync_client
 from tests.fake_telegram import FakeAccount, FakeTelegramClient
+from trainer.rounds import RoundOptions
 from trainer.runner import TrainingOutcome
 
 FRIEND, STRANGER, KIRA = 2000, 3000, 2001
@@ -59,8 +60,8 @@ class FakeTraining:
         self.hold: asyncio.Event | None = None  # the next round waits for it (a round that is running)
         self.warnings: list[str] = []  # what the round noticed, as the trainer reports it
 
-    async def __call__(self, settings, args, on_progress):
-        self.calls.append(list(args))
+    async def __call__(self, settings, opts, on_progress):
+        self.calls.append(opts)
         if self.hold is not None:
             hold, self.hold = self.hold, None
             await hold.wait()
@@ -267,7 +268,7 @@ async def test_retrain_reports_progress_and_the_new_version_and_the_next_reply_u
     texts = twin.session.texts(OWNER)
     assert texts[0].startswith("Training a new adapter") and "Training: step 1/2, loss 2.5000" in texts
     assert texts[-1] == "Adapter 0001: eval loss 1.5000, promoted: I answer with it from now on (first adapter)."
-    assert twin.training.calls == [["train"]]
+    assert twin.training.calls == [RoundOptions()]
     await twin.say(OWNER, "hey")
     assert twin.engine.calls[-1]["adapter"].version == 1
 
@@ -343,7 +344,7 @@ async def test_forget_asks_then_deletes_and_retrains_in_full(twin):
     assert twin.store.person(FRIEND) is None and twin.store.dialog(FRIEND) is None
     assert not twin.store.messages(FRIEND) and not twin.store.is_allowed(FRIEND)
     assert twin.store.adapter(1)["status"] == "deleted" and twin.engine.rejected == {1: "deleted"}
-    assert twin.training.calls == [["train", "--full"]]
+    assert twin.training.calls == [RoundOptions(full=True)]
     edited = twin.session.calls("editMessageText", OWNER)[0].data["text"]
     assert edited.startswith("Forgot sasha: 6 messages and 1 sessions deleted")
     assert "The active adapter 0001 was one of them: I answer with the base model now." in edited
@@ -359,7 +360,7 @@ async def test_forget_stops_a_running_round_first_then_retrains_in_full(twin):
     yes = twin.session.calls("sendMessage", OWNER)[-1].data["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
     await twin.feed(twin.button(OWNER, yes))
     await twin.settle()
-    assert twin.training.calls == [["train"], ["train", "--full"]]
+    assert twin.training.calls == [RoundOptions(), RoundOptions(full=True)]
     edited = twin.session.calls("editMessageText", OWNER)[0].data["text"]
     assert "The training round that was running had read their data: it was stopped." in edited
     assert twin.store.person(FRIEND) is None

@@ -21,6 +21,7 @@ from core.settings import Settings
 from tests.bot_api_stub import BotApiStub
 from tests.bot_fakes import OWNER, TwinUnderTest
 from tests.train_corpus import Corpus
+from trainer.rounds import RoundOptions
 from trainer.runner import TrainingOutcome
 
 FRIEND = 2000
@@ -30,8 +31,8 @@ class CountingTraining:
     def __init__(self):
         self.calls = []
 
-    async def __call__(self, settings, args, on_progress):
-        self.calls.append(list(args))
+    async def __call__(self, settings, opts, on_progress):
+        self.calls.append(opts)
         return TrainingOutcome("skipped", 0, final={"event": "skipped", "reason": "nothing new"})
 
 
@@ -68,7 +69,7 @@ async def test_scheduled_training_waits_for_enough_new_sessions(twin):
     Corpus(twin.store).add(twin.settings.train_min_new_sessions, 0)
     await twin.jobs.scheduled_training()
     await twin.settle()
-    assert twin.jobs._train.calls == [["train"]]
+    assert twin.jobs._train.calls == [RoundOptions()]
     assert twin.session.texts(OWNER) == []  # a scheduled round with nothing to report stays quiet
 
 
@@ -95,7 +96,7 @@ async def test_the_scheduled_round_follows_the_interval_or_cron_and_the_new_sess
     corpus.add(1)
     await job.func()
     await twin.settle()
-    assert twin.jobs._train.calls == [["train"]]
+    assert twin.jobs._train.calls == [RoundOptions()]
 
 
 async def test_drain_lets_a_reply_in_flight_go_out(twin):

@@ -17,6 +17,7 @@ from storage import Storage
 from tests.bot_fakes import BOT_USERNAME, OWNER, TwinUnderTest
 from tests.train_corpus import Corpus
 from trainer.config import TrainConfig
+from trainer.rounds import RoundOptions
 from trainer.runner import run_training_subprocess
 from trainer.train import LOCK, run_round
 
@@ -99,7 +100,7 @@ def test_a_round_killed_mid_step_keeps_the_active_adapter_frees_the_lock_and_the
         if event["event"] == "step" and event["step"] == 2:
             os.kill(store.lock_holder(LOCK)["pid"], signal.SIGKILL)
 
-    killed = asyncio.run(run_training_subprocess(settings, ["train", "--max-steps", "50"], kill_mid_round))
+    killed = asyncio.run(run_training_subprocess(settings, RoundOptions(max_steps=50), kill_mid_round))
     assert killed.status == "error" and killed.returncode == -signal.SIGKILL
     assert store.active_adapter()["version"] == 1 and [a["version"] for a in store.adapters()] == [1]
     assert sorted(p.name for p in (settings.adapters_dir / "0001").iterdir()) == adapter_files

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from core.settings import Settings
 from storage import Storage
 from tests.train_corpus import Corpus
+from trainer.rounds import RoundOptions
 from trainer.runner import run_training_subprocess
 from trainer.train import LOCK
 
@@ -41,7 +42,7 @@ def _settings(tmp_path, tiny_model_dir, knobs: str = KNOBS, n_train: int = 12, n
 def test_subprocess_reports_json_progress_and_the_result(tmp_path, tiny_model_dir):
     settings = _settings(tmp_path, tiny_model_dir)
     events: list[dict] = []
-    outcome = asyncio.run(run_training_subprocess(settings, ["train", "--max-steps", "3"], events.append))
+    outcome = asyncio.run(run_training_subprocess(settings, RoundOptions(max_steps=3), events.append))
     assert outcome.status == "done", outcome.stderr_tail
     assert outcome.returncode == 0 and outcome.version == 1 and outcome.promoted and outcome.eval_loss > 0
     kinds = [e["event"] for e in events]
@@ -58,7 +59,7 @@ def test_a_killed_trainer_leaves_the_database_as_it_was(tmp_path, tiny_model_dir
         if event["event"] == "step" and event["step"] == 1:
             os.kill(store.lock_holder(LOCK)["pid"], signal.SIGKILL)  # as the OOM killer would
 
-    outcome = asyncio.run(run_training_subprocess(settings, ["train", "--max-steps", "50"], kill_on_first_step))
+    outcome = asyncio.run(run_training_subprocess(settings, RoundOptions(max_steps=50), kill_on_first_step))
     assert outcome.status == "error" and outcome.returncode == -signal.SIGKILL
     assert store.adapters() == [] and store.active_adapter() is None
     assert store.lock_holder(LOCK) is None, "the lock of a dead process is stale"
@@ -76,7 +77,7 @@ def test_cancelling_stops_the_child_and_records_the_round_failed(tmp_path, tiny_
         started = asyncio.Event()
         task = asyncio.create_task(
             run_training_subprocess(
-                settings, ["train", "--max-steps", "50"], lambda e: e["event"] == "step" and started.set()
+                settings, RoundOptions(max_steps=50), lambda e: e["event"] == "step" and started.set()
             )
         )
         await started.wait()
@@ -101,12 +102,10 @@ def test_two_process_data_parallel_round_equals_one_process_with_accumulation(tm
     ddp = _settings(tmp_path / "ddp", tiny_model_dir, KNOBS + "grad_accum = 1\n")
     single = _settings(tmp_path / "single", tiny_model_dir, KNOBS + "grad_accum = 2\n")
     events: list[dict] = []
-    outcome = asyncio.run(
-        run_training_subprocess(ddp, ["train", "--num-processes", "2", "--max-steps", "3"], events.append)
-    )
+    outcome = asyncio.run(run_training_subprocess(ddp, RoundOptions(max_steps=3, num_processes=2), events.append))
     assert outcome.status == "done", outcome.stderr_tail
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3], "only rank 0 reports"
-    assert asyncio.run(run_training_subprocess(single, ["train", "--max-steps", "3"])).status == "done"
+    assert asyncio.run(run_training_subprocess(single, RoundOptions(max_steps=3))).status == "done"
     a, b = _lora_weights(ddp, 1), _lora_weights(single, 1)
     assert a.keys() == b.keys()
     for key in a:
@@ -132,16 +131,17 @@ def test_training_subprocess_gets_no_telegram_secrets(tmp_path, monkeypatch):
 
 
 # The child as the bot starts it (trainer.__main__.main), its round replaced by a probe that reports the
-# settings the child built.
+# settings and options the child built.
 SETTINGS_PROBE = """
 import sys
+from dataclasses import asdict
 import trainer.rounds
 
 def probe(settings, opts, on_event=None, after_round=None):
     secret = lambda value: value.get_secret_value() if value is not None else None
     return {"event": "done", "bot_token": secret(settings.bot_token), "api_hash": secret(settings.api_hash),
             "session": secret(settings.session), "data_dir": str(settings.data_dir),
-            "base_model": settings.base_model, "owner_id": settings.owner_id}
+            "base_model": settings.base_model, "owner_id": settings.owner_id, "options": asdict(opts)}
 
 trainer.rounds.round_once = probe
 from trainer.__main__ import main
@@ -149,8 +149,9 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_the_training_child_reads_no_dotenv_and_gets_its_settings_from_the_parent(tmp_path, monkeypatch):
+def test_the_training_child_reads_no_dotenv_and_gets_its_settings_and_options_from_the_parent(tmp_path, monkeypatch):
     import sys
+    from dataclasses import asdict
 
     from trainer import runner
 
@@ -159,14 +160,16 @@ def test_the_training_child_reads_no_dotenv_and_gets_its_settings_from_the_paren
         "TWIN_DATA_DIR=/nowhere\nTWIN_BASE_MODEL=dotenv/model\n"
     )
     monkeypatch.chdir(tmp_path)  # where the bot runs: its .env is in the working directory
-    probe = lambda args, module="trainer": [sys.executable, "-c", SETTINGS_PROBE, *args]  # noqa: E731
+    probe = lambda module="trainer": [sys.executable, "-c", SETTINGS_PROBE]  # noqa: E731
     monkeypatch.setattr(runner, "trainer_command", probe)
     settings = Settings(data_dir=tmp_path / "data", owner_id=7, base_model="parent/model", _env_file=None)
-    outcome = asyncio.run(run_training_subprocess(settings, ["train"]))
+    options = RoundOptions(full=True, max_steps=3, if_needed=True, strategy="fsdp")
+    outcome = asyncio.run(run_training_subprocess(settings, options))
     assert outcome.status == "done", outcome.stderr_tail
     got = outcome.final
     assert got["bot_token"] is None and got["api_hash"] is None and got["session"] is None
     assert got["data_dir"] == str(tmp_path / "data") and got["base_model"] == "parent/model" and got["owner_id"] == 7
+    assert got["options"] == asdict(options)
 
 
 # The child as the bot's job and `twin train` start it (`python -m evaluation.round`), its round replaced by
@@ -180,7 +183,7 @@ def probe(settings, opts, on_event=None, after_round=None):
     return {"event": "done", "after_round": after_round.__name__, "module": after_round.__module__}
 
 trainer.rounds.round_once = probe
-sys.argv = ["evaluation.round", *sys.argv[1:]]
+sys.argv = ["evaluation.round"]
 runpy.run_module("evaluation.round", run_name="__main__")
 """
 
@@ -192,9 +195,9 @@ def test_the_bot_and_twin_train_start_rounds_that_end_with_evaluations_report(tm
     from trainer import runner
 
     assert ROUND_WITH_REPORT == "evaluation.round"
-    monkeypatch.setattr(runner, "trainer_command", lambda args, module: [sys.executable, "-c", REPORT_PROBE, *args])
+    monkeypatch.setattr(runner, "trainer_command", lambda module: [sys.executable, "-c", REPORT_PROBE])
     settings = Settings(data_dir=tmp_path / "data", _env_file=None)
-    outcome = asyncio.run(run_training_subprocess(settings, ["train"], module=ROUND_WITH_REPORT))
+    outcome = asyncio.run(run_training_subprocess(settings, module=ROUND_WITH_REPORT))
     assert outcome.status == "done", outcome.stderr_tail
     assert outcome.final["after_round"] == "report_after_round"
     assert outcome.final["module"] == "__main__"  # evaluation.round, run as `python -m evaluation.round`

@@ -1,14 +1,17 @@
-"""`python -m trainer train [--full] [--max-steps N] [--if-needed] [--dry-run] [--num-processes N]`
+"""`python -m trainer`: one training round as a child process of the bot or of `twin train`.
 
-The trainer as a child process of the bot: an out-of-memory or a crash ends this process, never the bot,
-and GPU memory is returned when it exits. Progress is written to stdout as JSON lines
-(`{"event": "step", ...}`, then `{"event": "done", "version": N, "promoted": true, "eval_loss": x}`, or
-`skipped` / `error`); logs go to stderr. SIGTERM stops the round cleanly (recorded failed, lock released).
-With --num-processes N > 1 this re-executes itself under torchrun, one process per rank (gloo on CPU).
+An out-of-memory or a crash ends this process, never the bot, and GPU memory is returned when it exits. The
+round's options and the settings come from the parent, as JSON in the environment (trainer.runner): the
+child runs the very RoundOptions its parent built from `twin train`'s flags, which are declared only there.
+Progress is written to stdout as JSON lines (`{"event": "step", ...}`, then `{"event": "done", "version": N,
+"promoted": true, "eval_loss": x}`, or `skipped` / `error`); logs go to stderr. SIGTERM stops the round
+cleanly (recorded failed, lock released). With num_processes > 1 this re-executes itself under torchrun,
+one process per rank (gloo on CPU), each reading the same options.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -32,18 +35,29 @@ def _on_sigterm(signum, frame):
     raise Terminated(f"terminated by signal {signum}")
 
 
-def distributed_command(opts, module: str = "trainer") -> list[str]:
+def distributed_command(num_processes: int, module: str = "trainer") -> list[str]:
     """torchrun (standalone: rendezvous on a free local port) running `module` once per process."""
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
-        f"--nproc_per_node={opts.num_processes}",
+        f"--nproc_per_node={num_processes}",
         "-m",
         module,
-        *opts.to_args(),
     ]
+
+
+def _check_no_arguments(argv: list[str], module: str) -> None:
+    """`--help` says where the options come from; any other argument is an error, not a silently ignored flag."""
+    from trainer.runner import OPTIONS_VARIABLE
+
+    argparse.ArgumentParser(
+        prog=f"python -m {module}",
+        description="One training round as a child process (progress as JSON lines on stdout). Its options "
+        f"come from the parent (`twin train`, the bot) as JSON in ${OPTIONS_VARIABLE}; run by hand, a default "
+        "round. To choose a round's options, use `twin train` (twin train --help).",
+    ).parse_args(argv)
 
 
 def main(argv: list[str] | None = None, after_round: AfterRound | None = None, module: str = "trainer") -> int:
@@ -51,10 +65,11 @@ def main(argv: list[str] | None = None, after_round: AfterRound | None = None, m
     torchrun re-runs per rank (`evaluation.round` passes both: the round with its report)."""
     from dataclasses import replace
 
-    from trainer.rounds import RoundOptions, round_once, training_needed
-    from trainer.runner import trainer_settings
+    from trainer.rounds import round_once, training_needed
+    from trainer.runner import OPTIONS_VARIABLE, trainer_options, trainer_settings
 
-    opts = RoundOptions.parse(sys.argv[1:] if argv is None else argv)
+    _check_no_arguments(sys.argv[1:] if argv is None else argv, module)
+    opts = trainer_options()
     if opts.num_processes > 1 and "LOCAL_RANK" not in os.environ and not opts.dry_run:
         # Decide --if-needed here, once, then hand the round to one process per rank.
         needed, n, threshold = training_needed(trainer_settings()) if opts.if_needed else (True, 0, 0)
@@ -62,7 +77,8 @@ def main(argv: list[str] | None = None, after_round: AfterRound | None = None, m
             print(json.dumps({"event": "skipped", "reason": f"{n} new closed sessions, fewer than {threshold}"}))
             return 0
         sys.stdout.flush()
-        os.execv(sys.executable, distributed_command(replace(opts, if_needed=False), module))
+        os.environ[OPTIONS_VARIABLE] = replace(opts, if_needed=False).to_json()  # what every rank reads
+        os.execv(sys.executable, distributed_command(opts.num_processes, module))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _on_sigterm)
     out = sys.stdout

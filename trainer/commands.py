@@ -142,7 +142,7 @@ def train_command(after_round: AfterRound | None = None, child: str = "trainer")
             if num_processes > 1 and not dry_run:
                 from trainer.runner import run_training_subprocess
 
-                final = asyncio.run(run_training_subprocess(settings, opts.to_args(), progress, child)).final or None
+                final = asyncio.run(run_training_subprocess(settings, opts, progress, child)).final or None
             else:
                 final = round_once(settings, opts, progress, after_round)
         _report(final)

@@ -9,9 +9,9 @@ The report on a new adapter is the caller's `after_round` (evaluation's, passed 
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 from core.settings import Settings
 from engine.base_model import base_model_path
@@ -23,8 +23,11 @@ from trainer.plan import NothingToTrain, count_new_sessions
 AfterRound = Callable[[Settings, int, Callable[[dict], None] | None], list[str]]
 
 
-@dataclass
+@dataclass(frozen=True)
 class RoundOptions:
+    """What one round is asked to do: built once, by `twin train` from its flags (declared there, with their
+    help) or by the bot, and handed as it is to a child process (`python -m trainer`) as JSON."""
+
     full: bool = False
     max_steps: int | None = None
     dry_run: bool = False
@@ -32,29 +35,12 @@ class RoundOptions:
     num_processes: int = 1
     strategy: str | None = None  # ddp | fsdp; None: the config's
 
-    def to_args(self) -> list[str]:
-        """The `python -m trainer train ...` arguments that ask for these options."""
-        args = ["train"]
-        args += ["--full"] if self.full else []
-        args += ["--max-steps", str(self.max_steps)] if self.max_steps else []
-        args += ["--dry-run"] if self.dry_run else []
-        args += ["--if-needed"] if self.if_needed else []
-        args += ["--num-processes", str(self.num_processes)] if self.num_processes != 1 else []
-        args += ["--strategy", self.strategy] if self.strategy else []
-        return args
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
 
     @classmethod
-    def parse(cls, argv: Sequence[str]) -> RoundOptions:
-        p = argparse.ArgumentParser(prog="python -m trainer", description="Run one training round (JSON lines).")
-        p.add_argument("command", nargs="?", default="train", choices=["train"])
-        p.add_argument("--full", action="store_true")
-        p.add_argument("--max-steps", type=int)
-        p.add_argument("--dry-run", action="store_true")
-        p.add_argument("--if-needed", action="store_true")
-        p.add_argument("--num-processes", type=int, default=1)
-        p.add_argument("--strategy", choices=["ddp", "fsdp"])
-        a = p.parse_args(list(argv))
-        return cls(a.full, a.max_steps, a.dry_run, a.if_needed, a.num_processes, a.strategy)
+    def from_json(cls, text: str) -> RoundOptions:
+        return cls(**json.loads(text))
 
     def config(self, settings: Settings) -> TrainConfig:
         return load_config(settings, max_steps=self.max_steps, strategy=self.strategy)

@@ -1,5 +1,8 @@
 """Run a training round in a child process (`python -m trainer`) and follow its JSON progress lines.
 
+The child gets the round's options and the settings from its parent, as JSON in its environment: it runs
+exactly the round the parent built (`twin train`'s flags are declared once, in trainer/commands.py).
+
 The bot calls `run_training_subprocess`: a crash or an out-of-memory kills only the child, GPU memory is
 returned when it exits, and the bot's event loop keeps serving while it reads the child's progress.
 Cancelling the call terminates the child (SIGTERM, then SIGKILL), which records the round as failed.
@@ -13,12 +16,13 @@ import json
 import os
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
 from core.settings import Settings
+from trainer.rounds import RoundOptions
 
 TERMINATE_GRACE_S = 30  # a clean stop only has to record the failure and release the lock
 STDERR_TAIL = 40  # lines of the child's log kept to explain a crash
@@ -42,12 +46,15 @@ class TrainingOutcome:
 
 # The child's settings, as JSON: it builds them from this alone, reading no .env (which holds the bot's secrets).
 SETTINGS_VARIABLE = "TWIN_TRAINER_SETTINGS"
+# The round's options (RoundOptions.to_json): the child rebuilds the very object its parent built.
+OPTIONS_VARIABLE = "TWIN_TRAINER_OPTIONS"
 
 
-def child_env(settings: Settings) -> dict[str, str]:
+def child_env(settings: Settings, opts: RoundOptions = RoundOptions()) -> dict[str, str]:
     """This process's environment without any TWIN_* variable (the bot token, API hash and session among
     them), plus the parent's settings but its secrets, passed explicitly in SETTINGS_VARIABLE (the round's
-    report decodes as the bot does). The trainer needs no Telegram secret, so it gets none."""
+    report decodes as the bot does), and the round's options in OPTIONS_VARIABLE. The trainer needs no
+    Telegram secret, so it gets none."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
     values = {
         name: value
@@ -58,6 +65,7 @@ def child_env(settings: Settings) -> dict[str, str]:
         if name in values:
             values[name] = os.path.abspath(values[name])
     env[SETTINGS_VARIABLE] = json.dumps(values)
+    env[OPTIONS_VARIABLE] = opts.to_json()
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -71,8 +79,14 @@ def trainer_settings() -> Settings:
     return Settings(_env_file=None, **json.loads(passed))
 
 
-def trainer_command(args: Sequence[str], module: str = "trainer") -> list[str]:
-    return [sys.executable, "-m", module, *args]
+def trainer_options() -> RoundOptions:
+    """The options of `python -m trainer`: the ones its parent passed; run by hand, a default round."""
+    passed = os.environ.get(OPTIONS_VARIABLE)
+    return RoundOptions() if passed is None else RoundOptions.from_json(passed)
+
+
+def trainer_command(module: str = "trainer") -> list[str]:
+    return [sys.executable, "-m", module]
 
 
 async def _call(fn: Progress | None, event: dict) -> None:
@@ -100,16 +114,19 @@ def _outcome(final: dict | None, returncode: int, tail: deque) -> TrainingOutcom
 
 
 async def run_training_subprocess(
-    settings: Settings, args: Sequence[str] = ("train",), on_progress: Progress | None = None, module: str = "trainer"
+    settings: Settings,
+    opts: RoundOptions = RoundOptions(),
+    on_progress: Progress | None = None,
+    module: str = "trainer",
 ) -> TrainingOutcome:
-    """Start `python -m trainer *args`, pass every JSON event to `on_progress` (sync or async), and return
-    the outcome. Never raises for a failed round: the outcome says what happened. `module` is the child to
-    run: `evaluation.round` adds the report on the new adapter."""
+    """Start `python -m trainer` on the round `opts` asks for, pass every JSON event to `on_progress` (sync
+    or async), and return the outcome. Never raises for a failed round: the outcome says what happened.
+    `module` is the child to run: `evaluation.round` adds the report on the new adapter."""
     proc = await asyncio.create_subprocess_exec(
-        *trainer_command(args, module),
+        *trainer_command(module),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=child_env(settings),
+        env=child_env(settings, opts),
         limit=1 << 20,
     )
     tail: deque[str] = deque(maxlen=STDERR_TAIL)
