@@ -31,14 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collector.telegram_export import import_export  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from engine.base_model import base_model_path  # noqa: E402
 from engine.build import vllm_available  # noqa: E402
 from evaluation.config import EvalConfig  # noqa: E402
 from evaluation.report import evaluate_adapter  # noqa: E402
-from storage import Storage  # noqa: E402
-from tests.chitchat import chitchat_export  # noqa: E402
+from tests.chitchat import import_chitchat  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.train import run_round  # noqa: E402
 
@@ -120,17 +118,8 @@ def run(a: argparse.Namespace) -> dict:
     settings = settings_for(a, root / "data")
     settings.ensure_data_dir()
     model = base_model_path(settings)
-    made = chitchat_export(root / "result.json", a.owner_rank, a.partners, a.conversations)
-    store = Storage(settings.db_path)
-    import_export(
-        store,
-        made.path,
-        owner_id=None,
-        include_groups=False,
-        keep_stickers=True,
-        gap_seconds=settings.session_gap_seconds,
-        progress=False,
-    )
+    choose = {"owner_rank": a.owner_rank, "partners": a.partners, "conversations": a.conversations}
+    made, store = import_chitchat(settings, root / "result.json", **choose)
     # Checkpointing changes no figure, only memory and time: off, as the bench machine has the memory.
     cfg = TrainConfig(**{"gradient_checkpointing": False, **dict(a.set), "max_steps": a.steps})
     print(

@@ -177,21 +177,11 @@ def memory_run(model: str, db: str, chunk: int, mmap: bool, checkpointing: bool,
 def memory(model: str, tmp: Path, steps: int, threads: int) -> None:
     import multiprocessing
 
-    from collector.telegram_export import import_export
-    from tests.chitchat import chitchat_export
+    from tests.chitchat import import_chitchat
 
     settings = Settings(_env_file=None, data_dir=tmp / "chitchat", owner_id=1000)
     settings.ensure_data_dir()
-    made = chitchat_export(tmp / "chitchat.json", partners=10, conversations=120)
-    import_export(
-        Storage(settings.db_path),
-        made.path,
-        owner_id=None,
-        include_groups=False,
-        keep_stickers=True,
-        gap_seconds=settings.session_gap_seconds,
-        progress=False,
-    )
+    import_chitchat(settings, tmp / "chitchat.json", partners=10, conversations=120)
     ctx = multiprocessing.get_context("spawn")
     rows = []
     for name, *variant in MEMORY_VARIANTS:

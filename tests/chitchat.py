@@ -19,6 +19,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.settings import Settings
+    from storage import Storage
 
 OWNER_ID = 1000
 FIRST_PARTNER_ID = 2001
@@ -138,6 +143,25 @@ def chitchat_export(
     result.path.parent.mkdir(parents=True, exist_ok=True)
     result.path.write_text(json.dumps(export, ensure_ascii=False))
     return result
+
+
+def import_chitchat(settings: Settings, out: Path, **choose: Any) -> tuple[ChitchatExport, Storage]:
+    """`chitchat_export(out, **choose)` imported into settings' database, as `twin import` takes it."""
+    from collector.telegram_export import import_export
+    from storage import Storage
+
+    made = chitchat_export(out, **choose)
+    store = Storage(settings.db_path)
+    import_export(
+        store,
+        made.path,
+        owner_id=None,
+        include_groups=False,
+        keep_stickers=True,
+        gap_seconds=settings.session_gap_seconds,
+        progress=False,
+    )
+    return made, store
 
 
 def _spread(ranked: list[str], by_partner: dict[str, list[dict]], limit: int | None) -> dict[str, list[dict]]:

@@ -8,13 +8,11 @@ import re
 
 import pytest
 
-from collector.telegram_export import import_export
 from core.format import ChatTurn
 from core.settings import Settings
 from engine.base import AdapterRef
 from engine.build import build_engine
-from storage import Storage
-from tests.chitchat import chitchat_export
+from tests.chitchat import import_chitchat
 from trainer.config import TrainConfig
 from trainer.train import run_round
 
@@ -43,17 +41,7 @@ def trained_twin(tmp_path_factory, embedded_model_dir):
         reply_temperature=0.0,
     )
     settings.ensure_data_dir()
-    made = chitchat_export(root / "result.json", partners=PARTNERS)
-    store = Storage(settings.db_path)
-    import_export(
-        store,
-        made.path,
-        owner_id=None,
-        include_groups=False,
-        keep_stickers=True,
-        gap_seconds=settings.session_gap_seconds,
-        progress=False,
-    )
+    made, store = import_chitchat(settings, root / "result.json", partners=PARTNERS)
     result = run_round(settings, SHORT_ROUND, full=True)
     yield settings, store, made, result
     store.close()
