@@ -40,6 +40,11 @@ QUERY_TURNS = 2
 # match is found when fewer newer ones match). FTS5's own bm25 costs ~0.1 ms a match on trigram phrases, so
 # `rank_hits` scores the candidates in Python instead.
 CANDIDATES = 256
+# How far back (in the dialog's indexed messages) each try of a dialog search looks, widening until ENOUGH
+# match; then the whole dialog. Common words end the search in the first, narrow window; rare ones, whose
+# lists are short, cost little over the whole dialog.
+SEARCH_WINDOWS = (2_000, 20_000)
+ENOUGH = 32
 # Messages shown on each side of a hit: the question it answered, the reaction to it.
 AROUND = 2
 # Words that say nothing about a topic (English and Russian, the chats we test on), never searched for.
@@ -161,23 +166,38 @@ class MemoryStore(Database):
         return [dict(r) for r in rows]
 
     def _dialog_hits(self, match: str, dialog_id: int, before: int | None) -> list[dict[str, Any]]:
-        """memory_hits within one dialog: a seek to its part of the index, newest (highest rowid) first."""
+        """memory_hits within one dialog: its part of the index searched from the newest message back, in
+        wider windows until ENOUGH match (FTS5 reads a rowid range forwards cheaply, and a whole common
+        word's list backwards at great cost); the newest CANDIDATES of them."""
         slot = self.query("SELECT slot FROM memory_dialogs WHERE dialog_id = ?", (dialog_id,))
         if not slot:
             return []
-        last = MESSAGE_ROWID_MASK
+        lo = slot[0][0] << MEMORY_SLOT_SHIFT
+        hi = lo | MESSAGE_ROWID_MASK
         if before is not None:  # nothing stored after the last message said before then can match
             row = self.query("SELECT max(rowid) FROM messages WHERE dialog_id = ? AND date < ?", (dialog_id, before))
             if row[0][0] is None:
                 return []
-            last = row[0][0]
-        lo = slot[0][0] << MEMORY_SLOT_SHIFT
+            hi = lo | row[0][0]
+        found = "SELECT rowid FROM memory WHERE memory MATCH ? AND rowid BETWEEN ? AND ?"
+        keys: list[int] = []
+        for depth in (*SEARCH_WINDOWS, None):
+            edge = (
+                self.query(
+                    "SELECT rowid FROM memory WHERE rowid BETWEEN ? AND ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+                    (lo, hi, depth),
+                )
+                if depth is not None
+                else []
+            )
+            keys = [r[0] for r in self.query(found, (match, edge[0][0] if edge else lo, hi))]
+            if len(keys) >= ENOUGH or not edge:
+                break
+        newest = json.dumps([k & MESSAGE_ROWID_MASK for k in keys[-CANDIDATES:]])
         rows = self.query(
-            "SELECT m.dialog_id, m.id, m.sender_id, m.date, m.text, m.forwarded FROM"
-            " (SELECT rowid AS key FROM memory WHERE memory MATCH ? AND rowid BETWEEN ? AND ?"
-            "  ORDER BY rowid DESC LIMIT ?) c"
-            f" JOIN messages m ON m.rowid = (c.key & {MESSAGE_ROWID_MASK}) WHERE m.date < ?",
-            (match, lo, lo | last, CANDIDATES, before if before is not None else 2**62),
+            "SELECT dialog_id, id, sender_id, date, text, forwarded FROM messages"
+            " WHERE rowid IN (SELECT value FROM json_each(?)) AND date < ?",
+            (newest, before if before is not None else 2**62),
         )
         return [dict(r) for r in rows]
 
