@@ -169,13 +169,13 @@ class Conversations:
             log.error("engine failed in chat %d: %s", chat_id, type(exc).__name__, exc_info=True)
             return None
         log.info(
-            "chat %d: %d message(s) as %s with adapter %s, %d exchange(s) recalled, in %.1f s",
+            "chat %d: %d message(s) as %s with adapter %s in %.1f s (%d earlier exchange(s) recalled)",
             chat_id,
             len(replies),
             persona,
             self._adapter_label(adapter),
-            len(memory.recalled),
             time.monotonic() - started,
+            len(memory.recalled),
         )
         return replies
 
