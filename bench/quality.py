@@ -17,6 +17,9 @@ Every figure also goes to OUT/TAG.json, the report to OUT/TAG/data/adapters/0001
     python bench/quality.py --steps 8 --conversations 120    # a quick look
     python bench/quality.py --set loss_on=owner --tag owner-only      # any training knob, compared by tag
     python bench/quality.py --temperature 0 --tag greedy     # decoding knobs (TWIN_REPLY_*) too
+    python bench/quality.py --steps 8 --replies 8 --set memory=false --tag memory-off   # memory off vs on:
+    python bench/quality.py --steps 8 --replies 8 --memory-scope pair --tag memory-pair
+    python bench/memory.py --tag memory-off --tag memory-pair --train-probes 30         # then the fact probe
 """
 
 from __future__ import annotations
@@ -81,6 +84,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=None, help="TWIN_REPLY_TEMPERATURE for the replies")
     parser.add_argument("--top-p", type=float, default=None, help="TWIN_REPLY_TOP_P for the replies")
     parser.add_argument("--repetition-penalty", type=float, default=None, help="TWIN_REPLY_REPETITION_PENALTY")
+    parser.add_argument(
+        "--memory-scope",
+        choices=["off", "pair", "owner"],
+        default=None,
+        help="TWIN_MEMORY_SCOPE for the round and the report (default: the setting's default)",
+    )
     parser.add_argument("--tag", default="default", help="name of this run's folder and JSON under --out")
     parser.add_argument("--out", type=Path, default=Path("bench/out/quality"))
     parser.add_argument(
@@ -108,7 +117,7 @@ def settings_for(a: argparse.Namespace, data_dir: Path) -> Settings:
         engine=engine,
         vllm_dtype="float32",
         vllm_max_model_len=2048,
-        **{k: v for k, v in decoding.items() if v is not None},
+        **{k: v for k, v in {**decoding, "memory_scope": a.memory_scope}.items() if v is not None},
     )
 
 
