@@ -10,6 +10,7 @@ are: the server must see the same folder (same machine or a shared mount of the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -89,6 +90,7 @@ def start_local_server(settings: Settings, max_lora_rank: int, timeout_s: float 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            stop_local_server(proc)  # the engine processes it started may outlive it
             raise RemoteError(f"the vLLM server exited with code {proc.returncode}: run {' '.join(argv)}")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
@@ -101,8 +103,9 @@ def start_local_server(settings: Settings, max_lora_rank: int, timeout_s: float 
 
 
 def stop_local_server(proc: subprocess.Popen) -> None:
-    """Stop a server from `start_local_server` and the processes it started (its session)."""
-    if proc.poll() is None:
+    """Stop a server from `start_local_server` and the processes it started (its session), also when the
+    server itself is gone already (its engine core would otherwise live on, holding gigabytes)."""
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=60)
