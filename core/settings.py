@@ -101,8 +101,9 @@ class Settings(BaseSettings):
     # Memory: earlier exchanges found by what they say go into the prompt (and into training, the same way).
     # "pair": only what the two people now talking said to each other, which both already know. "owner": also
     # the owner's own words to everyone else, when the twin plays the owner (it may then repeat to one friend
-    # what you told another). "off": none.
-    memory_scope: Literal["off", "pair", "owner"] = Field("pair", description="What the twin may recall.")
+    # what you told another). "off" (default): on the embedded 135M model memory did not help in
+    # bench/quality.py, and an adapter trained with it leans on the block where nothing is recalled.
+    memory_scope: Literal["off", "pair", "owner"] = Field("off", description="What the twin may recall.")
     # 3: enough for the question asked and a related one; each costs prompt tokens on every reply.
     memory_excerpts: int = Field(3, ge=0, description="Earlier exchanges recalled per reply at most.")
     # 256 tokens: a few exchanges; the rest of the context window stays for the conversation itself.

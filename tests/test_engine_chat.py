@@ -82,7 +82,7 @@ def test_chat_shows_the_memory_each_reply_recalled_on_stderr(chat_data, tiny_mod
         ]
     )
     store.close()
-    env = chat_env(data, tiny_model_dir, "transformers")
+    env = {**chat_env(data, tiny_model_dir, "transformers"), "TWIN_MEMORY_SCOPE": "pair"}  # off by default
     result = CliRunner().invoke(
         app, ["chat", "--as", "sasha", "--show-memory"], env=env, input="your sister, Valparaiso?\n"
     )

@@ -163,6 +163,17 @@ async def test_the_bot_never_tells_boris_what_was_said_only_to_anna(twin_for, sc
     assert ("Zeppelin" in for_boris) == (scope == "owner") and speakers(for_boris) <= {"olga", "boris"}
 
 
+async def test_memory_is_off_until_the_owner_turns_it_on(tmp_path):
+    twin = TwinUnderTest(tmp_path / "data")  # the settings' defaults
+    try:
+        tell_secrets(twin.store)
+        twin.store.allow(user_id=ANNA)
+        await twin.say(ANNA, QUESTION)
+        assert twin.settings.memory_scope == "off" and memory_of_last_reply(twin) == ""
+    finally:
+        twin.close()
+
+
 @pytest.mark.parametrize("scope", ["pair", "owner"])
 async def test_the_bot_playing_anna_for_boris_recalls_nothing(twin_for, scope):
     twin = twin_for(scope)
@@ -272,7 +283,7 @@ async def test_twin_chat_recalls_by_the_same_rules_and_shows_what_each_reply_was
 
     store = Storage(tmp_path / "twin.db")
     tell_secrets(store)
-    settings = Settings(_env_file=None, data_dir=tmp_path, owner_id=OWNER)
+    settings = Settings(_env_file=None, data_dir=tmp_path, owner_id=OWNER, memory_scope="pair")
 
     async def talk(persona: str, partner: str) -> list[str]:
         engine, shown = EngineDouble(), []
