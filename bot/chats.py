@@ -139,14 +139,7 @@ class Conversations:
         if chat_id != user_id or self.settings.memory_scope == "off":
             return []
         played = self.store.person(persona)
-        request = MemoryRequest(
-            owner_id=self.owner_id,
-            persona_id=played["id"] if played else None,
-            partner_id=user_id,
-            scope=self.settings.memory_scope,
-            k=self.settings.memory_excerpts,
-            gap_seconds=self.settings.session_gap_seconds,
-        )
+        request = MemoryRequest.by_settings(self.settings, self.owner_id, played["id"] if played else None, user_id)
         return recall(self.store, request, turns, self._scrub)
 
     async def _generate(self, chat_id, turns, persona, partner, adapter, memory: MemoryBlock) -> list[str] | None:

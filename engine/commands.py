@@ -90,14 +90,8 @@ def chat_recall(store, settings: Settings, roles: ChatRoles) -> Recall | None:
     if settings.memory_scope == "off" or owner_id is None:
         return None
     played, partner = store.person(roles.persona), store.person(roles.partner)
-    request = MemoryRequest(
-        owner_id=owner_id,
-        persona_id=played["id"] if played else None,
-        partner_id=partner["id"] if partner else None,
-        scope=settings.memory_scope,
-        k=settings.memory_excerpts,
-        gap_seconds=settings.session_gap_seconds,
-    )
+    ids = (played["id"] if played else None, partner["id"] if partner else None)
+    request = MemoryRequest.by_settings(settings, owner_id, *ids)
     scrub = Scrubber(settings.scrub_words).scrub
     return lambda turns: recall(store, request, turns, scrub)
 

@@ -19,13 +19,16 @@ import math
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from core.format import ChatTurn, Recalled
 from core.sessions import merge_bursts, to_chat_turns
 
 from .db import Database
 from .memory_schema import MEMORY_SLOT_SHIFT, MESSAGE_ROWID_MASK
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 MemoryScope = Literal["off", "pair", "owner"]
 MEMORY_SCOPES = ("off", "pair", "owner")
@@ -106,6 +109,22 @@ class MemoryRequest:
     gap_seconds: float  # a hit's context stays within its session
     before: int | None = None  # only what was said before this time (a training session's start)
     skip: Callable[[dict[str, Any]], bool] | None = None  # hits never shown (the trainer: eval sessions)
+
+    @classmethod
+    def by_settings(
+        cls, settings: Settings, owner_id: int, persona_id: int | None, partner_id: int | None, **when: Any
+    ) -> MemoryRequest:
+        """The request TWIN_MEMORY_* ask for (`when`: `before`, `skip`); the bot, `twin chat` and the trainer
+        all build theirs here."""
+        return cls(
+            owner_id=owner_id,
+            persona_id=persona_id,
+            partner_id=partner_id,
+            scope=settings.memory_scope,
+            k=settings.memory_excerpts,
+            gap_seconds=settings.session_gap_seconds,
+            **when,
+        )
 
     @property
     def pair_person(self) -> int | None:

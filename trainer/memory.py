@@ -54,15 +54,9 @@ class SessionMemory:
         owner, in the session's dialog)."""
         persona_id = self.owner_id if persona_id is None else persona_id
         other = self._partner.get(session.dialog_id)
-        request = MemoryRequest(
-            owner_id=self.owner_id,
-            persona_id=persona_id,
-            partner_id=other if persona_id == self.owner_id else self.owner_id,
-            scope=self.settings.memory_scope,
-            k=self.settings.memory_excerpts,
-            gap_seconds=self.settings.session_gap_seconds,
-            before=session.start,
-            skip=self._skip,
+        partner = other if persona_id == self.owner_id else self.owner_id
+        request = MemoryRequest.by_settings(
+            self.settings, self.owner_id, persona_id, partner, before=session.start, skip=self._skip
         )
         return recall(self.store, request, turns, self._scrub)
 
