@@ -16,37 +16,29 @@ import functools
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 import phonenumbers
 
-EMAIL, PHONE, CARD, IBAN, URL, SECRET, REDACTED = (
+from core.scrub_ids import find_ids
+from core.scrub_keys import KNOWN_SECRET_RE, PRIVATE_KEY_RE, find_keyed_values, find_plugin_keys
+from core.scrub_labels import find_labelled
+from core.scrub_seed import find_seed_phrases
+
+EMAIL, PHONE, CARD, IBAN, URL, SECRET, ID, SEED, REDACTED = (
     "<EMAIL>",
     "<PHONE>",
     "<CARD>",
     "<IBAN>",
     "<URL>",
     "<SECRET>",
+    "<ID>",
+    "<SEED>",
     "<REDACTED>",
 )
-PLACEHOLDER_RE = re.compile(r"(<(?:EMAIL|PHONE|CARD|IBAN|URL|SECRET|REDACTED)>)")
-
-# Secrets with a recognisable shape: they are scrubbed wherever they appear, URLs included.
-KNOWN_SECRET_RE = re.compile(
-    r"\b\d{6,12}:[A-Za-z0-9_-]{30,}"  # Telegram bot token
-    r"|\bsk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_-]{20,}"  # OpenAI / Anthropic
-    r"|\b[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe
-    r"|\bgh[pousr]_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{22,}"  # GitHub
-    r"|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"  # AWS access key id
-    r"|\bxox[abposr]-[A-Za-z0-9-]{10,}"  # Slack
-    r"|\bAIza[A-Za-z0-9_-]{35}"  # Google API key
-    r"|\bhf_[A-Za-z0-9]{30,}"  # Hugging Face
-    r"|\bglpat-[A-Za-z0-9_-]{20,}"  # GitLab
-    r"|\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"  # JWT
-)
-PRIVATE_KEY_RE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S)
+PLACEHOLDER_RE = re.compile(r"(<(?:EMAIL|PHONE|CARD|IBAN|URL|SECRET|ID|SEED|REDACTED)>)")
 
 # A URL runs to the next space or quote; trailing punctuation belongs to the sentence. A host label starts
 # with a letter or digit: a long run of dashes must not be tried as a host from every position.
@@ -63,46 +55,6 @@ SECRET_PARAM_RE = re.compile(
 UUID_RE = re.compile(r"(?i)\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 ALNUM_RUN_RE = re.compile(r"[A-Za-z0-9]{16,}")
 TG_INVITE_RE = re.compile(r"(?i)\bt(?:elegram)?\.me/(?:\+|joinchat/)")  # an invite link is a key to a chat
-
-# Labelled secrets, the way people write them in Russian, English and Chinese chats: "password: hunter2",
-# "пароль от wifi:\nqwerty", "pwd=abc", "PIN — 1234", "login/pass: me/abc1", "密码：abc123". The label stays,
-# the value goes. A pair ("login/pass", "логин/пароль", "账号/密码") loses both of its values.
-_PAIR = r"(?:(?:\b(?:login|user(?:name)?|e-?mail|логин|юзер|почта)|账号|用户名|邮箱)\s*/\s*)?"
-_PASSWORD = r"\b(?:password|passwd|passphrase|passcode|pwd|pin|пароль|пароля|паролем|пассворд)|密码|口令"
-_LABEL = (
-    rf"(?:{_PASSWORD}|\b(?:pin[ -]?code|secret|api[ _-]?key|access[ _-]?token|token|пин(?:[ -]?код)?|секрет"
-    r"|токен|ключ(?: api)?))"
-)
-_WHOSE = r"(?:\s+(?:от|для|к|for|to|of|on)(?:\s+[\w.@-]+){1,3}?)?"  # "пароль от вайфая", "password for the router"
-# A value ends before sentence punctuation and a space, or at Chinese punctuation (no space follows it there).
-_END = r"(?=[.,;]*(?:\s|$)|[，。；！？、）])"
-_VALUE = rf"(?!<[A-Z]+>)(?:\"[^\"\n]*\"|'[^'\n]*'|«[^»\n]*»|[^\s/]+\s*/\s*\S+?{_END}|\S+?{_END})"
-LABELED_SECRET_RE = re.compile(
-    rf"(?i)(?P<label>{_PAIR}{_LABEL}{_WHOSE})"
-    r"(?P<sep>(?:\s+(?:is|это))?(?:\s*[:=：]\s*|\s+[—–-]\s+)(?:(?:is|это)\s+)?)"
-    rf"(?P<value>{_VALUE})"
-)
-# Short labels are ordinary words too ("I'll pass — thanks"): only with a colon or an equals sign.
-SHORT_LABELED_SECRET_RE = re.compile(
-    rf"(?i)(?P<label>{_PAIR}\b(?:pass|pw|пасс))(?P<sep>\s*[:=：]\s*)(?P<value>{_VALUE})"
-)
-# A password said in words ("my password is hunter2", "пароль это qwe123", "密码是abc123"), or on the line
-# after its label: the value is one ASCII run (what passwords are made of), and not a word that talks
-# about the password instead of being it ("the password is wrong").
-SAID_PASSWORD_RE = re.compile(
-    rf"(?i)(?P<label>(?:{_PASSWORD}){_WHOSE})"
-    r"(?P<sep>\s+(?:is|was|это|будет)\s+|\s*是\s*|[ \t]*\n\s*|(?<=[码令])[ \t]+)"
-    r"(?P<value>(?!<[A-Z]+>)[!-~]+?(?=[.,;]*(?:\s|$)|[^!-~]))"
-)
-NOT_A_PASSWORD = frozenset(
-    "wrong incorrect correct right invalid valid weak strong too not no the a an same different expired changed "
-    "reset required needed empty ok okay fine case long short saved set still also just only really very what "
-    "which that this there here in on at for from your my his her their our its now being been sent stored hashed "
-    "encrypted secure safe easy hard simple below above attached written visible hidden missing unknown useless "
-    "public private new old and or but because so if when again is was".split()
-)
-# Login and confirmation codes are digits only: "code: 12345", "код: 4821".
-LABELED_CODE_RE = re.compile(r"(?i)(?P<label>\b(?:code|код))(?P<sep>\s*:\s*)(?P<value>\d[\d -]{2,8}\d)\b")
 
 EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}\b")
 IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
@@ -126,6 +78,36 @@ HIGH_ENTROPY_RE = re.compile(r"(?<![\w+/=-])(?:[A-Za-z0-9+/_-]{24,}={0,2}|[0-9a-
 class Finding:
     kind: str  # the placeholder, e.g. "<EMAIL>"
     text: str  # what it replaced
+
+
+Span = tuple[int, int, str]  # start, end, what replaces text[start:end]
+Finder = Callable[[str], Iterable[Span]]
+
+
+def _regex(pattern: re.Pattern[str], replace: Callable[[re.Match[str]], str | None]) -> Finder:
+    """A rule from a regex: each match becomes what `replace` returns for it (None leaves it as written)."""
+
+    def find(text: str) -> Iterator[Span]:
+        for m in pattern.finditer(text):
+            new = replace(m)
+            if new is not None:
+                yield m.start(), m.end(), new
+
+    return find
+
+
+def _splice(text: str, spans: Iterable[Span], found: list[Finding] | None) -> str:
+    """`text` with each span replaced, left to right; a span overlapping one taken before it is dropped."""
+    out: list[str] = []
+    at = 0
+    for start, end, new in sorted(spans):
+        if start < at or PLACEHOLDER_RE.fullmatch(text[start:end]):
+            continue
+        if found is not None:
+            found.extend(Finding(kind, text[start:end]) for kind in PLACEHOLDER_RE.findall(new))
+        out += [text[at:start], new]
+        at = end
+    return "".join(out) + text[at:] if out else text
 
 
 def luhn_ok(digits: str) -> bool:
@@ -194,21 +176,23 @@ class Scrubber:
         words = sorted({w.strip() for w in extra_words if w and w.strip()}, key=len, reverse=True)
         alternatives = "|".join(r"\s+".join(map(re.escape, w.split())) for w in words)
         self._extra = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.I) if words else None
-        # Order matters: a URL or a key is taken whole before its digits could look like a phone.
-        self._rules: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]]] = [
-            (PRIVATE_KEY_RE, lambda m: SECRET),
-            (URL_RE, self._url),
-            (KNOWN_SECRET_RE, lambda m: SECRET),
-            (LABELED_SECRET_RE, self._labeled),
-            (SHORT_LABELED_SECRET_RE, self._labeled),
-            (SAID_PASSWORD_RE, self._said),
-            (LABELED_CODE_RE, self._labeled),
-            (EMAIL_RE, lambda m: EMAIL),
-            (IBAN_RE, self._iban),
-            (DIGIT_RUN_RE, self._card),
-            (PHONE_CANDIDATE_RE, self._phone),
-            (LOCAL_PHONE_RE, lambda m: PHONE),
-            (HIGH_ENTROPY_RE, lambda m: SECRET if looks_random(m.group()) else None),
+        # Order matters: a URL or a key is taken whole before its digits could look like a phone, a labelled
+        # password before its digits could look like a card, an id before it could look like a phone.
+        self._rules: list[Finder] = [
+            _regex(PRIVATE_KEY_RE, lambda m: SECRET),
+            _regex(URL_RE, self._url),
+            _regex(KNOWN_SECRET_RE, lambda m: SECRET),
+            find_plugin_keys,
+            find_seed_phrases,
+            find_ids,
+            find_keyed_values,
+            find_labelled,
+            _regex(EMAIL_RE, lambda m: EMAIL),
+            _regex(IBAN_RE, self._iban),
+            _regex(DIGIT_RUN_RE, self._card),
+            _regex(PHONE_CANDIDATE_RE, self._phone),
+            _regex(LOCAL_PHONE_RE, lambda m: PHONE),
+            _regex(HIGH_ENTROPY_RE, lambda m: SECRET if looks_random(m.group()) else None),
         ]
 
     def scrub(self, text: str) -> str:
@@ -224,29 +208,16 @@ class Scrubber:
         return found
 
     def _apply(self, text: str, found: list[Finding] | None) -> str:
-        for pattern, replace in self._rules:
-            text = pattern.sub(self._recording(replace, found), text)
+        for rule in self._rules:
+            text = _splice(text, rule(text), found)
         if self._extra is not None:
             # Never inside a placeholder: an extra word "secret" must not turn <SECRET> into <<REDACTED>>.
             pieces = PLACEHOLDER_RE.split(text)
-            sub = self._recording(lambda m: REDACTED, found)
-            text = "".join(p if i % 2 else self._extra.sub(sub, p) for i, p in enumerate(pieces))
+            text = "".join(
+                p if i % 2 else _splice(p, _regex(self._extra, lambda m: REDACTED)(p), found)
+                for i, p in enumerate(pieces)
+            )
         return text
-
-    @staticmethod
-    def _recording(
-        replace: Callable[[re.Match[str]], str | None], found: list[Finding] | None
-    ) -> Callable[[re.Match[str]], str]:
-        def sub(m: re.Match[str]) -> str:
-            new = replace(m)
-            if new is None:
-                return m.group()
-            if found is not None:
-                for kind in PLACEHOLDER_RE.findall(new):
-                    found.append(Finding(kind, m.group()))
-            return new
-
-        return sub
 
     @staticmethod
     def _url(m: re.Match[str]) -> str | None:
@@ -255,14 +226,6 @@ class Scrubber:
         while url and url[-1] in URL_TRAILING and not (url[-1] == ")" and url.count("(") >= url.count(")")):
             url, tail = url[:-1], url[-1] + tail
         return URL + tail if url_is_secret(url) else None
-
-    @staticmethod
-    def _labeled(m: re.Match[str]) -> str:
-        return f"{m.group('label')}{m.group('sep')}{SECRET}"
-
-    @classmethod
-    def _said(cls, m: re.Match[str]) -> str | None:
-        return None if m.group("value").lower() in NOT_A_PASSWORD else cls._labeled(m)
 
     @staticmethod
     def _iban(m: re.Match[str]) -> str | None:
