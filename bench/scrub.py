@@ -76,7 +76,9 @@ def main() -> None:
     if old is not None:
         old_out, old_rate = timed(old, texts)
         old_changed = sum(a != b for a, b in zip(texts, old_out, strict=True))
-        line += f" vs {old_rate:,.0f} ({args.baseline}), ratio {rate / old_rate:.2f}; {args.baseline} changed {old_changed}"
+        line += (
+            f" vs {old_rate:,.0f} ({args.baseline}), ratio {rate / old_rate:.2f}; {args.baseline} changed {old_changed}"
+        )
     print(line)
     shown = random.Random(args.seed).sample(changed, min(args.sample, len(changed)))
     print(f"\n{len(shown)} changed messages (original -> scrubbed):")

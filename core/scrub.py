@@ -133,7 +133,7 @@ def _entropy(s: str) -> float:
 def looks_random(s: str) -> bool:
     """A long token that no human would type: mixed case and digits with high entropy, or long hex."""
     if re.fullmatch(r"[0-9a-fA-F]{32,}", s):
-        return not s.isdigit()
+        return not s.isdigit() and len(set(s.lower())) >= 6  # "dddd…", "AAAA…" are keyboard, not hex
     core = s.rstrip("=")
     return (
         len(core) >= 24

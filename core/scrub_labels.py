@@ -23,8 +23,9 @@ def _phrase_pattern(phrase: str) -> str:
     parts = phrase.replace("-", " ").split()
     body = r"[\s-]*".join(map(re.escape, parts))
     spaced = r"[^\W\d_]"  # a letter; CJK, kana and hangul ones have no spaces around them to test
-    head = r"(?<!\w)" if re.match(spaced, parts[0]) and parts[0][0] < "\u2e80" else ""
-    tail = r"(?!\w)" if parts[-1][-1] < "\u2e80" else ""
+    narrow = r"[^\W\u2e80-\uffef]"  # a word character of a script with spaces ("passwort是" ends the label)
+    head = rf"(?<!{narrow})" if re.match(spaced, parts[0]) and parts[0][0] < "\u2e80" else ""
+    tail = rf"(?!{narrow})" if parts[-1][-1] < "\u2e80" else ""
     return head + body + tail
 
 
@@ -32,6 +33,11 @@ _KIND = lex.kind_of()
 _ALL = sorted({p for by_kind in lex.LEXICON.values() for ps in by_kind.values() for p in lex.words(ps)}, key=len)
 # Longest first: at one position "pin code" wins over "pin", "code de la porte" over "code".
 LABEL_RE = re.compile("|".join(_phrase_pattern(p) for p in reversed(_ALL)), re.I)
+# The cheap test before LABEL_RE, which is slow (hundreds of phrases): a message holds a phrase's first word
+# (a chat in Latin or Cyrillic letters), or a CJK, kana or hangul character (the lexicon's other phrases).
+_FIRST_WORDS = frozenset(re.findall(r"\w+", p.lower())[0] for p in _ALL if p[0] < "\u2e80")
+WORD_RE = re.compile(r"\w+")
+WIDE_RE = re.compile(r"[\u2e80-\uffef]")
 LOGIN_BEFORE_RE = re.compile(rf"(?:{'|'.join(_phrase_pattern(w) for w in lex.LOGIN_WORDS)})[ \t]*/[ \t]*$", re.I)
 WHOSE_RE = re.compile(
     rf"[ \t]+(?:{'|'.join(map(re.escape, lex.WHOSE_WORDS))})(?=[ \t])(?:[ \t]+[^\s:=：]+)", re.I
@@ -71,15 +77,18 @@ PAIR_RE = re.compile(r"[^\s/]+[ \t]*/[ \t]*[^\s，。；！？、）」』]+")
 CODE_RE = re.compile(r"\d{3,8}(?![\w.,:/-]?\d)|\d{2,4}(?:[ -]\d{2,4}){1,2}(?![\w.,:/-]?\d)")
 ID_RE = re.compile(r"(?:[A-Z]{1,3}[ -]?)?\d+(?:[ .-]\d+){0,3}(?:[ -]?[A-Z])?(?!\w)|[A-Z0-9]{6,12}(?!\w)", re.I)
 PLACEHOLDER_RE = re.compile(r"<[A-Z]+>")
+NARROW_WORD_RE = re.compile(r"[^\W\u2e80-\uffef]")  # "是" before a code is a connector, a letter is not
 PLAIN_WORD_RE = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 NUMBER_WITH_SEPARATORS_RE = re.compile(r"\d+(?:[.,:/-]\d+)+")  # 10-15, 19:30, 1.5: a range, a time, a sum
-SYMBOLS = frozenset("!@#$%^&*_+=?~")
-TRAILING = ".,;:"
+SYMBOLS = frozenset("!@#$%^&*_+=~")
+TRAILING = ".,;:?"
 CLOSERS = {")": "(", "]": "[", "}": "{", "»": "«", '"': '"', "'": "'"}
 
 
 def find_labelled(text: str) -> Iterator[Span]:
     """Every value that follows a label of the lexicon and fits its kind, left to right, never overlapping."""
+    if _FIRST_WORDS.isdisjoint(WORD_RE.findall(text.lower())) and not WIDE_RE.search(text):
+        return
     at = 0
     for m in LABEL_RE.finditer(text):
         if m.start() < at:
@@ -175,7 +184,7 @@ def secret_shaped(value: str) -> bool:
     if value.isdigit():
         return True
     letters = any(c.isalpha() for c in value)
-    if letters and (any(c.isdigit() for c in value) or any(c in SYMBOLS for c in value)):
+    if letters and (any(c.isdigit() for c in value) or any(c in SYMBOLS for c in value[:-1])):
         return True
     return any(c.isupper() for c in value[1:]) and any(c.islower() for c in value)
 
@@ -199,7 +208,7 @@ def _trim(value: str) -> str:
 
 
 def _cut_at_cjk(value: str) -> str:
-    """"Tiger_2024你好" → "Tiger_2024": an ASCII password ends where Chinese or Japanese text resumes."""
+    """ "Tiger_2024你好" → "Tiger_2024": an ASCII password ends where Chinese or Japanese text resumes."""
     if value[:1].isascii():
         for i, c in enumerate(value):
             if c >= "\u2e80":
@@ -209,7 +218,7 @@ def _cut_at_cjk(value: str) -> str:
 
 def _isolated(text: str, at: int) -> bool:
     """A code or an id starts a word: "pin 1234", not "pin 1234" glued to a word before it."""
-    return at == 0 or not text[at - 1].isalnum()
+    return at == 0 or not NARROW_WORD_RE.match(text, at - 1)
 
 
 def _previous_word(text: str, at: int) -> str:

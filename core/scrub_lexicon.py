@@ -174,9 +174,7 @@ WHOSE_WORDS = words(
 # Words that join a label to its value in a sentence ("the password is …", "das Passwort ist …", "hasło to …").
 # English ones also take a plain word ("my password is fluffy"); the others need a value shaped like a secret.
 SAID_ENGLISH = ("is", "was", "will be", "is now", "should be")
-SAID_OTHER = words(
-    "это, будет, є, ist, lautet, est, c'est, es, era, é, eh, è, luidt, to, jest, brzmi, olarak"
-)
+SAID_OTHER = words("это, будет, є, ist, lautet, est, c'est, es, era, é, eh, è, luidt, to, jest, brzmi, olarak")
 SAID_ATTACHED = ("是", "为", "為", "は", "が", "는", "은", "이", "가")  # particles written without a space
 
 # Words that say something about a password rather than being one ("the password is wrong").

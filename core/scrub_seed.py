@@ -19,7 +19,9 @@ MIN_WORDS = 12  # the shortest phrase wallets issue; 15, 18, 21 and 24 are runs 
 # The wordlists of languages written with spaces between words (Chinese phrases are written without).
 LANGUAGES = ("english", "spanish", "french", "italian", "portuguese", "czech", "turkish", "korean", "japanese")
 WORD_RE = re.compile(r"[^\W\d_]+")
-GAP_RE = re.compile(r"[\s,;.\d)(:-]*[\s,;]+[\s,;.\d)(:-]*|[\s\u3000]+")  # what may stand between two words
+# What may stand between two words: spaces, commas, line breaks, numbering ("1. ", "(2)"), not a full stop.
+GAP_RE = re.compile(r"(?:[\s,;\u3000-]|\(?\d+[.):]?)+")
+MIN_DISTINCT = 9  # "cat cat cat …" is no seed; a valid checksum vouches for a repetitive one (abandon × 11)
 
 
 @functools.cache
@@ -49,8 +51,24 @@ def find_seed_phrases(text: str) -> Iterator[tuple[int, int, str]]:
             run.append(m)
             langs &= word_langs
             continue
-        if len(run) >= MIN_WORDS:
-            yield run[0].start(), run[-1].end(), SEED
+        if seed := _seed_in(run):
+            yield seed
         run, langs = ([m], word_langs) if word_langs else ([], 0)
-    if len(run) >= MIN_WORDS:
-        yield run[0].start(), run[-1].end(), SEED
+    if seed := _seed_in(run):
+        yield seed
+
+
+def _seed_in(run: list[re.Match[str]]) -> tuple[int, int, str] | None:
+    """The phrase in a run of list words: a checksum-valid stretch of a wallet's length if one is there (so a
+    list word after the phrase stays), else the whole run when it is varied enough to be no sentence."""
+    if len(run) < MIN_WORDS:
+        return None
+    from mnemonic import Mnemonic
+
+    words = [m.group().lower() for m in run]
+    english = Mnemonic("english")
+    for size in (24, 21, 18, 15, 12):
+        for i in range(len(words) - size + 1):
+            if english.check(" ".join(words[i : i + size])):
+                return run[i].start(), run[i + size - 1].end(), SEED
+    return (run[0].start(), run[-1].end(), SEED) if len(set(words)) >= MIN_DISTINCT else None

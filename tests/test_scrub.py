@@ -9,7 +9,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from core import scrub_lexicon as lex
 from core.scrub import Scrubber, iban_ok, looks_random, luhn_ok
+from core.scrub_ids import snils_ok
+from core.scrub_lexicon import words
 
 
 @pytest.fixture(scope="module")
@@ -340,3 +343,193 @@ def test_generated_phone_numbers_of_every_country_never_survive_the_scrub(region
     phone = phonenumbers.format_number(example, style)
     out = Scrubber().scrub(PHONE_TEMPLATES[lang].format(p=phone))
     assert out == PHONE_TEMPLATES[lang].format(p="<PHONE>"), phone
+
+
+# -- the label lexicon: every language × every connector × a generated value ------------------------------
+# Passwords people pick: letters with digits or symbols (a bare word is only taken after ":" or "is").
+# Connectors a PASSWORD label takes: "{l}" the label, "{v}" the value.
+CONNECTOR_TEMPLATES = {
+    "colon": "{l}: {v}",
+    "fullwidth colon": "{l}：{v}",
+    "equals": "{l}={v}",
+    "dash": "{l} - {v}",
+    "em dash": "{l} — {v}",
+    "arrow": "{l} -> {v}",
+    "is": "my {l} is {v}",
+    "это": "{l} это {v}",
+    "是": "{l}是{v}",
+    "nothing": "{l} {v}",
+    "line break": "{l}\n{v}",
+}
+PASSWORD_LABELS = {lang: words(by_kind[lex.PASSWORD]) for lang, by_kind in lex.LEXICON.items()}
+CODE_LABELS = {lang: words(by_kind[lex.CODE]) for lang, by_kind in lex.LEXICON.items()}
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    lang=st.sampled_from(sorted(PASSWORD_LABELS)),
+    connector=st.sampled_from(sorted(CONNECTOR_TEMPLATES)),
+    data=st.data(),
+    secret=passwords(),
+)
+def test_generated_passwords_after_every_label_and_connector_never_survive(lang, connector, data, secret):
+    label = data.draw(st.sampled_from(PASSWORD_LABELS[lang]))
+    text = CONNECTOR_TEMPLATES[connector].format(l=label, v=secret)
+    out = Scrubber().scrub(text)
+    assert secret not in out and "<SECRET>" in out, (text, out)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lang=st.sampled_from(sorted(CODE_LABELS)),
+    connector=st.sampled_from(sorted(CONNECTOR_TEMPLATES)),
+    data=st.data(),
+    code=st.from_regex(r"[1-9][0-9]{2,7}", fullmatch=True),
+)
+def test_generated_codes_after_every_code_word_and_connector_never_survive(lang, connector, data, code):
+    label = data.draw(st.sampled_from(CODE_LABELS[lang]))
+    text = CONNECTOR_TEMPLATES[connector].format(l=label, v=code)
+    out = Scrubber().scrub(text)
+    assert code not in out and "<SECRET>" in out, (text, out)
+
+
+def test_the_lexicon_covers_at_least_twelve_languages():
+    assert len([lang for lang, labels in PASSWORD_LABELS.items() if labels]) >= 12
+    assert len([lang for lang, labels in CODE_LABELS.items() if labels]) >= 12
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("password hunter22", "password <SECRET>"),
+        ("пароль qwerty123", "пароль <SECRET>"),
+        ("my pw is hunter2", "my pw is <SECRET>"),
+        ("password -> Sommer2024!", "password -> <SECRET>"),
+        ("das Passwort ist Sommer2024", "das Passwort ist <SECRET>"),
+        ("le mot de passe est Soleil2024", "le mot de passe est <SECRET>"),
+        ("mdp : azerty123", "mdp : <SECRET>"),
+        ("la contraseña es Hola1234", "la contraseña es <SECRET>"),
+        ("a senha é Brasil2024", "a senha é <SECRET>"),
+        ("het wachtwoord is Fiets123", "het wachtwoord is <SECRET>"),
+        ("hasło to kotek123", "hasło to <SECRET>"),
+        ("wifi şifresi ankara06", "wifi şifresi <SECRET>"),
+        ("パスワードはsakura2024です", "パスワードは<SECRET>です"),
+        ("비밀번호는 seoul1234", "비밀번호는 <SECRET>"),
+        ("код из смс 4821", "код из смс <SECRET>"),
+        ("your sms code is 482913", "your sms code is <SECRET>"),
+        ("OTP 123456", "OTP <SECRET>"),
+        ("CVV 123, exp 12/27", "CVV <SECRET>, exp 12/27"),
+        ("door code 4590#", "door code <SECRET>#"),
+        ("код домофона 1234", "код домофона <SECRET>"),
+        ("digicode 4B?", "digicode 4B?"),
+        ("Türcode: 2580", "Türcode: <SECRET>"),
+        ("safe combination 38-12-27", "safe combination <SECRET>"),
+        ("验证码 839201", "验证码 <SECRET>"),
+        ("인증번호 482913", "인증번호 <SECRET>"),
+    ],
+)
+def test_labels_without_colon_and_in_many_languages_become_secret(scrub, text, expected):
+    assert scrub(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("my SSN is 536-90-4399", "my SSN is <ID>"),
+        ("536-90-4399", "<ID>"),
+        ("СНИЛС 112-233-445 95", "СНИЛС <ID>"),
+        ("снилс: 11223344595", "снилс: <ID>"),
+        ("паспорт 4510 123456 выдан", "паспорт <ID> выдан"),
+        ("passport no. 533012345", "passport no. <ID>"),
+        ("CPF 123.456.789-09", "CPF <ID>"),
+    ],
+)
+def test_national_ids_and_passports_become_id(scrub, text, expected):
+    assert scrub(text) == expected
+
+
+def test_snils_needs_its_checksum_without_a_label(scrub):
+    assert snils_ok("112-233-445 95") and not snils_ok("112-233-445 96")
+    assert scrub("номер 112-233-445 96") == "номер 112-233-445 96"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "AKIAIOSFODNN7EXAMPLE",  # AWS
+        "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",  # GitHub
+        "xoxp-1234567890-1234567890-abcdef0123456789",  # Slack
+        "sk_live_4eC39HqLyjWDarjtT1zdp7dc",  # Stripe
+        "AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI",  # Google
+    ],
+)
+def test_cloud_and_api_keys_become_secret_by_their_prefix(scrub, key):
+    assert scrub(f"use {key} for prod") == "use <SECRET> for prod"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("api_key=9f86d081884c7d659a2feaa0c55ad015", "api_key=<SECRET>"),
+        ("SECRET_KEY: 3f4a9c0e1b2d7f6a", "SECRET_KEY: <SECRET>"),
+        ("client_secret 5e884898da28047151d0e56f8dc62927", "client_secret <SECRET>"),
+    ],
+)
+def test_hex_after_a_key_like_name_becomes_secret(scrub, text, expected):
+    assert scrub(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("wifi: HomeNet_5G / qwerty2024", "wifi: <SECRET>"),
+        ("вайфай Keenetic-2041 / mx8Hq2ps", "вайфай <SECRET>"),
+    ],
+)
+def test_a_wifi_network_and_password_pair_is_scrubbed(scrub, text, expected):
+    assert scrub(text) == expected
+
+
+SEED_12 = "legal winner thank year wave sausage worth useful legal winner thank yellow"
+SEED_24 = " ".join(["abandon"] * 23 + ["art"])
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (SEED_12, "<SEED>"),
+        (SEED_24, "<SEED>"),
+        (f"my seed phrase: {SEED_12}, keep it safe", "my seed phrase: <SEED>, keep it safe"),
+        (
+            "1. legal 2. winner 3. thank 4. year 5. wave 6. sausage 7. worth 8. useful 9. legal 10. winner 11. thank "
+            "12. yellow",
+            "1. <SEED>",
+        ),
+    ],
+)
+def test_bip39_seed_phrases_become_seed(scrub, text, expected):
+    assert scrub(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I forgot my password again",
+        "the code review is tomorrow",
+        "пароль от вайфая спроси у мамы",
+        "did you end up forgetting a password for your account?",
+        "I need to reset my password, the password manager is broken",
+        "the zip code is 90210 but error code: 404 again",
+        "order number 48213375 shipped, заказ № 123456789 готов",
+        "we met on 12.05.2024 at 19:30, back on 2024-05-12",
+        "I have a passport photo due in 2 weeks",
+        "I think the best way to learn about animals is to spend time with them outside every day",
+        "cat cat cat cat cat cat cat cat cat cat cat cat cat",
+        "secret: i've never seen that movie",
+        "dddddddddddddddddddddddddddddddddddd",
+        "the network is down again, the key is patience",
+        "das Passwort ist falsch, la contraseña es incorrecta",
+    ],
+)
+def test_ordinary_sentences_about_passwords_codes_and_numbers_stay(scrub, text):
+    assert scrub(text) == text
