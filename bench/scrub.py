@@ -46,6 +46,7 @@ def baseline_scrub(ref: str) -> Callable[[str], str] | None:
     spec = importlib.util.spec_from_file_location("scrub_baseline", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return module.Scrubber().scrub
 

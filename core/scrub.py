@@ -4,7 +4,9 @@ Applied wherever training text is produced (dataset export, training), so an ada
 number, a password or a token from the owner's chats. The rules lean towards scrubbing: a number wrongly
 taken for a phone costs one placeholder, a leaked phone cannot be taken back. Numbers that read as years,
 times, dates or prices are left alone, and cards and IBANs are checksum-verified so an order number stays
-readable.
+readable. Its parts: `core.scrub_labels` (a label lexicon in 14 languages, `core.scrub_lexicon`),
+`core.scrub_keys` (detect-secrets' plugins, key prefixes, hex after a key name), `core.scrub_ids` (national ids
+by checksum) and `core.scrub_seed` (BIP-39 seed phrases).
 
     >>> Scrubber(["Baker Street"]).scrub("mail me at bob@example.com, I live on baker street")
     'mail me at <EMAIL>, I live on <REDACTED>'

@@ -58,15 +58,20 @@ def find_seed_phrases(text: str) -> Iterator[tuple[int, int, str]]:
         yield seed
 
 
+@functools.cache
+def _english():  # the checksum is the same for every language; English phrases are the ones that repeat words
+    from mnemonic import Mnemonic
+
+    return Mnemonic("english")
+
+
 def _seed_in(run: list[re.Match[str]]) -> tuple[int, int, str] | None:
     """The phrase in a run of list words: a checksum-valid stretch of a wallet's length if one is there (so a
     list word after the phrase stays), else the whole run when it is varied enough to be no sentence."""
     if len(run) < MIN_WORDS:
         return None
-    from mnemonic import Mnemonic
-
     words = [m.group().lower() for m in run]
-    english = Mnemonic("english")
+    english = _english()
     for size in (24, 21, 18, 15, 12):
         for i in range(len(words) - size + 1):
             if english.check(" ".join(words[i : i + size])):
