@@ -64,7 +64,7 @@ CONNECTORS: dict[str, re.Pattern[str]] = {
 }
 ALLOWED = {
     lex.PASSWORD: ("strong", "dash", "said", "said_other", "attached", "newline", "bare"),
-    lex.WEAK: ("strong", "said", "said_other", "attached"),
+    lex.WEAK: ("strong", "said", "said_other", "attached", "bare"),
     lex.CODE: ("strong", "dash", "said", "said_other", "attached", "newline", "bare"),
     lex.BARE_CODE: ("strong", "dash", "said", "said_other", "attached"),
     lex.ID: ("strong", "dash", "said", "said_other", "attached", "newline", "bare"),
@@ -163,6 +163,9 @@ def _value_fits(value: str, kind: str, connector: str, text: str, at: int) -> bo
     if kind == lex.WEAK:
         if connector == "strong":
             return len(value) >= 4 and not PLAIN_WORD_RE.fullmatch(value) and not _number_like(value)
+        if connector == "bare":  # "pw Tr0ub4dor", "pass 12345678"; not "pass 10am", "key 2024"
+            mixed = any(c.isdigit() for c in value) and any(c.isalpha() for c in value)
+            return len(value) >= 6 and (mixed or value.isdigit()) and secret_shaped(value)
         return secret_shaped(value)
     if connector in ("strong", "dash"):
         return True  # "password: x" is as plain as it gets

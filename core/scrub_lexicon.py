@@ -5,8 +5,9 @@ write a phrase glued too ("pincode") when people glue it. Kinds say what may fol
 
 - PASSWORD: names a secret by itself ("password", "пароль", "Passwort", "密码"). Any connector, also none
   ("пароль qwerty123"); after none the value must look like a secret, not a word.
-- WEAK: an ordinary word too ("pass", "pw", "key", "token"): only after ":", "=", "->" or "is", and only a
-  value that is not a plain word ("I'll pass — thanks", "secret: i've never seen it" stay).
+- WEAK: an ordinary word too ("pass", "pw", "key", "token"): after ":", "=", "->" or "is" a value that is not
+  a plain word, after nothing 6+ digits or letters mixed with digits ("I'll pass — thanks", "secret: i've
+  never seen it", "pass 10am" stay).
 - CODE: a short numeric secret ("sms code", "PIN", "CVV", "door code", "код домофона", "認証コード"): any
   connector, and the value is 3-8 digits.
 - BARE_CODE: "code" alone ("код", "Code", "kod", "código"): a connector is needed ("code: 4821", "the code
@@ -36,7 +37,7 @@ LEXICON: dict[str, dict[str, str]] = {
             "pin, pin code, pincode, sms code, text code, verification code, confirmation code, security code, "
             "one-time code, one time code, login code, 2fa code, auth code, otp, cvv, cvc, cvv2, cvc2, door code, "
             "gate code, intercom code, entry code, buzzer code, alarm code, lock code, safe code, safe combination, "
-            "lock combination"
+            "lock combination, combination"
         ),
         BARE_CODE: "code",
         ID: "ssn, social security number, social security, passport",

@@ -404,6 +404,9 @@ def test_the_lexicon_covers_at_least_twelve_languages():
         ("password hunter22", "password <SECRET>"),
         ("пароль qwerty123", "пароль <SECRET>"),
         ("my pw is hunter2", "my pw is <SECRET>"),
+        ("pw Tr0ub4dor", "pw <SECRET>"),
+        ("pass 12345678", "pass <SECRET>"),
+        ("the combination to the safe is 12-34-56", "the combination to the safe is <SECRET>"),
         ("password -> Sommer2024!", "password -> <SECRET>"),
         ("das Passwort ist Sommer2024", "das Passwort ist <SECRET>"),
         ("le mot de passe est Soleil2024", "le mot de passe est <SECRET>"),
@@ -528,6 +531,7 @@ def test_bip39_seed_phrases_become_seed(scrub, text, expected):
         "secret: i've never seen that movie",
         "dddddddddddddddddddddddddddddddddddd",
         "the network is down again, the key is patience",
+        "I'll pass 10am, the key 2024 was great, pass me 2 of those",
         "das Passwort ist falsch, la contraseña es incorrecta",
     ],
 )
