@@ -194,6 +194,8 @@ class ForgetStore(TrainingStore):
                 )
             )
             self._delete_their_rows(c, scope.person, scope.own)
+            # The base model's cached eval figures (per eval set) were measured on their held-out sessions too.
+            c.execute("DELETE FROM meta WHERE key LIKE 'base_eval:%'")
             self._retire_adapters_of(c, report, scope.tainted)
             report.report_paths = self._drop_reports(c, scope.tainted, eval_held_them)
             c.execute(
