@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiogram import Bot
@@ -37,6 +38,8 @@ ENGINE_FAILED = "Sorry, I can't answer right now. Try again in a minute."
 ROWS_PER_TURN = 4
 # Telegram shows "typing…" for 5 s; renewing a little sooner keeps it on without a gap.
 TYPING_RENEW = 4.5
+# A reply round being forgotten gets the engine's wait plus this long to store and send what it made.
+FORGET_ROUND_GRACE = 10.0
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,13 @@ class Conversations:
         self._adapters: dict[int, AdapterRef] = {}
         self._other_base: set[int] = set()  # active adapters of another base model, already logged
         self.last_memory: dict[int, MemoryBlock] = {}  # chat id → the memory its last reply was shown (/why)
+        self._barred: set[int] = set()  # people being forgotten: their messages are not queued meanwhile
         self._scrub = Scrubber(settings.scrub_words).scrub
 
     def submit(self, message: Incoming) -> None:
         """Queue a message for its chat's next round (starting the chat's worker if it is idle)."""
+        if message.user_id in self._barred or message.chat_id in self._barred:
+            return
         self._queues.setdefault(message.chat_id, []).append(message)
         if message.chat_id not in self._workers:
             self._workers[message.chat_id] = asyncio.create_task(self._work(message.chat_id))
@@ -88,6 +94,24 @@ class Conversations:
         if self._workers:
             log.info("waiting for replies in %d chat(s)", len(self._workers))
             await asyncio.wait(list(self._workers.values()), timeout=timeout)
+
+    @contextlib.asynccontextmanager
+    async def forgetting(self, person_id: int) -> AsyncIterator[None]:
+        """Hold nothing of a person while storage forgets them, and after: their queued messages (in any chat)
+        go and new ones are dropped, their chat's reply round in flight may finish first (bounded) so that it
+        stores nothing afterwards, and /why's memory blocks go (any chat's may have recalled their words), as
+        do the adapters looked up (some were trained on them)."""
+        self._barred.add(person_id)
+        try:
+            for chat_id, queue in list(self._queues.items()):
+                self._queues[chat_id] = [m for m in queue if person_id not in (m.user_id, m.chat_id)]
+            if worker := self._workers.get(person_id):
+                await asyncio.wait({worker}, timeout=self.settings.bot_reply_timeout + FORGET_ROUND_GRACE)
+            yield
+        finally:
+            self._barred.discard(person_id)
+            self.last_memory.clear()
+            self._adapters.clear()
 
     async def _work(self, chat_id: int) -> None:
         try:

@@ -40,7 +40,7 @@ POLLING_TIMEOUT = 10
 
 
 async def serve(settings: Settings) -> None:
-    secrets = (settings.require("bot_token"), settings.api_hash, settings.session)
+    secrets = (settings.require("bot_token"), settings.api_hash, settings.session, settings.bot_webhook_secret)
     hide_in_logs(*(s.get_secret_value() for s in secrets if s is not None))
     if logging.getLogger().level > logging.DEBUG:  # one INFO line per update is noise over months (-v keeps it)
         logging.getLogger("aiogram.event").setLevel(logging.WARNING)

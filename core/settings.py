@@ -89,6 +89,7 @@ class Settings(BaseSettings):
         None, description="Public HTTPS URL Telegram posts updates to; empty = long polling (no open port)."
     )
     bot_webhook_listen: str = Field("127.0.0.1:8080", description="host:port the webhook server binds.")
+    # Empty = a random secret per run (given to setWebhook): set one only to share it with a proxy.
     bot_webhook_secret: SecretStr | None = Field(None, description="Checked on every webhook request.")
     # Empty = silence: a stranger learns nothing, not even that the bot is alive.
     bot_stranger_reply: str = Field("", description="The one line a stranger gets; empty = no answer.")

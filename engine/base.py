@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from core.format import NO_MEMORY, ChatFormat, ChatTurn, MemoryBlock, Recalled
+from core.paths import artifact_path
 
 from .compat import adapter_mismatch
 from .decoding import PROBE, Generation, Sampling, degenerate_reason
@@ -46,14 +47,10 @@ class AdapterRef:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], data_dir: Path | None = None) -> AdapterRef:
-        """From a storage `adapters` row; a relative path is looked up as given, then under `data_dir`."""
-        path = Path(row["path"])
-        if not path.is_absolute() and not path.exists() and data_dir is not None:
-            for base in (data_dir, data_dir / "adapters"):
-                if (base / path).exists():
-                    path = base / path
-                    break
-        return cls(version=int(row["version"]), path=path.resolve(), rank=adapter_rank(path))
+        """From a storage `adapters` row; its path is found by core.paths (None: relative to the working
+        directory, for benches that store absolute paths)."""
+        path = artifact_path(row["path"], Path() if data_dir is None else data_dir)
+        return cls(version=int(row["version"]), path=path, rank=adapter_rank(path))
 
 
 def adapter_rank(path: Path) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.format import ChatFormat
+from core.paths import stored_path
 from core.settings import Settings
 from engine.base import AdapterRef, Engine
 from engine.base_model import base_model_path
@@ -259,10 +260,10 @@ def _weighted(style: dict, value: Callable[[dict], float | None]) -> float | Non
     return round(sum(v * n for v, n in pairs) / total, 4) if total else None
 
 
-def finish(store: Storage, data: dict, out: Path) -> Report:
+def finish(store: Storage, settings: Settings, data: dict, out: Path) -> Report:
     data["headline"] = headline(data)
     write_report(out, data)
-    store.save_eval_report(data["version"], data["status"], str(out.resolve()), data["headline"])
+    store.save_eval_report(data["version"], data["status"], stored_path(out, settings.data_dir), data["headline"])
     return Report(data["version"], out, data, data["headline"])
 
 
@@ -316,7 +317,7 @@ async def evaluate_adapter(
         "notes": [],
     }
     if not leaks.ok:
-        finish(store, data, out)
+        finish(store, settings, data, out)
         raise EvalLeak(f"{leaks.message()} (report: {out / 'report.md'})")
     if not sessions:
         data["notes"].append("no eval sessions: no held-out loss and no style statistics, only opener dialogues")
@@ -342,4 +343,4 @@ async def evaluate_adapter(
     data["style"] = style_section(probes, generated["replies"], cfg.examples_shown)
     data["style_overall"] = overall_style(data["style"], probes, generated["replies"])
     data["openers"] = generated["openers"]
-    return finish(store, data, out)
+    return finish(store, settings, data, out)

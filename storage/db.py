@@ -192,8 +192,19 @@ def _v6(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+def _v7(db: sqlite_utils.Database) -> None:
+    """Adapter paths relative to the data dir (core.paths). Rounds run in-process stored them relative to their
+    working directory, as '<TWIN_DATA_DIR>/adapters/NNNN' (e.g. 'data/adapters/0001'): the folder is always
+    the data dir's adapters/NNNN. Absolute ones (the bot's rounds) stay as they are."""
+    folder = "'adapters/' || printf('%04d', version)"
+    db.execute(
+        f"UPDATE adapters SET path = {folder}"
+        f" WHERE path NOT LIKE '/%' AND (path = {folder} OR path LIKE '%/' || {folder})"
+    )
+
+
 # Forward migrations: MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -235,6 +246,9 @@ class Database:
         # An INSERT OR REPLACE of a message (a re-read after an edit) deletes the old row: only with recursive
         # triggers does that deletion take the old text out of the memory index too.
         self.conn.execute("PRAGMA recursive_triggers = ON")
+        # Deleted rows and freed pages are overwritten with zeros, whatever SQLite's build default: what
+        # `twin forget` deletes must not linger in the file's free space.
+        self.conn.execute("PRAGMA secure_delete = ON")
         self._migrate()
 
     def _migrate(self) -> None:
@@ -297,6 +311,14 @@ class Database:
                 pause = min(pause * 1.5, LOCK_RETRY_MAX_S)
         finally:
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database file and truncate it to zero bytes (it keeps old page images,
+        deleted text included, until then). False when a reader held it back (waited for up to the busy
+        timeout): the WAL is then left as it was, to be emptied by a later checkpoint."""
+        with self._lock:
+            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return not busy
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         with self._lock:

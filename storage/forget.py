@@ -41,6 +41,7 @@ class ForgetReport:
     now_active: int | None = None  # what replaced it: the newest earlier adapter that never saw them, or none
     adapter_paths: list[str] = field(default_factory=list)  # folders of `trained_on`, for the caller to delete
     report_paths: list[str] = field(default_factory=list)  # evaluation reports that showed them, likewise
+    wal_emptied: bool = True  # the WAL (old page images, their text included) was truncated; False: a reader held it
 
 
 def without_key(value: Any, key: str) -> Any:
@@ -180,8 +181,9 @@ class ForgetStore(TrainingStore):
 
     def forget_person(self, id_or_slug: int | str, gap_seconds: float, now: float | None = None) -> ForgetReport:
         """Delete everything of a person (see the module's doc) in one transaction, and remember a keyed hash
-        of their id so they are not collected again. Files are the caller's: the report lists the adapter
-        folders and evaluation reports to delete."""
+        of their id so they are not collected again; then no byte of theirs is left in the database's files
+        (the memory index merged, freed pages zeroed, the WAL truncated). Files are the caller's: the report
+        lists the adapter folders and evaluation reports to delete."""
         with self.transaction() as c:
             scope = self._scope(id_or_slug)
             report = self._report(scope)
@@ -192,6 +194,8 @@ class ForgetStore(TrainingStore):
                 )
             )
             self._delete_their_rows(c, scope.person, scope.own)
+            # The base model's cached eval figures (per eval set) were measured on their held-out sessions too.
+            c.execute("DELETE FROM meta WHERE key LIKE 'base_eval:%'")
             self._retire_adapters_of(c, report, scope.tainted)
             report.report_paths = self._drop_reports(c, scope.tainted, eval_held_them)
             c.execute(
@@ -200,6 +204,10 @@ class ForgetStore(TrainingStore):
             )
             for dialog_id in scope.other:
                 self.rebuild_sessions(dialog_id, gap_seconds, now)
+            # FTS5 deletes only mark a row's tokens deleted; they stay in the index's segments until these are
+            # merged. One merged segment holds none of theirs (secure_delete zeroes the pages freed).
+            c.execute("INSERT INTO memory (memory) VALUES ('optimize')")
+        report.wal_emptied = self.checkpoint()
         return report
 
     def _delete_their_rows(self, c: sqlite3.Connection, person: dict[str, Any], own: list[int]) -> None:

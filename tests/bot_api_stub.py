@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 # Fields that are text as sent; every other form field is JSON (numbers, objects, lists).
-TEXT_FIELDS = {"text", "caption", "action", "parse_mode", "callback_query_id", "description"}
+TEXT_FIELDS = {"text", "caption", "action", "parse_mode", "callback_query_id", "description", "secret_token", "url"}
 BOT = {"id": 42, "is_bot": True, "first_name": "Twin", "username": "twin_e2e_bot"}
 
 

@@ -370,3 +370,34 @@ async def test_help_shows_owner_commands_only_to_the_owner(twin):
     await twin.say(FRIEND, "/help")
     await twin.say(OWNER, "/help")
     assert "/retrain" not in twin.session.texts(FRIEND)[-1] and "/retrain" in twin.session.texts(OWNER)[-1]
+
+
+async def test_a_double_tapped_forget_button_keeps_the_retrain_the_first_tap_started(twin):
+    twin.training.hold = asyncio.Event()  # never set: the retrain runs until something cancels it
+    await twin.say(OWNER, "/forget sasha")
+    yes = twin.session.calls("sendMessage", OWNER)[-1].data["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    await twin.feed(twin.button(OWNER, yes))
+    await asyncio.sleep(0.05)
+    assert "training" in twin.jobs.running() and twin.training.calls == [RoundOptions(full=True)]
+    await twin.feed(twin.button(OWNER, yes))
+    await asyncio.sleep(0.2)
+    assert "training" in twin.jobs.running() and twin.training.calls == [RoundOptions(full=True)]
+    assert twin.session.calls("editMessageText", OWNER)[-1].data["text"].startswith("Already forgotten")
+
+
+async def test_after_forget_why_and_the_queued_messages_hold_nothing_of_them(twin):
+    from core.format import ChatTurn, MemoryBlock, Recalled
+
+    said = ChatTurn("sasha", ("мой пароль от 秘密 сейфа",))
+    twin.conversations.last_memory[FRIEND] = MemoryBlock((Recalled((said,), 1),))
+    twin.conversations.last_memory[OWNER] = MemoryBlock((Recalled((said,), 1),))
+    await twin.say(OWNER, f"/why {FRIEND}")
+    assert "сейфа" in twin.session.texts(OWNER)[-1]  # /why shows it before
+    await twin.say(OWNER, "/forget sasha")
+    yes = twin.session.calls("sendMessage", OWNER)[-1].data["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    await twin.feed(twin.button(OWNER, yes))
+    await twin.settle()
+    assert twin.conversations.last_memory == {}
+    for who in (str(FRIEND), ""):
+        await twin.say(OWNER, f"/why {who}".strip())
+        assert twin.session.texts(OWNER)[-1].startswith("No memory was used")

@@ -169,3 +169,61 @@ async def test_serve_with_a_token_telegram_refuses_says_so_in_one_line(tmp_path)
     text = (out + err).decode()
     assert proc.returncode == 1 and "Telegram refused TWIN_BOT_TOKEN" in text
     assert "Traceback" not in text and "WRONG-secret-part" not in text
+
+
+async def test_twin_serve_answers_no_forged_webhook_post_and_dispatches_telegrams(tmp_path, tiny_model_dir):
+    from storage import Storage
+
+    token, forged_id, port = "4242:webhook-secret-part", 999000111, _free_port()
+    stub = BotApiStub(token)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")} | {
+        "TWIN_DATA_DIR": str(tmp_path / "data"),
+        "TWIN_OWNER_ID": str(OWNER),
+        "TWIN_BOT_TOKEN": token,
+        "TWIN_BOT_API_URL": await stub.start(),
+        "TWIN_BASE_MODEL": str(tiny_model_dir),
+        "TWIN_ENGINE": "transformers",
+        "TWIN_BOT_WEBHOOK_URL": "https://twin.example.org",
+        "TWIN_BOT_WEBHOOK_LISTEN": f"127.0.0.1:{port}",  # no TWIN_BOT_WEBHOOK_SECRET
+        "TWIN_SYNC_INTERVAL_MINUTES": "0",
+        "TWIN_TRAIN_INTERVAL_HOURS": "0",
+        "HF_HUB_OFFLINE": "1",
+    }
+    twin = str(Path(sys.executable).with_name("twin"))
+    log = tmp_path / "serve.log"
+    with log.open("w") as err:
+        proc = await asyncio.create_subprocess_exec(twin, "serve", cwd=tmp_path, env=env, stderr=err)
+    try:
+        await stub.wait_for(lambda: stub.of("setWebhook"), 180)
+        secret = str(stub.of("setWebhook")[0].params["secret_token"])
+        assert len(secret) >= 32
+        update = {
+            "update_id": 1,
+            "message": {
+                "message_id": 1,
+                "date": 1_700_000_000,
+                "chat": {"id": OWNER, "type": "private", "first_name": "Owner"},
+                "from": {"id": OWNER, "is_bot": False, "first_name": "Owner"},
+                "text": f"/allow {forged_id}",
+                "entities": [{"type": "bot_command", "offset": 0, "length": 6}],
+            },
+        }
+        url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
+        header = "X-Telegram-Bot-Api-Secret-Token"
+        async with aiohttp.ClientSession() as http:
+            for headers in ({}, {header: "guessed"}):  # anyone can claim to be the owner: owner ids are no secret
+                async with http.post(url, json=update, headers=headers) as resp:
+                    assert resp.status == 401
+            await asyncio.sleep(0.5)
+            assert not Storage(tmp_path / "data" / "twin.db").is_allowed(forged_id)
+            assert stub.texts(OWNER) == []
+            async with http.post(url, json=update | {"update_id": 2}, headers={header: secret}) as resp:
+                assert resp.status == 200  # the positive control: what Telegram sends is handled
+        await stub.wait_for(lambda: stub.texts(OWNER), 30)
+        assert Storage(tmp_path / "data" / "twin.db").is_allowed(forged_id)
+        assert secret not in log.read_text()
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 60)
+        await stub.stop()

@@ -261,3 +261,44 @@ def test_forgetting_someone_with_no_chat_of_their_own_rebuilds_the_groups_they_w
     assert after["content_hash"] != before["content_hash"]
     store.rebuild_sessions(group, HOUR)
     assert sessions_of(store, group) == [after]  # what a rebuild from the messages left gives: nothing stale
+
+
+def test_a_folder_that_cannot_be_deleted_is_an_error_that_names_it(settings, store, alice, monkeypatch):
+    import shutil
+
+    from trainer import artifacts
+
+    stuck, rmtree = alice["folders"][2], shutil.rmtree
+
+    def refuse(path, *args, **kwargs):  # the filesystem's answer to a folder the user may not change
+        if Path(path) == stuck:
+            raise PermissionError(13, "Permission denied", str(path))
+        return rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(artifacts.shutil, "rmtree", refuse)
+    env = {"TWIN_DATA_DIR": str(settings.data_dir)}
+    result = CliRunner().invoke(app, ["forget", alice["person"]["slug"], "--yes"], env=env)
+    assert result.exit_code == 1
+    assert f"{stuck} could not be deleted (Permission denied): delete it by hand" in result.output
+    assert "adapters 2, 3 deleted" in result.output and not alice["folders"][3].exists()
+    assert store.person(ALICE) is None
+
+
+def test_an_adapter_path_stored_relative_to_the_working_directory_is_resolved_under_the_data_dir(tmp_path, monkeypatch):
+    import storage.db as dbmod
+
+    monkeypatch.chdir(tmp_path)  # an older twin, run with TWIN_DATA_DIR=data, stored "data/adapters/0001"
+    with monkeypatch.context() as old_schema:
+        old_schema.setattr(dbmod, "MIGRATIONS", dbmod.MIGRATIONS[:6])
+        old_schema.setattr(dbmod, "SCHEMA_VERSION", 6)
+        old = Storage(Path("data/twin.db"))
+        old.add_adapter({"version": 1, "path": "data/adapters/0001", "base_model": "m", "status": "active"}, [])
+        old.add_adapter({"version": 2, "path": "/srv/twin/data/adapters/0002", "base_model": "m"}, [])
+        old.close()
+    store = Storage(tmp_path / "data" / "twin.db")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the bot, started from another folder, with an absolute data dir
+    assert AdapterRef.from_row(store.adapter(1), tmp_path / "data").path == tmp_path / "data" / "adapters" / "0001"
+    assert AdapterRef.from_row(store.adapter(2), tmp_path / "data").path == Path("/srv/twin/data/adapters/0002")
+    store.close()

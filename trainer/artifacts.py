@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.paths import artifact_path
 from core.process import pid_alive
 from storage import Storage
 
@@ -96,15 +97,31 @@ def remove_leftovers(store: Storage, adapters_dir: Path) -> list[Path]:
     return removed
 
 
-def prune_adapters(store: Storage, keep: int) -> list[int]:
-    """Keep the newest `keep` adapter folders and the active one; delete the rest, marking them 'deleted'."""
+def remove_folder(path: Path) -> str | None:
+    """Delete the folder `path` with all it holds; None when it is gone (or never was), else why it is not
+    (a line naming it, for the user: a folder of weights or quotes left behind is never silently ignored)."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path} could not be deleted ({exc.strerror or type(exc).__name__}): delete it by hand"
+    return None
+
+
+def prune_adapters(store: Storage, data_dir: Path, keep: int) -> tuple[list[int], list[str]]:
+    """Keep the newest `keep` adapter folders and the active one; delete the rest, marking them 'deleted'.
+    Returns the versions pruned and a line for each folder that could not be deleted."""
     alive = [a for a in store.adapters() if a["status"] != "deleted"]
     keep_versions = {a["version"] for a in alive[-keep:]} | {a["version"] for a in alive if a["status"] == "active"}
-    pruned = []
+    pruned, stuck = [], []
     for a in alive:
         if a["version"] in keep_versions:
             continue
-        shutil.rmtree(a["path"], ignore_errors=True)
+        if a["path"] and (why := remove_folder(artifact_path(a["path"], data_dir))):
+            log.error("pruning adapter %d: %s", a["version"], why)
+            stuck.append(why)
+        # Deleted even when its folder stays: part of it may be gone, so it is never served again.
         store.set_adapter_status(a["version"], "deleted", f"pruned (keeping the last {keep}); was {a['status']}")
         pruned.append(a["version"])
-    return pruned
+    return pruned, stuck

@@ -209,7 +209,7 @@ def forget_cmd(
 
     Example: twin forget sasha
     """
-    from trainer.forgetting import forget_person
+    from trainer.forgetting import ForgetIncomplete, forget_person
 
     settings: Settings = ctx.obj
     store = open_storage(settings)
@@ -218,7 +218,11 @@ def forget_cmd(
     question = f"Forget {preview.slug}: {preview.messages} messages in {preview.sessions} sessions{adapters}?"
     if not yes and not typer.confirm(question):
         raise typer.Exit(1)
-    report = forget_person(store, settings, preview.person_id)
+    incomplete: ForgetIncomplete | None = None
+    try:
+        report = forget_person(store, settings, preview.person_id)
+    except ForgetIncomplete as exc:  # what was done is said first, then the error (exit code 1)
+        report, incomplete = exc.report, exc
     out.print(
         f"forgot {report.slug}: {report.messages} messages, {report.sessions} sessions"
         + (f", adapters {', '.join(map(str, report.trained_on))} deleted" if report.trained_on else ""),
@@ -228,6 +232,8 @@ def forget_cmd(
         now = f"adapter {report.now_active}" if report.now_active else "the base model (no adapter)"
         out.print(f"the active adapter {report.was_active} was trained on them: {now} is active now")
     out.print("retrain without them: twin train --full")
+    if incomplete is not None:
+        raise incomplete
 
 
 @dataset_app.command("export")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import UserError
+from core.paths import artifact_path
 from core.settings import Settings
 from storage import Storage
 from trainer.config import TrainConfig
@@ -81,11 +82,12 @@ def _fresh_reason(store: Storage, cfg: TrainConfig, full: bool, settings: Settin
         return "no active adapter yet"
     if not settings.fits_base_model(active["base_model"]):
         return f"the base model changed (adapter {active['version']} was trained on {active['base_model']})"
-    if not Path(active["path"]).is_dir():
+    folder = artifact_path(active["path"], settings.data_dir)
+    if not folder.is_dir():
         return f"adapter {active['version']}'s folder is missing"
     if len(lineage(store, active["version"])) >= cfg.fresh_every:
         return f"every {cfg.fresh_every}th round starts fresh"
-    meta = Path(active["path"]) / "meta.json"
+    meta = folder / "meta.json"
     if meta.is_file() and json.loads(meta.read_text()).get("lora") != lora_shape(cfg):
         return "the LoRA shape (r, alpha, target modules) changed"
     return None
@@ -121,4 +123,5 @@ def plan_round(
     rng = random.Random(cfg.seed * 100_003 + store.next_adapter_version())
     replay = rng.sample(old, min(len(old), round(cfg.replay_ratio * len(new))))
     reason = f"incremental from adapter {active['version']}: {len(new)} new + {len(replay)} replayed"
-    return RoundPlan(False, active["version"], Path(active["path"]), reason, [s.id for s in new], replay, dropped)
+    parent = artifact_path(active["path"], settings.data_dir)
+    return RoundPlan(False, active["version"], parent, reason, [s.id for s in new], replay, dropped)

@@ -27,6 +27,7 @@ import torch
 
 from core.errors import UserError
 from core.format import ChatFormat
+from core.paths import artifact_path, stored_path
 from core.settings import Settings
 from engine.base_model import base_model_path
 from storage import Storage
@@ -274,7 +275,7 @@ class TrainingRound:
             self.warnings.append("FSDP: the active adapter was not re-evaluated on the new eval set")
             return None
         args = (self.data.eval_examples, self.cfg.eval_pack_tokens, self.acc.device)
-        return ev.evaluate_adapter_folder(self.peft_model, active["path"], *args)
+        return ev.evaluate_adapter_folder(self.peft_model, artifact_path(active["path"], self.settings.data_dir), *args)
 
     def evaluate(self) -> RoundEvaluation | None:
         """New adapter, base model and active adapter on the eval sessions. The main process alone does it
@@ -361,7 +362,7 @@ class TrainingRound:
             "run_id": self.run_id,
             "parent_version": self.data.plan.parent_version,
             "base_model": self.base_model,
-            "path": str(path),
+            "path": stored_path(path, self.settings.data_dir),
             "status": "candidate" if decision.promote else "rejected",
             "reason": decision.reason,
             "eval_loss": new_loss,
@@ -388,9 +389,10 @@ class TrainingRound:
                 n_sessions=len(self.data.chosen),
                 n_tokens=self.data.counts["tokens"],
             )
-        pruned = artifacts.prune_adapters(self.store, self.cfg.keep_adapters)
+        pruned, stuck = artifacts.prune_adapters(self.store, self.settings.data_dir, self.cfg.keep_adapters)
         if pruned:
             log.info("pruned adapters %s", pruned)
+        self.warnings += stuck
         return RoundResult(
             version,
             decision.promote,

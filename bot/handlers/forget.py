@@ -10,12 +10,14 @@ from aiogram.filters import Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
+from bot.chats import Conversations
 from bot.jobs import Jobs
 from core.errors import UserError
 from core.settings import Settings
 from engine.base import Engine
 from storage import Storage
-from trainer.forgetting import forget_person
+from storage.forget import ForgetReport
+from trainer.forgetting import ForgetIncomplete, forget_person
 
 
 class ForgetButton(CallbackData, prefix="forget"):
@@ -64,6 +66,7 @@ async def confirmed(
     store: Storage,
     settings: Settings,
     jobs: Jobs,
+    conversations: Conversations,
     engine: Engine | None = None,
 ) -> None:
     if not callback_data.confirm:
@@ -71,11 +74,26 @@ async def confirmed(
         await query.answer()
         return
     await query.answer()
+    # A second tap (or an old button) finds them gone: it must not stop the retrain the first one started.
+    if await asyncio.to_thread(store.person, callback_data.person_id) is None:
+        await query.message.edit_text("Already forgotten; the retrain without them goes on.")
+        return
     # A running round has read their data and holds the training lock: it goes, and a full round follows.
     stopped = await jobs.cancel_training()
-    report = await asyncio.to_thread(forget_person, store, settings, callback_data.person_id)
+    left: list[str] = []
+    async with conversations.forgetting(callback_data.person_id):
+        try:
+            report = await asyncio.to_thread(forget_person, store, settings, callback_data.person_id)
+        except ForgetIncomplete as exc:  # their rows are gone: the rest goes on, and the owner is told
+            report, left = exc.report, exc.left
     if engine is not None and report.trained_on:
         await engine.drop(report.trained_on)
+    jobs.retrain_full()
+    await query.message.edit_text("\n".join(_outcome(report, stopped, left)))
+
+
+def _outcome(report: ForgetReport, stopped: bool, left: list[str]) -> list[str]:
+    """What the owner is told after a forget: what went, what serves now, what could not be deleted."""
     lines = [
         f"Forgot {report.slug}: {report.messages} messages and {report.sessions} sessions deleted; "
         "they are not collected again."
@@ -89,9 +107,9 @@ async def confirmed(
         lines.append(f"The active adapter {report.was_active:04d} was one of them: I answer with {now} now.")
     else:
         lines.append("No active adapter was trained on their data.")
+    lines += [f"Error: {why}" for why in left]
     lines.append("Retraining from scratch.")
-    jobs.retrain_full()
-    await query.message.edit_text("\n".join(lines))
+    return lines
 
 
 def router() -> Router:

@@ -13,6 +13,7 @@ from bot.chats import Conversations
 from bot.delivery import split_text
 from bot.jobs import Jobs
 from core.errors import UserError
+from core.paths import artifact_path
 from core.settings import Settings
 from engine.base import AdapterRef
 from evaluation.headline import describe as describe_report
@@ -65,11 +66,11 @@ def loss_curve(store: Storage, settings: Settings) -> Path | None:
     return images[0] if images else None
 
 
-def report_plot(store: Storage) -> Path | None:
+def report_plot(store: Storage, settings: Settings) -> Path | None:
     """The active adapter's evaluation summary plot (loss, style, questions per persona), when it has one."""
     active = store.active_adapter()
     report = store.eval_report(active["version"]) if active else None
-    plot = Path(report["path"]) / "summary.png" if report else None
+    plot = artifact_path(report["path"], settings.data_dir) / "summary.png" if report else None
     return plot if plot is not None and plot.is_file() else None
 
 
@@ -79,7 +80,7 @@ async def status(
     await message.answer(status_text(store, settings, jobs, conversations))
     if image := loss_curve(store, settings):
         await message.answer_photo(FSInputFile(image), caption="Loss curve of the active adapter")
-    if plot := report_plot(store):
+    if plot := report_plot(store, settings):
         await message.answer_photo(FSInputFile(plot), caption="Evaluation: base model / previous / active adapter")
 
 
