@@ -215,10 +215,18 @@ class Storage(BotStore, ForgetStore, MemoryStore, TrainingStore, EvalStore, Data
         if str(id_or_slug).lstrip("-").isdigit() and (dialog := self.dialog(int(id_or_slug))):
             return dialog
         person = self.require_person(id_or_slug)
-        rows = self.query("SELECT * FROM dialogs WHERE person_id = ? ORDER BY id", (person["id"],))
-        if not rows:
+        dialog = self.person_dialog(person["id"])
+        if dialog is None:
             raise UnknownPersona(f"no dialog with {person['slug']!r}")
-        return dict(rows[0])
+        return dialog
+
+    def person_dialog(self, person_id: int) -> dict[str, Any] | None:
+        """The owner's one-to-one dialog with a person (the oldest, should an export and a sync have made
+        two), or None: the one way exclude, include, collect and memory all find it."""
+        rows = self.query(
+            "SELECT * FROM dialogs WHERE person_id = ? AND type = 'personal_chat' ORDER BY id LIMIT 1", (person_id,)
+        )
+        return _dict(rows[0]) if rows else None
 
     def delete_dialog(self, dialog_id: int) -> None:
         """A dialog, its messages and its sessions (a failed import taking back what it added)."""
