@@ -246,6 +246,13 @@ class Storage(BotStore, ForgetStore, MemoryStore, TrainingStore, EvalStore, Data
                 (message_id, int(time.time()), dialog_id),
             )
 
+    def lower_watermark(self, dialog_id: int, message_id: int) -> None:
+        """Move the sync watermark down to `message_id` (never up): the next sync fetches from there again."""
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE dialogs SET watermark = min(coalesce(watermark, 0), ?) WHERE id = ?", (message_id, dialog_id)
+            )
+
     # -- messages ---------------------------------------------------------------------------------
     def insert_messages(self, rows: Iterable[Sequence[Any] | dict[str, Any]], replace: bool = False) -> int:
         """Bulk-insert messages (tuples in MESSAGE_COLUMNS order, or dicts); returns rows added or changed.
@@ -283,6 +290,14 @@ class Storage(BotStore, ForgetStore, MemoryStore, TrainingStore, EvalStore, Data
 
     def message_ids(self, dialog_id: int) -> set[int]:
         return {r[0] for r in self.query("SELECT id FROM messages WHERE dialog_id = ?", (dialog_id,))}
+
+    def stored_ids(self, dialog_id: int, ids: Sequence[int]) -> set[int]:
+        """Those of `ids` the dialog holds already."""
+        rows = self.query(
+            "SELECT id FROM messages WHERE dialog_id = ? AND id IN (SELECT value FROM json_each(?))",
+            (dialog_id, orjson.dumps(list(ids)).decode()),
+        )
+        return {r[0] for r in rows}
 
     def has_messages(self, dialog_id: int) -> bool:
         return bool(self.query("SELECT 1 FROM messages WHERE dialog_id = ? LIMIT 1", (dialog_id,)))
