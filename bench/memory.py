@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.format import NO_MEMORY  # noqa: E402
+from core.memory import memory_on  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from engine.base import AdapterRef  # noqa: E402
 from evaluation.generate import Gated, quiet_engine_log, started_engine  # noqa: E402
@@ -113,7 +114,7 @@ async def replies(settings: Settings, store: Storage, probes: list[FactProbe], o
 
             async def one(p: FactProbe, memory=memory) -> tuple[str, str]:
                 turns = p.session.turns[max(0, p.turn - context) : p.turn]
-                recalled = memory.recall(p.session, turns) if memory.settings.memory_scope != "off" else []
+                recalled = memory.recall(p.session, turns) if memory_on(memory.settings) else []
                 block = gated.memory_block(recalled, settings.memory_tokens) if recalled else NO_MEMORY
                 said = await gated.reply(turns, owner, turns[-1].speaker, adapter, block)
                 return block.text, "\n".join(said)

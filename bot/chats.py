@@ -24,6 +24,7 @@ from bot.conversation import conversation_turns
 from bot.delivery import send_text, typing_pause
 from bot.personas import chat_persona, partner_name
 from core.format import NO_MEMORY, ChatTurn, MemoryBlock, Recalled
+from core.memory import memory_on
 from core.scrub import Scrubber
 from core.settings import Settings
 from engine.base import AdapterRef, Engine
@@ -160,10 +161,11 @@ class Conversations:
     def recall(self, chat_id: int, user_id: int, persona: str, turns: list[ChatTurn]) -> list[Recalled]:
         """What the twin remembers for this reply. Only in a one-to-one chat: in a group, the others would
         hear what only two of its members share."""
-        if chat_id != user_id or self.settings.memory_scope == "off":
+        if not memory_on(self.settings):
             return []
         played = self.store.person(persona)
-        request = MemoryRequest.by_settings(self.settings, self.owner_id, played["id"] if played else None, user_id)
+        played_id = played["id"] if played else None
+        request = MemoryRequest.by_settings(self.settings, self.owner_id, played_id, user_id, group=chat_id != user_id)
         return recall(self.store, request, turns, self._scrub)
 
     async def _generate(self, chat_id, turns, persona, partner, adapter, memory: MemoryBlock) -> list[str] | None:

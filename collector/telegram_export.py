@@ -104,26 +104,33 @@ class Written:
 
     dialog_id: int
     new_dialog: bool
-    new_ids: list[int]  # message ids this import added
+    new_ids: list[int]  # message ids this import itself added (not a concurrent sync's)
+    watermark: int  # the dialog's sync watermark before the import
 
 
 def save_chat(
     store: Storage, chat: ChatRows, gap_seconds: float, now: float, written: list[Written], pacer: Pacer
 ) -> int:
     """Write one converted chat (BATCH_ROWS messages per transaction) and its sessions; returns how many
-    messages were new. What it adds is appended to `written` before it is written."""
+    messages were new. What it adds goes into `written` as each batch commits.
+
+    Which ids a batch added is read in the batch's own write transaction: a sync writing the same dialog
+    meanwhile (the bot's, or `twin collect`) can never make its rows look like the import's."""
     dialog_id = chat.dialog["id"]
     fresh = not store.has_messages(dialog_id)
-    ids = [row[1] for row in chat.rows]
-    if not fresh:  # a re-import: only the ids not stored yet are this import's
-        known = store.message_ids(dialog_id)
-        ids = [i for i in ids if i not in known]
-    written.append(Written(dialog_id, store.dialog(dialog_id) is None, ids))
-    store.upsert_dialog(chat.dialog)
+    with store.transaction():
+        before = store.dialog(dialog_id)
+        store.upsert_dialog(chat.dialog)
+    mine = Written(dialog_id, before is None, [], (before or {}).get("watermark") or 0)
+    written.append(mine)
     added = 0
     for start in range(0, len(chat.rows), BATCH_ROWS):
         batch = chat.rows[start : start + BATCH_ROWS]
-        added += store.insert_many_messages(batch)
+        ids = [row[1] for row in batch]
+        with store.transaction():
+            known = store.stored_ids(dialog_id, ids)
+            added += store.insert_many_messages(batch)
+        mine.new_ids += [i for i in ids if i not in known]
         pacer.wrote(len(batch))
     if fresh:  # the rows in hand are all the dialog has: no need to read them back
         sessions = session_rows(dialog_id, session_messages(chat.rows), gap_seconds, now)
@@ -136,13 +143,16 @@ def save_chat(
 
 
 def take_back(store: Storage, written: list[Written], gap_seconds: float) -> None:
-    """Undo a failed import: the messages and dialogs it added go, touched dialogs get their sessions back."""
+    """Undo a failed import: the messages it added go, and the dialogs it added unless a sync stored messages
+    in them meanwhile; touched dialogs get their sessions back, and their watermark no higher than before
+    (a sync that ran meanwhile may have skipped ids the import held: the next one fetches them again)."""
     with store.transaction():
         for w in reversed(written):
             store.delete_messages(w.dialog_id, w.new_ids)
-            if w.new_dialog:
+            if w.new_dialog and not store.has_messages(w.dialog_id):
                 store.delete_dialog(w.dialog_id)
             else:
+                store.lower_watermark(w.dialog_id, w.watermark)
                 store.rebuild_sessions(w.dialog_id, gap_seconds)
 
 

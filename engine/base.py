@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from core.format import NO_MEMORY, ChatFormat, ChatTurn, MemoryBlock, Recalled
+from core.memory import memory_budget
 from core.paths import artifact_path
 
 from .compat import adapter_mismatch
@@ -151,8 +152,9 @@ class BaseEngine:
         return []
 
     def memory_block(self, recalled: Sequence[Recalled], budget: int) -> MemoryBlock:
-        """The memory block of the recalled exchanges that fit `budget` tokens (what `reply` is given)."""
-        return self.format.memory(recalled, budget)
+        """The memory block of the recalled exchanges that fit `budget` tokens, and a quarter of the context
+        window at most, as in training (what `reply` is given)."""
+        return self.format.memory(recalled, memory_budget(budget, self.max_context))
 
     def prompt_ids(self, turns: Sequence[ChatTurn], persona: str, memory: MemoryBlock = NO_MEMORY) -> list[int]:
         """The core format's prompt, with the oldest turns left out until it fits the context window."""

@@ -83,15 +83,16 @@ def chat_cmd(
 def chat_recall(store, settings: Settings, roles: ChatRoles) -> Recall | None:
     """What `twin chat` remembers before each reply, by the bot's rules: the twin plays `roles.persona` to
     `roles.partner` (a name storage does not know is a new contact: nothing of theirs to recall)."""
+    from core.memory import memory_on
     from core.scrub import Scrubber
     from storage.memory import MemoryRequest, recall
 
     owner_id = store.owner_id(settings.owner_id)
-    if settings.memory_scope == "off" or owner_id is None:
+    if not memory_on(settings) or owner_id is None:
         return None
     played, partner = store.person(roles.persona), store.person(roles.partner)
     ids = (played["id"] if played else None, partner["id"] if partner else None)
-    request = MemoryRequest.by_settings(settings, owner_id, *ids)
+    request = MemoryRequest.by_settings(settings, owner_id, *ids, group=False)
     scrub = Scrubber(settings.scrub_words).scrub
     return lambda turns: recall(store, request, turns, scrub)
 

@@ -19,9 +19,10 @@ import math
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from core.format import ChatTurn, Recalled
+from core.memory import MEMORY_SCOPES, MemoryScope, Recallable, may_recall, memory_on
 from core.sessions import merge_bursts, to_chat_turns
 
 from .db import Database
@@ -30,8 +31,7 @@ from .memory_schema import MEMORY_SLOT_SHIFT, MESSAGE_ROWID_MASK
 if TYPE_CHECKING:
     from core.settings import Settings
 
-MemoryScope = Literal["off", "pair", "owner"]
-MEMORY_SCOPES = ("off", "pair", "owner")
+__all__ = ["MEMORY_SCOPES", "MemoryRequest", "MemoryScope", "MemoryStore", "recall"]
 
 # A shorter word finds too much to mean anything (and the trigram index needs 3 characters).
 MIN_TERM_CHARS = 3
@@ -109,41 +109,40 @@ class MemoryRequest:
     gap_seconds: float  # a hit's context stays within its session
     before: int | None = None  # only what was said before this time (a training session's start)
     skip: Callable[[dict[str, Any]], bool] | None = None  # hits never shown (the trainer: eval sessions)
+    group: bool = False  # a group chat: nothing is recalled (core.memory.may_recall)
 
     @classmethod
     def by_settings(
-        cls, settings: Settings, owner_id: int, persona_id: int | None, partner_id: int | None, **when: Any
+        cls,
+        settings: Settings,
+        owner_id: int,
+        persona_id: int | None,
+        partner_id: int | None,
+        *,
+        group: bool,
+        **when: Any,
     ) -> MemoryRequest:
         """The request TWIN_MEMORY_* ask for (`when`: `before`, `skip`); the bot, `twin chat` and the trainer
-        all build theirs here."""
+        all build theirs here (memory not on: scope off)."""
         return cls(
             owner_id=owner_id,
             persona_id=persona_id,
             partner_id=partner_id,
-            scope=settings.memory_scope,
+            scope=settings.memory_scope if memory_on(settings) else "off",
+            group=group,
             k=settings.memory_excerpts,
             gap_seconds=settings.session_gap_seconds,
             **when,
         )
 
     @property
-    def pair_person(self) -> int | None:
-        """The person whose dialog with the owner both talkers know; None: they share none."""
-        if self.persona_id == self.owner_id:
-            return self.partner_id if self.partner_id != self.owner_id else None
-        return self.persona_id if self.partner_id == self.owner_id else None
+    def allowed(self) -> Recallable:
+        """What this request may recall: the privacy rule's answer (core.memory.may_recall)."""
+        return may_recall(self.scope, self.owner_id, self.persona_id, self.partner_id, group=self.group)
 
 
 class MemoryStore(Database):
     """Reads of the memory index (mixed into Storage; the triggers in memory_schema write it)."""
-
-    def personal_dialog(self, person_id: int) -> dict[str, Any] | None:
-        """The owner's one-to-one dialog with a person, or None."""
-        rows = self.query(
-            "SELECT * FROM dialogs WHERE (person_id = ? OR id = ?) AND type = 'personal_chat' ORDER BY id LIMIT 1",
-            (person_id, person_id),
-        )
-        return dict(rows[0]) if rows else None
 
     def slugs(self, ids: Collection[int]) -> dict[int, str]:
         """Person id → persona slug, for these ids (unknown ids left out)."""
@@ -215,8 +214,8 @@ class MemoryStore(Database):
         newest = json.dumps([k & MESSAGE_ROWID_MASK for k in keys[-CANDIDATES:]])
         rows = self.query(
             "SELECT dialog_id, id, sender_id, date, text, forwarded FROM messages"
-            " WHERE rowid IN (SELECT value FROM json_each(?)) AND date < ?",
-            (newest, before if before is not None else 2**62),
+            " WHERE rowid IN (SELECT value FROM json_each(?)) AND dialog_id = ? AND date < ?",
+            (newest, dialog_id, before if before is not None else 2**62),
         )
         return [dict(r) for r in rows]
 
@@ -247,16 +246,16 @@ def recall(
     scrub: Callable[[str], str] | None = None,
 ) -> list[Recalled]:
     """The earlier exchanges most relevant to the end of `turns` that `request` may show, best first."""
-    terms = query_terms(turns)
-    if request.scope == "off" or request.k <= 0 or not terms:
+    allowed, terms = request.allowed, query_terms(turns)
+    if not allowed or request.k <= 0 or not terms:
         return []
     match = match_expression(terms)
     only: dict[tuple[int, int], int] = {}  # hits of which only this sender's words may be shown around
     hits: list[dict[str, Any]] = []
-    pair = store.personal_dialog(request.pair_person) if request.pair_person is not None else None
+    pair = store.person_dialog(allowed.pair_person) if allowed.pair_person is not None else None
     if pair is not None and not pair["excluded"]:
         hits += store.memory_hits(match, dialog_id=pair["id"], before=request.before)
-    if request.scope == "owner" and request.persona_id == request.owner_id:
+    if allowed.owner_elsewhere:
         not_pair = pair["id"] if pair else None
         others = store.memory_hits(match, sender_id=request.owner_id, not_dialog=not_pair, before=request.before)
         only.update({(h["dialog_id"], h["id"]): request.owner_id for h in others})

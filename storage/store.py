@@ -215,10 +215,18 @@ class Storage(BotStore, ForgetStore, MemoryStore, TrainingStore, EvalStore, Data
         if str(id_or_slug).lstrip("-").isdigit() and (dialog := self.dialog(int(id_or_slug))):
             return dialog
         person = self.require_person(id_or_slug)
-        rows = self.query("SELECT * FROM dialogs WHERE person_id = ? ORDER BY id", (person["id"],))
-        if not rows:
+        dialog = self.person_dialog(person["id"])
+        if dialog is None:
             raise UnknownPersona(f"no dialog with {person['slug']!r}")
-        return dict(rows[0])
+        return dialog
+
+    def person_dialog(self, person_id: int) -> dict[str, Any] | None:
+        """The owner's one-to-one dialog with a person (the oldest, should an export and a sync have made
+        two), or None: the one way exclude, include, collect and memory all find it."""
+        rows = self.query(
+            "SELECT * FROM dialogs WHERE person_id = ? AND type = 'personal_chat' ORDER BY id LIMIT 1", (person_id,)
+        )
+        return _dict(rows[0]) if rows else None
 
     def delete_dialog(self, dialog_id: int) -> None:
         """A dialog, its messages and its sessions (a failed import taking back what it added)."""
@@ -236,6 +244,13 @@ class Storage(BotStore, ForgetStore, MemoryStore, TrainingStore, EvalStore, Data
             c.execute(
                 "UPDATE dialogs SET watermark = max(coalesce(watermark, 0), ?), last_sync_at = ? WHERE id = ?",
                 (message_id, int(time.time()), dialog_id),
+            )
+
+    def lower_watermark(self, dialog_id: int, message_id: int) -> None:
+        """Move the sync watermark down to `message_id` (never up): the next sync fetches from there again."""
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE dialogs SET watermark = min(coalesce(watermark, 0), ?) WHERE id = ?", (message_id, dialog_id)
             )
 
     # -- messages ---------------------------------------------------------------------------------
@@ -275,6 +290,14 @@ class Storage(BotStore, ForgetStore, MemoryStore, TrainingStore, EvalStore, Data
 
     def message_ids(self, dialog_id: int) -> set[int]:
         return {r[0] for r in self.query("SELECT id FROM messages WHERE dialog_id = ?", (dialog_id,))}
+
+    def stored_ids(self, dialog_id: int, ids: Sequence[int]) -> set[int]:
+        """Those of `ids` the dialog holds already."""
+        rows = self.query(
+            "SELECT id FROM messages WHERE dialog_id = ? AND id IN (SELECT value FROM json_each(?))",
+            (dialog_id, orjson.dumps(list(ids)).decode()),
+        )
+        return {r[0] for r in rows}
 
     def has_messages(self, dialog_id: int) -> bool:
         return bool(self.query("SELECT 1 FROM messages WHERE dialog_id = ? LIMIT 1", (dialog_id,)))

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from core.format import ChatTurn, Recalled
+from core.memory import memory_on
 from core.scrub import Scrubber
 from core.settings import Settings
 from storage import Storage
@@ -43,9 +44,9 @@ class SessionMemory:
     def __init__(self, store: Storage, settings: Settings, owner_id: int):
         self.store, self.settings, self.owner_id = store, settings, owner_id
         self._skip, self._scrub = held_out(store), Scrubber(settings.scrub_words).scrub
-        self._partner = {
-            d["id"]: d["person_id"] or (d["id"] if d["type"] == "personal_chat" else None) for d in store.dialogs()
-        }
+        # A dialog's person is its `person_id` (Storage.person_dialog finds the dialog back the same way);
+        # a dialog that is not a one-to-one chat is a group, where the bot recalls nothing.
+        self._dialogs = {d["id"]: d for d in store.dialogs()}
 
     def recall(
         self, session: TrainingSession, turns: Sequence[ChatTurn], persona_id: int | None = None
@@ -53,10 +54,11 @@ class SessionMemory:
         """The exchanges recalled for `turns` of `session` (the twin playing `persona_id`, default the
         owner, in the session's dialog)."""
         persona_id = self.owner_id if persona_id is None else persona_id
-        other = self._partner.get(session.dialog_id)
-        partner = other if persona_id == self.owner_id else self.owner_id
+        dialog = self._dialogs.get(session.dialog_id) or {}
+        group = dialog.get("type") != "personal_chat"
+        partner = dialog.get("person_id") if persona_id == self.owner_id else self.owner_id
         request = MemoryRequest.by_settings(
-            self.settings, self.owner_id, persona_id, partner, before=session.start, skip=self._skip
+            self.settings, self.owner_id, persona_id, partner, group=group, before=session.start, skip=self._skip
         )
         return recall(self.store, request, turns, self._scrub)
 
@@ -75,7 +77,7 @@ def with_memory(
     store: Storage, settings: Settings, owner_id: int, sessions: Sequence[TrainingSession]
 ) -> list[TrainingSession]:
     """`sessions` with their memory at start (unchanged when memory is off)."""
-    if settings.memory_scope == "off" or settings.memory_excerpts == 0:
+    if not memory_on(settings):
         return list(sessions)
     return SessionMemory(store, settings, owner_id).at_start(sessions)
 
@@ -98,6 +100,6 @@ def adapter_session_memory(store: Storage, settings: Settings, meta: dict[str, A
     """The memory an adapter trained with, to evaluate it as it will serve; None: it trained without."""
     memory = adapter_memory(settings, meta)
     owner_id = store.owner_id(settings.owner_id)
-    if memory.memory_scope == "off" or not memory.memory_excerpts or owner_id is None:
+    if not memory_on(memory) or owner_id is None:
         return None
     return SessionMemory(store, memory, owner_id)

@@ -27,6 +27,7 @@ import torch
 
 from core.errors import UserError
 from core.format import ChatFormat
+from core.memory import memory_on
 from core.paths import artifact_path, stored_path
 from core.settings import Settings
 from engine.base_model import base_model_path
@@ -183,7 +184,7 @@ class TrainingRound:
         eval_ids = {s.id for s in eval_sessions}
         if leaked := [s.id for s in chosen if s.split != "train" or s.id in eval_ids]:  # not an assert: -O drops those
             raise AssertionError(f"eval session in training data: {leaked[:5]}")
-        if self.cfg.memory and (owner_id := self.store.owner_id(self.settings.owner_id)) is not None:
+        if self.memory_tokens and (owner_id := self.store.owner_id(self.settings.owner_id)) is not None:
             chosen = with_memory(self.store, self.settings, owner_id, chosen)
             eval_sessions = with_memory(self.store, self.settings, owner_id, eval_sessions)
         window = (self.cfg.max_seq_len, self.cfg.window_context)
@@ -210,7 +211,7 @@ class TrainingRound:
     @property
     def memory_tokens(self) -> int:
         """The memory block's budget in this round's examples (0: the round trains without memory)."""
-        return self.settings.memory_tokens if self.cfg.memory and self.settings.memory_scope != "off" else 0
+        return self.settings.memory_tokens if self.cfg.memory and memory_on(self.settings) else 0
 
     def owner(self) -> str:
         slug = self.store.owner_slug(self.settings.owner_id)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from core.format import NO_MEMORY, ChatFormat, Rendered
+from core.memory import memory_budget
 from trainer.dataset import TrainingSession
 
 
@@ -70,7 +71,7 @@ def session_examples(
     alone (the others stay as context), instead of on every speaker's. With a memory block (the session's
     recalled exchanges, up to `memory_tokens`), every window begins with it, as every prompt does."""
     # A quarter of a window at most: the conversation itself must still fit beside it.
-    budget = min(memory_tokens, max_len // 4)
+    budget = memory_budget(memory_tokens, max_len)
     memory = fmt.memory(session.recalled, budget) if session.recalled and budget else NO_MEMORY
     rendered = fmt.render(session.turns, memory)
     personas = tuple(t.speaker for t in session.turns)
