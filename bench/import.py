@@ -242,5 +242,6 @@ def main() -> None:
                 f" / loads without GC: {imported / loads_no_gc}"
             )
 
+
 if __name__ == "__main__":
     main()

@@ -63,8 +63,7 @@ def msg(sender: int, date: int, text: str | None, dialog: int = ANNA, **kw) -> d
 def index_texts(store: Storage, word: str) -> list[str]:
     """The texts of the messages the index itself finds for `word` (a stale index row finds a changed text)."""
     rows = store.query(
-        f"SELECT m.text FROM memory f JOIN messages m ON m.rowid = f.rowid & {MESSAGE_ROWID_MASK}"
-        " WHERE memory MATCH ?",
+        f"SELECT m.text FROM memory f JOIN messages m ON m.rowid = f.rowid & {MESSAGE_ROWID_MASK} WHERE memory MATCH ?",
         (match_expression([word]),),
     )
     return sorted(r[0] for r in rows if word.lower() in r[0].lower())
