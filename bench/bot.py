@@ -51,7 +51,6 @@ from collector.telegram_export import import_export  # noqa: E402
 from core.format import MemoryBlock  # noqa: E402
 from storage import Storage  # noqa: E402
 from storage.db import Database  # noqa: E402
-from storage.memory_schema import MEMORY_BACKFILL, MEMORY_SCHEMA  # noqa: E402
 from tests.bot_fakes import OWNER, TwinUnderTest  # noqa: E402
 
 GOAL_P99_MS = 20.0
@@ -168,6 +167,7 @@ def import_with_memory(data_dir: Path, n_messages: int) -> tuple[list[int], list
     data_dir.mkdir(parents=True)
     export = module.write_export(data_dir, n_messages)
     store = Storage(data_dir / "twin.db")
+    store.turn_memory_index(True)  # memory on: the bench recalls
     started = time.perf_counter()
     summary = import_export(
         store, export, owner_id=None, include_groups=True, keep_stickers=True, gap_seconds=3600, progress=False
@@ -176,18 +176,12 @@ def import_with_memory(data_dir: Path, n_messages: int) -> tuple[list[int], list
     export.unlink()
     size = lambda: store.query("PRAGMA page_count")[0][0] * store.query("PRAGMA page_size")[0][0]  # noqa: E731
     total = size()
-    with store.transaction() as c:  # the index's share: its pages are free once it is dropped
-        for trigger in ("memory_add", "memory_drop", "memory_edit_drop", "memory_edit_add"):
-            c.execute(f"DROP TRIGGER {trigger}")
-        c.execute("DROP TABLE memory")
-        c.execute("DROP TABLE memory_dialogs")
-        index = store.query("PRAGMA freelist_count")[0][0] * store.query("PRAGMA page_size")[0][0]
+    store.turn_memory_index(False)  # the index's share: its pages are free once it is dropped
+    index = store.query("PRAGMA freelist_count")[0][0] * store.query("PRAGMA page_size")[0][0]
     started = time.perf_counter()
-    with store.transaction() as c:
-        for statement in MEMORY_SCHEMA + MEMORY_BACKFILL:
-            c.execute(statement)
+    store.turn_memory_index(True)
     built = time.perf_counter() - started
-    indexed = store.query("SELECT count(*) FROM memory")[0][0]
+    indexed = store.query("SELECT count(*) FROM memory_source")[0][0]
     partners = [r[0] for r in store.query("SELECT person_id FROM dialogs WHERE type = 'personal_chat'")]
     store.close()
     print(

@@ -4,7 +4,8 @@ Three steps kept apart: read (export_read: bytes → orjson, headers checked), c
 functions from export dicts to people, a dialog and MESSAGE_COLUMNS tuples), save (here). Every chat is
 converted before anything is written, so a bad file writes nothing; then the rows go in short transactions,
 so the bot and a sync keep using the database while a big export imports, and an import that fails while
-writing takes back what it wrote.
+writing takes back what it wrote. With memory on, each transaction indexes its messages in bulk at its end
+(storage.memory_index); with memory off there is no index to pay for.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def save_chat(
     for start in range(0, len(chat.rows), BATCH_ROWS):
         batch = chat.rows[start : start + BATCH_ROWS]
         ids = [row[1] for row in batch]
-        with store.transaction():
+        with store.indexed_in_bulk():  # one transaction; memory on: the batch's words indexed in one go
             known = store.stored_ids(dialog_id, ids)
             added += store.insert_many_messages(batch)
         mine.new_ids += [i for i in ids if i not in known]

@@ -19,7 +19,7 @@ import sqlite_utils
 
 from core.errors import UserError
 
-from .memory_schema import MEMORY_BACKFILL, MEMORY_SCHEMA
+from .memory_schema import MEMORY_INDEX_OFF, V6_BACKFILL, V6_SCHEMA
 
 # A writer waits this long for another writer before "database is locked" (every writer holds short txns).
 BUSY_TIMEOUT_MS = 30_000
@@ -188,7 +188,7 @@ def _v5(db: sqlite_utils.Database) -> None:
 
 def _v6(db: sqlite_utils.Database) -> None:
     """The twin's memory: every trainable message searchable by what it says (see storage.memory)."""
-    for statement in MEMORY_SCHEMA + MEMORY_BACKFILL:
+    for statement in V6_SCHEMA + V6_BACKFILL:
         db.execute(statement)
 
 
@@ -203,8 +203,15 @@ def _v7(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v8(db: sqlite_utils.Database) -> None:
+    """The memory index only while memory is on, and without a copy of every text: v6's index goes; the first
+    start with memory on builds the new one (storage.memory_index)."""
+    for statement in MEMORY_INDEX_OFF:
+        db.execute(statement)
+
+
 # Forward migrations: MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

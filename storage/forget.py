@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import UserError
 
+from .memory_index import MemoryIndexStore
 from .training import TrainingStore
 
 FORGOTTEN_REASON = "trained on a forgotten person"
@@ -68,7 +69,7 @@ class _Scope:
     tainted: list[int]  # adapters trained on those sessions or continued from one (pruned ones included)
 
 
-class ForgetStore(TrainingStore):
+class ForgetStore(MemoryIndexStore, TrainingStore):
     # Storage's own methods, which forgetting calls too.
     if TYPE_CHECKING:
 
@@ -206,7 +207,7 @@ class ForgetStore(TrainingStore):
                 self.rebuild_sessions(dialog_id, gap_seconds, now)
             # FTS5 deletes only mark a row's tokens deleted; they stay in the index's segments until these are
             # merged. One merged segment holds none of theirs (secure_delete zeroes the pages freed).
-            c.execute("INSERT INTO memory (memory) VALUES ('optimize')")
+            self.optimize_memory_index()
         report.wal_emptied = self.checkpoint()
         return report
 

@@ -200,15 +200,15 @@ class MemoryStore(Database):
         found = "SELECT rowid FROM memory WHERE memory MATCH ? AND rowid BETWEEN ? AND ?"
         keys: list[int] = []
         for depth in (*SEARCH_WINDOWS, None):
-            edge = (
+            edge = (  # read off messages' (dialog_id, date) index: the index keeps no rows to scan
                 self.query(
-                    "SELECT rowid FROM memory WHERE rowid BETWEEN ? AND ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
-                    (lo, hi, depth),
+                    "SELECT rowid FROM messages WHERE dialog_id = ? AND rowid <= ? ORDER BY date DESC LIMIT 1 OFFSET ?",
+                    (dialog_id, hi & MESSAGE_ROWID_MASK, depth),
                 )
                 if depth is not None
                 else []
             )
-            keys = [r[0] for r in self.query(found, (match, edge[0][0] if edge else lo, hi))]
+            keys = [r[0] for r in self.query(found, (match, lo | edge[0][0] if edge else lo, hi))]
             if len(keys) >= ENOUGH or not edge:
                 break
         newest = json.dumps([k & MESSAGE_ROWID_MASK for k in keys[-CANDIDATES:]])

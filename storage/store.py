@@ -20,6 +20,7 @@ from .db import Database
 from .evaluation import EvalStore
 from .forget import ForgetStore
 from .memory import MemoryStore
+from .memory_index import MemoryIndexStore, keep_memory_index
 from .training import TrainingStore
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ def _dict(row: sqlite3.Row | None) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-class Storage(BotStore, ForgetStore, MemoryStore, TrainingStore, EvalStore, Database):
+class Storage(BotStore, ForgetStore, MemoryStore, MemoryIndexStore, TrainingStore, EvalStore, Database):
     # -- meta -------------------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -386,6 +387,13 @@ class Storage(BotStore, ForgetStore, MemoryStore, TrainingStore, EvalStore, Data
 
 
 def open_storage(settings: Settings) -> Storage:
-    """The storage at settings.db_path, creating the data folder on first use."""
+    """The storage at settings.db_path, creating the data folder on first use, with the memory index built
+    or dropped as TWIN_MEMORY_SCOPE asks."""
     settings.ensure_data_dir()
-    return Storage(settings.db_path)
+    store = Storage(settings.db_path)
+    try:
+        keep_memory_index(store, settings)
+    except BaseException:
+        store.close()
+        raise
+    return store

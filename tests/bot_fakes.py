@@ -31,7 +31,7 @@ from bot.jobs import Jobs
 from bot.reporting import OwnerReports
 from core.format import NO_MEMORY, ChatTurn, MemoryBlock
 from core.settings import Settings
-from storage import Storage
+from storage import open_storage
 
 BOT_ID, BOT_USERNAME = 42, "twin_test_bot"
 TOKEN = f"{BOT_ID}:TEST-token-secret-part"
@@ -177,7 +177,7 @@ class TwinUnderTest:
         }
         self.settings = Settings(_env_file=None, **values)
         self.settings.ensure_data_dir()
-        self.store = Storage(self.settings.db_path)
+        self.store = open_storage(self.settings)  # as the bot: the memory index as TWIN_MEMORY_SCOPE asks
         self.engine = engine if engine is not None else EngineDouble()  # a real one for load tests
         self.session = FakeSession()
         self.bot = build_bot(self.settings, session=self.session)

@@ -16,6 +16,7 @@ from core.format import MEMORY_HEADER, ChatFormat, ChatTurn, Recalled, memory_te
 from storage import Storage
 from storage import db as dbmod
 from storage.memory import MemoryRequest, match_expression, query_terms, recall
+from storage.memory_schema import MESSAGE_ROWID_MASK
 from storage.store import MESSAGE_COLUMNS
 from trainer.dataset import TrainingSession
 from trainer.windows import session_examples
@@ -29,6 +30,7 @@ ASKED = [ChatTurn("anna", ("what about the guitar concert?",))]
 @pytest.fixture
 def store(tmp_path) -> Storage:
     s = Storage(tmp_path / "twin.db")
+    s.turn_memory_index(True)  # memory on
     s.upsert_people([{"id": OWNER, "username": "olga"}, {"id": ANNA, "username": "anna"}])
     s.set_meta("owner_id", OWNER)
     s.upsert_dialog({"id": ANNA, "type": "personal_chat", "name": "Anna", "person_id": ANNA})
@@ -59,18 +61,33 @@ def msg(sender: int, date: int, text: str | None, dialog: int = ANNA, **kw) -> d
 
 
 def index_texts(store: Storage, word: str) -> list[str]:
-    """What the index itself holds for `word` (read without the join to messages, so a stale row shows)."""
-    rows = store.query("SELECT text FROM memory WHERE memory MATCH ?", (match_expression([word]),))
-    return sorted(r[0] for r in rows)
+    """The texts of the messages the index itself finds for `word` (a stale index row finds a changed text)."""
+    rows = store.query(
+        f"SELECT m.text FROM memory f JOIN messages m ON m.rowid = f.rowid & {MESSAGE_ROWID_MASK} WHERE memory MATCH ?",
+        (match_expression([word]),),
+    )
+    return sorted(r[0] for r in rows if word.lower() in r[0].lower())
+
+
+def indexed_rowids(store: Storage) -> list[int]:
+    """The message rowids the index holds, read from the index itself (fts5vocab), not from its content."""
+    store.conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.memory_terms USING fts5vocab(main, memory, 'instance')")
+    return sorted(r[0] & MESSAGE_ROWID_MASK for r in store.query("SELECT DISTINCT doc FROM temp.memory_terms"))
 
 
 def index_is_consistent(store: Storage) -> bool:
-    """FTS5's own check that the index matches its rows, and one index row per remembered message."""
+    """FTS5's own check of the index, and exactly the remembered messages indexed, each under its words."""
     store.conn.execute("INSERT INTO memory (memory) VALUES ('integrity-check')")  # raises when corrupt
     remembered = store.query(
-        "SELECT count(*) FROM messages WHERE text IS NOT NULL AND trim(text) <> '' AND NOT coalesce(forwarded, 0)"
-    )[0][0]
-    return store.query("SELECT count(*) FROM memory")[0][0] == remembered
+        "SELECT rowid, text FROM messages WHERE text IS NOT NULL AND trim(text) <> '' AND NOT coalesce(forwarded, 0)"
+    )
+    trigrams = {r[0]: {r[1].lower()[i : i + 3] for i in range(len(r[1]) - 2)} for r in remembered}
+    trigrams = {rowid: terms for rowid, terms in trigrams.items() if terms}  # "ok" has no trigram to index
+    store.conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.memory_terms USING fts5vocab(main, memory, 'instance')")
+    held = {r[0] & MESSAGE_ROWID_MASK: set() for r in store.query("SELECT DISTINCT doc FROM temp.memory_terms")}
+    for doc, term in store.query("SELECT doc, term FROM temp.memory_terms"):
+        held[doc & MESSAGE_ROWID_MASK].add(term)
+    return held == trigrams
 
 
 def ask(store: Storage, turns=ASKED, **kw) -> list[Recalled]:
@@ -96,6 +113,7 @@ def test_messages_enter_the_index_in_the_transaction_that_stores_them_and_leave_
 
 def test_an_import_indexes_every_own_word_in_any_script_but_not_forwards(tmp_path):
     store = Storage(tmp_path / "twin.db")
+    store.turn_memory_index(True)
     import_export(store, FULL, owner_id=None, include_groups=True, keep_stickers=True, gap_seconds=GAP, progress=False)
     assert index_texts(store, "закат") == ["Смотри, какой закат", "Ссылка: https://example.com/закат"]
     assert index_texts(store, "最近怎") == ["你好！最近怎么样？"]
@@ -134,7 +152,7 @@ def test_forwarded_and_empty_messages_are_not_indexed(store):
         ]
     )
     assert index_texts(store, "volcano") == ["my own volcano photos"]
-    assert store.query("SELECT count(*) FROM memory")[0][0] == 1
+    assert len(indexed_rowids(store)) == 1
 
 
 @pytest.mark.parametrize(
@@ -151,12 +169,12 @@ def test_words_are_found_in_any_script_and_as_parts_of_words(store, said, asked)
     assert lines(recalled)[0] == f"anna: {said}"
 
 
-def test_the_migration_indexes_a_database_made_before_the_index(tmp_path, monkeypatch):
+def test_the_migration_drops_the_old_index_and_turning_memory_on_builds_it_once(tmp_path, monkeypatch):
     path = tmp_path / "old.db"
-    monkeypatch.setattr(dbmod, "MIGRATIONS", dbmod.MIGRATIONS[:5])
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 5)
+    monkeypatch.setattr(dbmod, "MIGRATIONS", dbmod.MIGRATIONS[:6])
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 6)
     old = Storage(path)
-    assert old.schema_version == 5 and "memory" not in old.db.table_names()
+    assert old.schema_version == 6 and "memory_content" in old.db.table_names()  # v6: a copy of every text
     old.upsert_people([{"id": OWNER, "username": "olga"}, {"id": ANNA, "username": "anna"}])
     old.upsert_dialog({"id": ANNA, "type": "personal_chat", "name": "Anna", "person_id": ANNA})
     old.insert_messages(
@@ -169,7 +187,9 @@ def test_the_migration_indexes_a_database_made_before_the_index(tmp_path, monkey
     old.close()
     monkeypatch.undo()
     store = Storage(path)
-    assert store.schema_version == dbmod.SCHEMA_VERSION
+    assert store.schema_version == dbmod.SCHEMA_VERSION and not store.memory_index_on()
+    assert not [t for t in store.db.table_names() if t.startswith("memory") and t != "memory_dialogs"]
+    assert store.turn_memory_index(True) and not store.turn_memory_index(True)  # built once
     assert index_texts(store, "lighthouse") == ["lighthouse in another chat", "the lighthouse keeper retired"]
     store.insert_messages([msg(ANNA, T0 + DAY, "a new lighthouse")])  # and the triggers keep it from now on
     assert len(index_texts(store, "lighthouse")) == 3 and index_is_consistent(store)

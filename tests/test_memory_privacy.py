@@ -60,6 +60,7 @@ def tell_secrets(store: Storage) -> None:
 @pytest.fixture
 def store(tmp_path) -> Storage:
     s = Storage(tmp_path / "twin.db")
+    s.turn_memory_index(True)  # as open_storage does with memory on
     tell_secrets(s)
     yield s
     s.close()
@@ -246,6 +247,7 @@ async def test_why_is_refused_to_everyone_but_the_owner(twin_for):
 @pytest.mark.parametrize("scope", ["pair", "owner"])
 def test_training_memory_comes_only_from_earlier_sessions_that_are_not_held_out(tmp_path, scope):
     store = Storage(tmp_path / "twin.db")
+    store.turn_memory_index(True)
     tell_secrets(store)
     days = range(5, 10)
     store.insert_messages(
@@ -282,6 +284,7 @@ async def test_twin_chat_recalls_by_the_same_rules_and_shows_what_each_reply_was
     from tests.bot_fakes import EngineDouble
 
     store = Storage(tmp_path / "twin.db")
+    store.turn_memory_index(True)  # `twin chat` opens it with open_storage: memory on builds the index
     tell_secrets(store)
     settings = Settings(_env_file=None, data_dir=tmp_path, owner_id=OWNER, memory_scope="pair")
 
