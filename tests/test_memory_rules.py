@@ -25,6 +25,7 @@ MEMORY_META = {"memory": {"memory_scope": "owner", "memory_excerpts": 5, "memory
 @pytest.fixture
 def store(tmp_path) -> Storage:
     s = Storage(tmp_path / "twin.db")
+    s.turn_memory_index(True)  # as open_storage does with memory on
     tell_secrets(s)
     # A later family talk where Anna answers the owner: a spot where the report plays Anna in the group.
     s.insert_messages(
