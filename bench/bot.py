@@ -20,6 +20,11 @@ that is the longest any update waited on the import).
     python bench/bot.py --chats 50 --messages 3 --engine-ms 10
     python bench/bot.py --import-messages 1000000
     python bench/bot.py --memory-messages 1000000   # recall's share of each reply on a 1M-message database
+    python bench/bot.py --personas-messages 1000000 # personas() and may_play on a 1M-message database
+
+With --personas-messages N a database of N messages in PERSONA_DIALOGS personal chats (a session every
+PERSONA_SESSION_EVERY messages) is built, and personas() and may_play are timed beside the whole-history
+query personas() ran before the counts (its plan is unchanged: the same indexes). Goal: < 50 ms.
 
 With --memory-messages N the N-message export is imported first (the bot's database then holds it, memory
 index included: its import time, size and the index's build time alone are printed), the chats are the
@@ -54,6 +59,15 @@ from storage.db import Database  # noqa: E402
 from tests.bot_fakes import OWNER, TwinUnderTest  # noqa: E402
 
 GOAL_P99_MS = 20.0
+# --personas-messages: chats as many as the held-out account's, a quiet hour after every few messages.
+PERSONA_DIALOGS, PERSONA_SESSION_EVERY, GOAL_PERSONAS_MS = 600, 10, 50.0
+HISTORY_PERSONAS = (  # personas() before the counts, for the side-by-side figure
+    "SELECT p.id, p.slug, p.name, p.username, p.published,"
+    " (SELECT count(*) FROM messages m WHERE m.sender_id = p.id) AS messages,"
+    " (SELECT count(DISTINCT s.id) FROM sessions s JOIN messages m ON m.dialog_id = s.dialog_id"
+    "   AND m.id BETWEEN s.first_message_id AND s.last_message_id WHERE m.sender_id = p.id) AS sessions"
+    " FROM people p ORDER BY messages DESC, p.slug"
+)
 FIRST_USER = 10_000
 # The import in another process, as `twin import` runs it.
 IMPORT_CHILD = """
@@ -337,6 +351,51 @@ def check_answers(twin: TwinUnderTest, rounds, users: list[int], messages: int, 
     return problems
 
 
+def bench_personas(n_messages: int) -> int:
+    """Build an N-message database in PERSONA_DIALOGS chats, then time personas(), may_play and the old query."""
+    from bot.personas import may_play
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store, owner, per = Storage(Path(tmp) / "twin.db"), 1, max(1, n_messages // PERSONA_DIALOGS)
+        started = time.perf_counter()
+        store.upsert_people([{"id": owner, "first_name": "Olga"}])
+        store.upsert_people([{"id": FIRST_USER + d, "first_name": f"Друг{d}"} for d in range(PERSONA_DIALOGS)])
+        for d in range(PERSONA_DIALOGS):
+            peer = FIRST_USER + d
+            store.upsert_dialog({"id": peer, "type": "personal_chat", "name": f"Друг{d}", "person_id": peer})
+            rows = [
+                (peer, k, owner if k % 2 else peer, k * 60 + k // PERSONA_SESSION_EVERY * 7200, "привет 你好")
+                + (0, None, 0, None, None, None, 0, "export")
+                for k in range(1, per + 1)
+            ]
+            store.insert_many_messages(rows)
+            store.rebuild_sessions(peer, 3600)
+        built = time.perf_counter() - started
+        sessions = store.query("SELECT count(*) FROM sessions")[0][0]
+        print(
+            f"built {per * PERSONA_DIALOGS:,} messages, {sessions:,} sessions in {PERSONA_DIALOGS} chats: {built:.0f} s"
+        )
+        slug = store.person(FIRST_USER)["slug"]
+        timed = {}
+        for name, call in (
+            ("personas()", store.personas),
+            ("may_play", lambda: may_play(store, slug, FIRST_USER + 1, owner)),
+            ("personas() before the counts (whole-history query)", lambda: store.query(HISTORY_PERSONAS)),
+        ):
+            times = []
+            for _ in range(3 if "before" not in name else 1):
+                started = time.perf_counter()
+                call()
+                times.append((time.perf_counter() - started) * 1000)
+            timed[name] = min(times)
+            print(f"{name}: {min(times):.2f} ms")
+        same = store.personas() == [dict(r) for r in store.query(HISTORY_PERSONAS)]
+        store.close()
+    met = timed["personas()"] < GOAL_PERSONAS_MS
+    print(f"same counts as before: {same}; goal < {GOAL_PERSONAS_MS:.0f} ms: {'met' if met else 'MISSED'}")
+    return 0 if same and met else 1
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--chats", type=int, default=200)
@@ -344,7 +403,10 @@ def main() -> None:
     p.add_argument("--engine-ms", type=float, default=50.0)
     p.add_argument("--import-messages", type=int, default=0, help="a twin import of this many messages meanwhile")
     p.add_argument("--memory-messages", type=int, default=0, help="chat with the personal chats of an N-message import")
+    p.add_argument("--personas-messages", type=int, default=0, help="time personas() on an N-message database")
     a = p.parse_args()
+    if a.personas_messages:
+        sys.exit(bench_personas(a.personas_messages))
     attribute_loop_time()
     time_lock_waits()
     sys.exit(asyncio.run(run(a.chats, a.messages, a.engine_ms / 1000, a.import_messages, a.memory_messages)))

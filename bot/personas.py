@@ -40,7 +40,10 @@ def choices(store: Storage, user_id: int, owner_id: int) -> list[dict[str, Any]]
 
 
 def may_play(store: Storage, slug: str, user_id: int, owner_id: int) -> bool:
-    return any(p["slug"] == slug for p in choices(store, user_id, owner_id))
+    """Whether `slug` is among `choices` for this user, in one lookup (every reply of a chat asks)."""
+    persona, owner = store.persona_and_owner(slug, owner_id)
+    mine = owner["slug"] if owner else slug_base(None, None, owner_id)
+    return slug == mine or (persona is not None and (user_id == owner_id or bool(persona["published"])))
 
 
 def chat_persona(store: Storage, chat_id: int, user_id: int, owner_id: int) -> str:

@@ -1,8 +1,12 @@
-"""The SQLite database: connection, transactions and forward migrations.
+"""The SQLite database: connections, transactions and forward migrations.
 
 This package is the only place that knows table names and SQL. The file is created 0600 (SQLite gives its
 -wal/-shm files the same mode) and runs in WAL mode with a busy timeout, so the bot, a separate
 `twin collect` and a training subprocess can share it.
+
+Writes go through one connection, one transaction at a time; reads outside a transaction go through a
+connection of the reading thread's own, so a slow read never holds up another thread's read or a write,
+and a write never holds up a read (WAL: readers see the last commit).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +24,7 @@ import sqlite_utils
 
 from core.errors import UserError
 
+from .counts_schema import COUNTS_BACKFILL, COUNTS_SCHEMA
 from .memory_schema import MEMORY_INDEX_OFF, V6_BACKFILL, V6_SCHEMA
 
 # A writer waits this long for another writer before "database is locked" (every writer holds short txns).
@@ -210,8 +216,14 @@ def _v8(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+def _v9(db: sqlite_utils.Database) -> None:
+    """Each sender's message and session counts per dialog, for `personas()` (see storage.counts_schema)."""
+    for statement in COUNTS_SCHEMA + COUNTS_BACKFILL:
+        db.execute(statement)
+
+
 # Forward migrations: MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -226,36 +238,65 @@ def _create_private_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+def connect(path: str, reader: bool = False) -> sqlite3.Connection:
+    """A new connection to the database at `path`, set up as every connection of twin's is (the one place
+    a connection's pragmas are set). `reader`: a thread's read connection, refused any write."""
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves (sqlite3's implicit transactions would commit
+    # half of a multi-step write). check_same_thread=False: close() closes every thread's reader.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if not reader:  # the file's mode, kept in the file: the writer sets it before any reader opens
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    # An INSERT OR REPLACE of a message (a re-read after an edit) deletes the old row: only with recursive
+    # triggers does that deletion take the old text out of the memory index (and the old row out of the
+    # counts) too.
+    conn.execute("PRAGMA recursive_triggers = ON")
+    # Deleted rows and freed pages are overwritten with zeros, whatever SQLite's build default: what
+    # `twin forget` deletes must not linger in the file's free space.
+    conn.execute("PRAGMA secure_delete = ON")
+    if reader:
+        conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+class _Reader:
+    """A thread's read connection, held by the thread (a thread-local): it is closed when the thread ends."""
+
+    __slots__ = ("conn", "__weakref__")
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __del__(self) -> None:
+        self.conn.close()
+
+
 class Database:
-    """A connection to twin.db plus a re-entrant write transaction.
+    """One write connection with a re-entrant write transaction, and a read connection per thread.
 
     Writes go through `transaction()`: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception, so a
-    failed import or a killed sync leaves the file as it was.
+    failed import or a killed sync leaves the file as it was. `query()` reads on the calling thread's own
+    connection, except inside that thread's transaction (which reads its own writes on the write
+    connection). An in-memory database (":memory:") is one connection for all: another connection would
+    open another, empty database.
     """
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        if str(path) != ":memory:":
+        self._one_connection = str(path) == ":memory:"
+        if not self._one_connection:
             _create_private_file(self.path)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves (sqlite3's implicit transactions would
-        # commit half of a multi-step write). check_same_thread=False: the bot hands reads to threads.
-        self.conn = sqlite3.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-        )
-        self.conn.row_factory = sqlite3.Row
+        self.conn = connect(str(path))
         self.db = sqlite_utils.Database(self.conn)
         self._lock = threading.RLock()
         self._depth = 0
-        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        # An INSERT OR REPLACE of a message (a re-read after an edit) deletes the old row: only with recursive
-        # triggers does that deletion take the old text out of the memory index too.
-        self.conn.execute("PRAGMA recursive_triggers = ON")
-        # Deleted rows and freed pages are overwritten with zeros, whatever SQLite's build default: what
-        # `twin forget` deletes must not linger in the file's free space.
-        self.conn.execute("PRAGMA secure_delete = ON")
+        self._writing_thread: int | None = None  # the thread inside a transaction (its reads: self.conn)
+        self._local = threading.local()
+        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
+        self._closed = False
         self._migrate()
 
     def _migrate(self) -> None:
@@ -290,7 +331,7 @@ class Database:
                     self._depth -= 1
                 return
             self._begin_immediate()
-            self._depth = 1
+            self._depth, self._writing_thread = 1, threading.get_ident()
             try:
                 yield self.conn
             except BaseException:
@@ -299,7 +340,7 @@ class Database:
             else:
                 self.conn.execute("COMMIT")
             finally:
-                self._depth = 0
+                self._depth, self._writing_thread = 0, None
 
     def _begin_immediate(self) -> None:
         """BEGIN IMMEDIATE (take the write lock), retried every fraction of a millisecond while another
@@ -328,8 +369,25 @@ class Database:
         return not busy
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self.conn.execute(sql, params).fetchall()
+        """Rows of one read: on this thread's read connection, or inside its transaction on the writer's."""
+        if self._one_connection or self._writing_thread == threading.get_ident():
+            with self._lock:
+                return self.conn.execute(sql, params).fetchall()
+        return self._reader().execute(sql, params).fetchall()
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection, opened on its first read."""
+        reader = getattr(self._local, "reader", None)
+        if reader is None:
+            if self._closed:
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            reader = self._local.reader = _Reader(connect(str(self.path), reader=True))
+            self._readers.add(reader)
+        return reader.conn
 
     def close(self) -> None:
+        """Close the write connection and every thread's read connection."""
+        self._closed = True
         self.conn.close()
+        for reader in list(self._readers):
+            reader.conn.close()

@@ -16,6 +16,7 @@ from core.personas import slug_base, unique_slug, validate_slug
 from core.sessions import closed_before, session_rows
 
 from .bot import BotStore
+from .counts_schema import SESSION_RECOUNT
 from .db import Database
 from .evaluation import EvalStore
 from .forget import ForgetStore
@@ -171,16 +172,22 @@ class Storage(BotStore, ForgetStore, MemoryStore, MemoryIndexStore, TrainingStor
         return [dict(r) for r in self.query("SELECT * FROM people ORDER BY id")]
 
     def personas(self) -> list[dict[str, Any]]:
-        """People with their message and session counts, most active first."""
+        """People with their message and session counts, most active first: a few rows per dialog are read
+        (the counts kept in dialog_senders, see storage.counts_schema), however long the history."""
         rows = self.query(
             "SELECT p.id, p.slug, p.name, p.username, p.published,"
-            " (SELECT count(*) FROM messages m WHERE m.sender_id = p.id) AS messages,"
-            " (SELECT count(DISTINCT s.id) FROM sessions s JOIN messages m ON m.dialog_id = s.dialog_id"
-            "   AND m.id BETWEEN s.first_message_id AND s.last_message_id"
-            "   WHERE m.sender_id = p.id) AS sessions"
-            " FROM people p ORDER BY messages DESC, p.slug"
+            " coalesce(c.messages, 0) AS messages, coalesce(c.sessions, 0) AS sessions FROM people p"
+            " LEFT JOIN (SELECT sender_id, sum(messages) AS messages, sum(sessions) AS sessions"
+            "   FROM dialog_senders GROUP BY sender_id) c ON c.sender_id = p.id"
+            " ORDER BY messages DESC, p.slug"
         )
         return [dict(r) for r in rows]
+
+    def persona_and_owner(self, slug: str, owner_id: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The person whose persona is `slug` and the owner's person row (None for either not known), in one
+        lookup: the bot asks on every reply whether the chat's persona may still be played."""
+        rows = [dict(r) for r in self.query("SELECT * FROM people WHERE slug = ? OR id = ?", (slug, owner_id))]
+        return next((r for r in rows if r["slug"] == slug), None), next((r for r in rows if r["id"] == owner_id), None)
 
     def rename_persona(self, old: str, new: str) -> None:
         validate_slug(new)
@@ -330,6 +337,8 @@ class Storage(BotStore, ForgetStore, MemoryStore, MemoryIndexStore, TrainingStor
                 f"INSERT INTO sessions ({cols}) VALUES ({marks})",
                 (tuple(s[k] for k in SESSION_COLUMNS) for s in sessions),
             )
+            for statement in SESSION_RECOUNT:
+                c.execute(statement, (dialog_id,))
 
     def rebuild_sessions(self, dialog_id: int, gap_seconds: float, now: float | None = None) -> int:
         """Recompute a dialog's sessions from its messages (after an import or a sync); returns count."""
