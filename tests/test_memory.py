@@ -72,7 +72,7 @@ def index_texts(store: Storage, word: str) -> list[str]:
 def indexed_rowids(store: Storage) -> list[int]:
     """The message rowids the index holds, read from the index itself (fts5vocab), not from its content."""
     store.conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.memory_terms USING fts5vocab(main, memory, 'instance')")
-    return sorted(r[0] & MESSAGE_ROWID_MASK for r in store.query("SELECT DISTINCT doc FROM temp.memory_terms"))
+    return sorted(r[0] & MESSAGE_ROWID_MASK for r in store.conn.execute("SELECT DISTINCT doc FROM temp.memory_terms"))
 
 
 def index_is_consistent(store: Storage) -> bool:
@@ -84,8 +84,9 @@ def index_is_consistent(store: Storage) -> bool:
     trigrams = {r[0]: {r[1].lower()[i : i + 3] for i in range(len(r[1]) - 2)} for r in remembered}
     trigrams = {rowid: terms for rowid, terms in trigrams.items() if terms}  # "ok" has no trigram to index
     store.conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.memory_terms USING fts5vocab(main, memory, 'instance')")
-    held = {r[0] & MESSAGE_ROWID_MASK: set() for r in store.query("SELECT DISTINCT doc FROM temp.memory_terms")}
-    for doc, term in store.query("SELECT doc, term FROM temp.memory_terms"):
+    # A temp table lives on the connection that made it (the writer's), not on this thread's read connection.
+    held = {r[0] & MESSAGE_ROWID_MASK: set() for r in store.conn.execute("SELECT DISTINCT doc FROM temp.memory_terms")}
+    for doc, term in store.conn.execute("SELECT doc, term FROM temp.memory_terms"):
         held[doc & MESSAGE_ROWID_MASK].add(term)
     return held == trigrams
 

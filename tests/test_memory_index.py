@@ -44,7 +44,7 @@ def test_an_import_with_memory_off_indexes_nothing(tmp_path):
     assert store.counts()["messages"] > 0
     assert index_tables(store) == [] and not store.memory_index_on()
     assert store.query("SELECT count(*) FROM memory_dialogs")[0][0] == 0
-    assert store.query("SELECT name FROM sqlite_master WHERE type = 'trigger'") == []
+    assert store.query("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'memory%'") == []
 
 
 def test_turning_memory_on_builds_the_index_once_and_recall_finds_words_in_any_script(tmp_path):
