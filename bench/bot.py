@@ -21,10 +21,16 @@ that is the longest any update waited on the import).
     python bench/bot.py --import-messages 1000000
     python bench/bot.py --memory-messages 1000000   # recall's share of each reply on a 1M-message database
     python bench/bot.py --personas-messages 1000000 # personas() and may_play on a 1M-message database
+    python bench/bot.py --loop-lag --sync-messages 50000 --big-messages 1000000   # loop lag per workload
 
 With --personas-messages N a database of N messages in PERSONA_DIALOGS personal chats (a session every
 PERSONA_SESSION_EVERY messages) is built, and personas() and may_play are timed beside the whole-history
 query personas() ran before the counts (its plan is unchanged: the same indexes). Goal: < 50 ms.
+
+With --loop-lag a heartbeat on the event loop (tests/loop_lag.py) measures the gaps between its ticks while, in
+turn, a sync stores --sync-messages new messages, /personas and /status run on a --big-messages database, and a
+training round is started and stopped; a friend writes every 200 ms meanwhile. Per workload it prints loop lag
+p50/p99/max beside the time each of the friend's messages waited for its reply.
 
 With --memory-messages N the N-message export is imported first (the bot's database then holds it, memory
 index included: its import time, size and the index's build time alone are printed), the chats are the
@@ -396,6 +402,80 @@ def bench_personas(n_messages: int) -> int:
     return 0 if same and met else 1
 
 
+def lag_line(name: str, gaps: list[float], waits: list[float], wall: float) -> str:
+    ms = sorted(g * 1000 for g in gaps)
+    w = sorted(x * 1000 for x in waits) or [float("nan")]
+    return (
+        f"{name:<28} loop lag p50 {percentile(ms, 50):6.1f} p99 {percentile(ms, 99):7.1f} max {ms[-1]:7.1f} ms | "
+        f"reply p50 {w[len(w) // 2]:6.1f} max {w[-1]:7.1f} ms over {len(waits)} | wall {wall:5.1f} s"
+    )
+
+
+async def loop_lag(sync_messages: int, big_messages: int) -> None:
+    """The loop-lag table (see the module's doc)."""
+    from tests.bot_fakes import fake_sync_client
+    from tests.fake_telegram import FakeAccount
+    from tests.loop_lag import Heartbeat, build_big_store
+    from tests.test_bot_loop_lag import FRIEND, NetworkedClient, timed_reply
+
+    async def measure(twin, name, start, done) -> None:
+        waits, started = [], time.perf_counter()
+        async with Heartbeat() as beat:
+            await start()
+            while not done():
+                waits.append(await timed_reply(twin, FRIEND, "ты тут? 你好"))
+                await asyncio.sleep(0.2)
+            await twin.settle(timeout=3600)
+        print(lag_line(name, beat.gaps, waits, time.perf_counter() - started), flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        account = FakeAccount(me_id=OWNER)
+        for p in range(10):
+            account.add_user(20_000 + p, f"Друг{p}", username=f"friend{p}")
+            account.add_messages(20_000 + p, sync_messages // 10, prefix="привет 你好")
+        twin = TwinUnderTest(Path(tmp) / "sync", sync_client=fake_sync_client(NetworkedClient(account)))
+        twin.store.allow(user_id=FRIEND)
+        await measure(
+            twin,
+            f"sync of {sync_messages:,}",
+            lambda: twin.feed(twin.update(OWNER, "/sync")),
+            lambda: "sync" not in twin.jobs.running(),
+        )
+        twin.close()
+        data = Path(tmp) / "big"
+        data.mkdir()
+        built = time.perf_counter()
+        build_big_store(data / "twin.db", big_messages, OWNER).close()
+        print(f"(a {big_messages:,}-message database built in {time.perf_counter() - built:.0f} s)")
+        twin = TwinUnderTest(data)
+        twin.store.allow(user_id=FRIEND)
+        for command in ("/personas", "/status"):
+            task: list[asyncio.Task] = []
+            await measure(
+                twin,
+                f"{command} on {big_messages:,}",
+                lambda c=command, t=task: (
+                    t.append(asyncio.create_task(twin.feed(twin.update(OWNER, c)))) or asyncio.sleep(0)
+                ),
+                lambda t=task: t[0].done(),
+            )
+        twin.close()
+        twin = TwinUnderTest(Path(tmp) / "round")
+        twin.store.allow(user_id=FRIEND)
+        stop_at = time.perf_counter() + 3.0
+
+        async def stop_round() -> None:
+            await twin.feed(twin.update(OWNER, "/retrain"))
+
+        def round_done() -> bool:
+            if time.perf_counter() > stop_at and "training" in twin.jobs.running():
+                asyncio.ensure_future(twin.jobs.cancel_training())
+            return "training" not in twin.jobs.running()
+
+        await measure(twin, "round started, stopped at 3 s", stop_round, round_done)
+        twin.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--chats", type=int, default=200)
@@ -404,9 +484,15 @@ def main() -> None:
     p.add_argument("--import-messages", type=int, default=0, help="a twin import of this many messages meanwhile")
     p.add_argument("--memory-messages", type=int, default=0, help="chat with the personal chats of an N-message import")
     p.add_argument("--personas-messages", type=int, default=0, help="time personas() on an N-message database")
+    p.add_argument("--loop-lag", action="store_true", help="loop lag while a sync, big reads and a round run")
+    p.add_argument("--sync-messages", type=int, default=50_000, help="with --loop-lag: messages the sync stores")
+    p.add_argument("--big-messages", type=int, default=1_000_000, help="with --loop-lag: the database's size")
     a = p.parse_args()
     if a.personas_messages:
         sys.exit(bench_personas(a.personas_messages))
+    if a.loop_lag:
+        asyncio.run(loop_lag(a.sync_messages, a.big_messages))
+        return
     attribute_loop_time()
     time_lock_waits()
     sys.exit(asyncio.run(run(a.chats, a.messages, a.engine_ms / 1000, a.import_messages, a.memory_messages)))

@@ -209,7 +209,7 @@ class Jobs:
         """Load a promoted adapter into the engine now, so its smoke check runs before the next reply."""
         if not (self.engine and result.promoted and result.version):
             return
-        row = self.store.adapter(result.version)
+        row = await asyncio.to_thread(self.store.adapter, result.version)
         if row and not await self.engine.load(AdapterRef.from_row(row, self.settings.data_dir)):
             reason = self.engine.rejected.get(result.version, "failed the smoke check")
             await self.reports.say(f"Adapter {result.version:04d} is not served: {reason}")

@@ -4,6 +4,10 @@ Every run lists the dialogs (one request per 100) and reads history only where a
 id is above its stored watermark, oldest first from the watermark. Each batch of rows and the watermark
 move in one transaction, so a crash at any point loses nothing and the rerun duplicates nothing.
 
+Storage is written and read on a worker thread (asyncio.to_thread), one batch at a time: the bot runs this
+sync on its event loop, which must go on serving every chat meanwhile, and a reply's own storage call waits
+at most one batch's transaction.
+
     async with connected_client(settings) as client:
         summary = await sync(client, store, settings)
 
@@ -12,6 +16,7 @@ The client is passed in: the bot's scheduler passes its own, tests pass a fake.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -34,7 +39,8 @@ from storage.store import UnknownPersona
 
 log = logging.getLogger(__name__)
 
-# Rows per transaction: a crash re-fetches at most this many; larger batches mean fewer commits.
+# Rows per transaction: a crash re-fetches at most this many, and a reply's storage call waits for at most one
+# batch's transaction (a few ms); larger batches mean fewer commits.
 BATCH_SIZE = 200
 # Seconds between two history pages of one dialog: Telethon's own pace for long reads. Incremental
 # syncs rarely need a second page, so they never wait.
@@ -91,15 +97,15 @@ async def _sync(client, store, settings, dialog, refresh_days, takeout, progress
     me = await client.get_me()
     if me is None:
         raise NotLoggedIn(f"the Telegram session is not logged in: {LOGIN_HINT}")
-    remember_owner(store, settings, me, summary)
-    only = resolve_dialog(store, dialog) if dialog is not None else None
+    await asyncio.to_thread(remember_owner, store, settings, me, summary)
+    only = await asyncio.to_thread(resolve_dialog, store, dialog) if dialog is not None else None
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=refresh_days) if refresh_days > 0 else None
     async with history_source(client, takeout) as source:
         try:
             plans = await plan_dialogs(source, store, summary, only=only, since=since)
         except FLOOD_ERRORS as exc:
             summary.flood_wait, plans = exc.seconds, []
-        save_dialogs(store, plans)
+        await asyncio.to_thread(save_dialogs, store, plans)
         todo = [p for p in plans if p.fetch_new or p.refresh]
         summary.unchanged = len(plans) - len(todo)
         wait = TAKEOUT_PAGE_WAIT if takeout else HISTORY_PAGE_WAIT
@@ -115,7 +121,7 @@ async def _sync(client, store, settings, dialog, refresh_days, takeout, progress
                 except errors.RPCError as exc:
                     log.warning("dialog %d failed: %s", plan.id, type(exc).__name__)
                     summary.failed[plan.id] = type(exc).__name__
-    store.set_meta("last_sync_at", int(time.time()))
+    await asyncio.to_thread(store.set_meta, "last_sync_at", int(time.time()))
     summary.requests = _request_counts(client) - before
     summary.seconds = time.monotonic() - started
     log.info("sync done: %d new messages in %d dialogs", summary.new_messages, summary.synced)
@@ -176,8 +182,8 @@ async def iter_dialog_list(client) -> AsyncIterator[Any]:
 
 async def plan_dialogs(client, store, summary, *, only: int | None, since: dt.datetime | None):
     """The owner's person dialogs with what each needs: new messages, a refresh, or nothing."""
-    stored = {d["id"]: d for d in store.dialogs()}
-    is_forgotten = store.forgotten()  # people the owner made the twin forget (/forget)
+    dialogs, is_forgotten = await asyncio.to_thread(lambda: (store.dialogs(), store.forgotten()))
+    stored = {d["id"]: d for d in dialogs}  # and is_forgotten: people the owner made the twin forget (/forget)
     plans: list[DialogPlan] = []
     async for d in iter_dialog_list(client):
         summary.dialogs_seen += 1
@@ -239,11 +245,11 @@ async def sync_dialog(client, store, settings, plan, summary, bar, owner_id, sin
             await save_messages(store, plan.id, rows(recent), True, refreshed)
             # Read whole: what was stored in that window and is not on Telegram any more was deleted there
             # (the window's first seconds are left out: Telegram's offset_date may or may not include them).
-            gone = store.synced_ids_between(plan.id, int(since.timestamp()) + 2, plan.watermark) - reread
-            summary.deleted_messages += store.delete_messages(plan.id, gone) if gone else 0
+            window = (plan.id, int(since.timestamp()) + 2, plan.watermark)
+            summary.deleted_messages += await asyncio.to_thread(delete_gone, store, window, reread)
     finally:
         if summary.new_messages + summary.refreshed_messages + summary.deleted_messages > before:
-            store.rebuild_sessions(plan.id, settings.session_gap_seconds)
+            await asyncio.to_thread(store.rebuild_sessions, plan.id, settings.session_gap_seconds)
         bar.end()
     summary.synced += 1
 
@@ -290,13 +296,20 @@ async def save_messages(
             batch.append(row)
             if len(batch) >= BATCH_SIZE:
                 done, batch = batch, []
-                save_batch(store, dialog_id, done, replace)
+                await asyncio.to_thread(save_batch, store, dialog_id, done, replace)
                 on_saved(done)
     finally:
         if batch:
             done, batch = batch, []
-            save_batch(store, dialog_id, done, replace)
+            await asyncio.to_thread(save_batch, store, dialog_id, done, replace)
             on_saved(done)
+
+
+def delete_gone(store: Storage, window: tuple[int, int, int], reread: set[int]) -> int:
+    """Delete what a sync stored in `window` (dialog, since, max id) and did not read again: deleted on
+    Telegram. Returns how many went."""
+    gone = store.synced_ids_between(*window) - reread
+    return store.delete_messages(window[0], gone) if gone else 0
 
 
 def save_batch(store: Storage, dialog_id: int, rows: list[dict], replace: bool) -> None:

@@ -75,6 +75,7 @@ class VLLMEngine(BaseEngine):
         self._restarting = asyncio.Lock()
         self.restarts = 0
         self._ids = itertools.count()
+        self._max_model_len = settings.vllm_max_model_len
 
     def engine_args(self):
         """vLLM's AsyncEngineArgs from settings (each TWIN_VLLM_* knob is explained in core/settings.py)."""
@@ -97,6 +98,21 @@ class VLLMEngine(BaseEngine):
     async def start(self) -> None:
         # vLLM logs to stdout by default; stdout is for replies (`twin chat` is scripted through it).
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+        # Importing vLLM, reading the model's config and tokenizer and building AsyncLLM (it starts the engine
+        # core process and waits for the model to load) take seconds to minutes: on a worker thread, so the
+        # event loop keeps running meanwhile (a SIGTERM is still heard; a restart after a crash does the same).
+        # vLLM allows it: with no running loop in the thread, AsyncLLM leaves its output handler to be started
+        # in the loop that uses it (below, and by its first request).
+        self._llm = await asyncio.to_thread(self._build)
+        _listen(self._llm)
+        model_config = getattr(self._llm, "model_config", None)
+        self.max_context = model_config.max_model_len if model_config else self._max_model_len
+        log.info(
+            "vLLM engine ready: %s, max_lora_rank %d, context %d", self.base_model, self.max_lora_rank, self.max_context
+        )
+
+    def _build(self):
+        """The AsyncLLM of these settings, with the tokenizer's chat format (blocking: run on a thread)."""
         from transformers import AutoTokenizer
 
         from core.format import ChatFormat
@@ -113,16 +129,10 @@ class VLLMEngine(BaseEngine):
         except ImportError:
             pass
         args = self.engine_args()
-        tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, args.model)
-        self.format = ChatFormat(tokenizer)
-        self.base_model = args.model
+        self.format = ChatFormat(AutoTokenizer.from_pretrained(args.model))
+        self.base_model, self._max_model_len = args.model, args.max_model_len
         self._new_llm = functools.partial(AsyncLLM.from_engine_args, args)
-        self._llm = self._new_llm()
-        model_config = getattr(self._llm, "model_config", None)
-        self.max_context = model_config.max_model_len if model_config else args.max_model_len
-        log.info(
-            "vLLM engine ready: %s, max_lora_rank %d, context %d", args.model, self.max_lora_rank, self.max_context
-        )
+        return self._new_llm()
 
     async def close(self) -> None:
         if self._llm is not None:
@@ -139,10 +149,11 @@ class VLLMEngine(BaseEngine):
                     log.error("the vLLM engine died: starting a new one (in-flight replies were lost)")
                     with contextlib.suppress(Exception):
                         self._llm.shutdown()
-                    # In a thread: the bot keeps answering commands meanwhile (AsyncLLM starts its output
-                    # handler on the first request, in this loop). Until it is ready, `self._llm` stays the
+                    # In a thread, as at start: the bot keeps answering commands meanwhile. Until it is ready,
+                    # `self._llm` stays the
                     # dead engine, so requests arriving meanwhile wait on the lock above, not fail on None.
                     self._llm = await asyncio.to_thread(self._new_llm)
+                    _listen(self._llm)
                     self.restarts += 1
                     log.info("vLLM engine restarted (%d restart(s) so far)", self.restarts)
         return self._llm
@@ -190,3 +201,11 @@ class VLLMEngine(BaseEngine):
         ids = list(choice.token_ids)
         logprobs = [pos[tok].logprob for pos, tok in zip(choice.logprobs or [], ids, strict=False)]
         return Generation(token_ids=ids, finished=choice.finish_reason == "stop", logprobs=logprobs)
+
+
+def _listen(llm: Any) -> None:
+    """Start AsyncLLM's output handler in this (the running) loop, as vLLM does itself when it is built in one:
+    built on a thread, it would wait for the first request, and miss an engine core that dies before it."""
+    start = getattr(llm, "_run_output_handler", None)
+    if start is not None:
+        start()

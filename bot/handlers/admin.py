@@ -1,7 +1,12 @@
-"""The owner's access and data commands: /allow /deny /allowed /publish /unpublish /exclude /include."""
+"""The owner's access and data commands: /allow /deny /allowed /publish /unpublish /exclude /include.
+
+Storage is read and written on a worker thread (asyncio.to_thread): a write may wait for another process's
+transaction, and the event loop must go on serving every chat meanwhile.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from aiogram import Router
@@ -33,20 +38,28 @@ def _who(user_id: int | None, username: str | None) -> str:
 
 
 async def allow(message: Message, command: CommandObject, store: Storage) -> None:
-    user_id, username = parse_target(command.args, store)
+    await message.answer(await asyncio.to_thread(allow_answer, store, command.args))
+
+
+def allow_answer(store: Storage, args: str | None) -> str:
+    user_id, username = parse_target(args, store)
     store.allow(user_id=user_id, username=username)
-    await message.answer(f"{_who(user_id, username)} may talk to me now.")
+    return f"{_who(user_id, username)} may talk to me now."
 
 
 async def deny(message: Message, command: CommandObject, store: Storage) -> None:
-    user_id, username = parse_target(command.args, store)
+    await message.answer(await asyncio.to_thread(deny_answer, store, command.args))
+
+
+def deny_answer(store: Storage, args: str | None) -> str:
+    user_id, username = parse_target(args, store)
     removed = store.deny(user_id=user_id, username=username)
     who = _who(user_id, username)
-    await message.answer(f"{who} may no longer talk to me." if removed else f"{who} was not on the list.")
+    return f"{who} may no longer talk to me." if removed else f"{who} was not on the list."
 
 
 async def allowed(message: Message, store: Storage) -> None:
-    rows = store.allowed()
+    rows = await asyncio.to_thread(store.allowed)
     lines = [_who(r["user_id"], r["username"]) for r in rows]
     await message.answer("Allowed: " + ", ".join(lines) if lines else "Only you. /allow ID or @username adds someone.")
 
@@ -60,25 +73,30 @@ def _slug(command: CommandObject, example: str) -> str:
 
 async def publish(message: Message, command: CommandObject, store: Storage) -> None:
     slug = _slug(command, "sasha")
-    store.set_published(slug, True)
+    await asyncio.to_thread(store.set_published, slug, True)
     await message.answer(f"Others may pick {slug} now (/persona {slug}).")
 
 
 async def unpublish(message: Message, command: CommandObject, store: Storage) -> None:
     slug = _slug(command, "sasha")
-    store.set_published(slug, False)
+    await asyncio.to_thread(store.set_published, slug, False)
     await message.answer(f"{slug} is yours only again; chats that picked it get your persona back.")
 
 
+def set_excluded(store: Storage, slug: str, excluded: bool) -> dict:
+    """The dialog with `slug`, now excluded from (or included in) syncs and training."""
+    dialog = store.dialog_of(slug)
+    store.set_excluded(dialog["id"], excluded)
+    return dialog
+
+
 async def exclude(message: Message, command: CommandObject, store: Storage) -> None:
-    dialog = store.dialog_of(_slug(command, "sasha"))
-    store.set_excluded(dialog["id"], True)
+    dialog = await asyncio.to_thread(set_excluded, store, _slug(command, "sasha"), True)
     await message.answer(f"Skipping {dialog['name'] or dialog['id']} when syncing and training from now on.")
 
 
 async def include(message: Message, command: CommandObject, store: Storage) -> None:
-    dialog = store.dialog_of(_slug(command, "sasha"))
-    store.set_excluded(dialog["id"], False)
+    dialog = await asyncio.to_thread(set_excluded, store, _slug(command, "sasha"), False)
     await message.answer(f"Syncing and training on {dialog['name'] or dialog['id']} again.")
 
 

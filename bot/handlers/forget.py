@@ -42,7 +42,7 @@ async def ask(message: Message, command: CommandObject, store: Storage) -> None:
     slug = (command.args or "").strip().lstrip("@").lower()
     if not slug:
         raise UserError("whom? e.g. /forget sasha (/personas lists the names)")
-    preview = store.forget_preview(slug)
+    preview = await asyncio.to_thread(store.forget_preview, slug)  # counts their messages: off the event loop
     buttons = [
         [
             InlineKeyboardButton(

@@ -1,7 +1,12 @@
-"""The owner's model and data jobs: /status /sync /retrain /adapters /rollback, and /why (what a reply recalled)."""
+"""The owner's model and data jobs: /status /sync /retrain /adapters /rollback, and /why (what a reply recalled).
+
+Storage and the adapter folders are read on a worker thread (asyncio.to_thread), never on the event loop:
+counting a big database takes a while, and every chat waits for the loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 
@@ -30,7 +35,8 @@ def _loss(value: float | None) -> str:
     return f"{value:.4f}" if value is not None else "—"
 
 
-def status_text(store: Storage, settings: Settings, jobs: Jobs, conversations: Conversations) -> str:
+def status_text(store: Storage, settings: Settings, running: list[str], busy_chats: int) -> str:
+    """/status: data counts, last sync and import, the active adapter and its figures, what is running."""
     c, s = store.counts(), store.session_counts(settings.session_gap_seconds)
     lines = [
         f"People: {c['people']}; dialogs: {c['dialogs']} ({c['dialogs_excluded']} excluded)",
@@ -52,7 +58,7 @@ def status_text(store: Storage, settings: Settings, jobs: Jobs, conversations: C
             lines.append(f"Evaluation: {describe_report(report['figures'])}")
     else:
         lines.append("Active adapter: none, I answer with the base model (/retrain)")
-    lines.append(f"Running: {', '.join(jobs.running()) or 'nothing'}; chats being answered: {conversations.busy_chats}")
+    lines.append(f"Running: {', '.join(running) or 'nothing'}; chats being answered: {busy_chats}")
     return "\n".join(lines)
 
 
@@ -74,13 +80,23 @@ def report_plot(store: Storage, settings: Settings) -> Path | None:
     return plot if plot is not None and plot.is_file() else None
 
 
+def status_parts(
+    store: Storage, settings: Settings, running: list[str], busy_chats: int
+) -> tuple[str, Path | None, Path | None]:
+    """/status's text, loss curve and evaluation plot."""
+    return status_text(store, settings, running, busy_chats), loss_curve(store, settings), report_plot(store, settings)
+
+
 async def status(
     message: Message, store: Storage, settings: Settings, jobs: Jobs, conversations: Conversations
 ) -> None:
-    await message.answer(status_text(store, settings, jobs, conversations))
-    if image := loss_curve(store, settings):
+    # What runs is read here, on the loop that changes it; the rest on a worker thread.
+    args = (store, settings, jobs.running(), conversations.busy_chats)
+    text, image, plot = await asyncio.to_thread(status_parts, *args)
+    await message.answer(text)
+    if image:
         await message.answer_photo(FSInputFile(image), caption="Loss curve of the active adapter")
-    if plot := report_plot(store, settings):
+    if plot:
         await message.answer_photo(FSInputFile(plot), caption="Evaluation: base model / previous / active adapter")
 
 
@@ -111,7 +127,7 @@ def adapters_text(store: Storage) -> str:
 
 
 async def list_adapters(message: Message, store: Storage) -> None:
-    await message.answer(adapters_text(store))
+    await message.answer(await asyncio.to_thread(adapters_text, store))
 
 
 async def rollback(message: Message, command: CommandObject, store: Storage, jobs: Jobs) -> None:
@@ -120,7 +136,7 @@ async def rollback(message: Message, command: CommandObject, store: Storage, job
         raise UserError("give an adapter version, e.g. /rollback 3 (/adapters lists them)")
     if "training" in jobs.running():
         raise UserError(ROUND_RUNNING)
-    old, new = activate_earlier(store, int(arg) if arg else None)
+    old, new = await asyncio.to_thread(activate_earlier, store, int(arg) if arg else None)
     was = f" (was {old:04d})" if old else ""
     await message.answer(f"Adapter {new:04d} is active now{was}; the next reply uses it.")
 
@@ -142,7 +158,8 @@ def why_text(store: Storage, conversations: Conversations, owner_id: int, who: s
 
 
 async def why(message: Message, command: CommandObject, store: Storage, conversations: Conversations) -> None:
-    text = why_text(store, conversations, conversations.owner_id, (command.args or "").strip())
+    who = (command.args or "").strip()
+    text = await asyncio.to_thread(why_text, store, conversations, conversations.owner_id, who)
     for piece in split_text(text):
         await message.answer(piece)
 
