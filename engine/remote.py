@@ -10,10 +10,8 @@ are: the server must see the same folder (same machine or a shared mount of the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from core.errors import UserError
+from core.process import stop_group
 from core.settings import Settings
 
 from .base import AdapterRef, BaseEngine
@@ -87,31 +86,33 @@ def start_local_server(settings: Settings, max_lora_rank: int, timeout_s: float 
     # Its own session, so stopping it also stops the engine processes it starts.
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(proc, url, argv, timeout_s)
+    except BaseException:  # also Ctrl-C: the server has its own session, so nothing else would stop it
+        stop_local_server(proc)
+        raise
+    return proc, url
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, argv: list[str], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            stop_local_server(proc)  # the engine processes it started may outlive it
+        if proc.poll() is not None:  # the engine processes it started may outlive it: stopped by the caller
             raise RemoteError(f"the vLLM server exited with code {proc.returncode}: run {' '.join(argv)}")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
                 if resp.status == 200:
-                    return proc, url
+                    return
         except OSError:
             time.sleep(1)
-    stop_local_server(proc)
     raise RemoteError(f"the vLLM server did not answer within {timeout_s:.0f} s")
 
 
 def stop_local_server(proc: subprocess.Popen) -> None:
     """Stop a server from `start_local_server` and the processes it started (its session), also when the
     server itself is gone already (its engine core would otherwise live on, holding gigabytes)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_group(proc.pid, reap=proc.poll)  # TERM the whole group, wait for every member, then KILL
+    proc.wait()
 
 
 class RemoteEngine(BaseEngine):

@@ -50,7 +50,7 @@ def test_a_gguf_path_converts_into_a_loadable_folder_in_the_models_dir(tiny_gguf
     assert str(folder) == settings.base_model_name  # what adapters will record
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", bm.DONE_MARKER} <= names
-    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folder left
+    assert [p.name for p in folder.parent.iterdir() if p.suffix != ".lock"] == [folder.name]  # no temporary folder left
 
     config = AutoConfig.from_pretrained(folder)
     assert config.model_type == "llama" and config.num_hidden_layers == 2 and config.tie_word_embeddings
@@ -95,13 +95,13 @@ def test_a_conversion_that_fails_midway_leaves_nothing_and_the_next_one_converts
     monkeypatch.setattr(bm, "_write_converted", crash_after_config)
     with pytest.raises(OSError, match="disk full"):
         bm.base_model_path(settings)
-    assert list((tmp_path / "models").iterdir()) == []  # neither the folder nor its temporary
+    assert [p for p in (tmp_path / "models").iterdir() if p.suffix != ".lock"] == []  # neither the folder nor its temporary
 
     monkeypatch.setattr(bm, "_write_converted", real)
     bm._resolve.cache_clear()
     folder = Path(bm.base_model_path(settings))
     assert bm.is_converted(folder) and (folder / "model.safetensors").stat().st_size > 1e5
-    assert [p.name for p in (tmp_path / "models").iterdir()] == [folder.name]
+    assert [p.name for p in (tmp_path / "models").iterdir() if p.suffix != ".lock"] == [folder.name]
 
 
 # -- end to end: import, train, serve -------------------------------------------------------------------------
@@ -201,3 +201,85 @@ async def test_vllm_replies_with_the_adapter_on_the_converted_gguf(trained_on_gg
     pytest.importorskip("vllm")
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     await reply_with_adapter(e2e_settings(trained_on_gguf, engine="vllm"), trained_on_gguf)
+
+
+# -- the conversion runs once, safely --------------------------------------------------------------------------
+
+
+def test_two_processes_converting_at_once_convert_once(tiny_gguf, tmp_path, monkeypatch):
+    """Two processes (as torchrun ranks would) resolve the same GGUF at once: one converts, the other reuses."""
+    import subprocess
+    import sys
+    import textwrap
+
+    models = tmp_path / "models"
+    script = textwrap.dedent(
+        f"""
+        import logging, sys
+        logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+        from core.settings import Settings
+        from engine.base_model import base_model_path
+        print(base_model_path(Settings(_env_file=None, base_model={str(tiny_gguf)!r}, models_dir={str(models)!r})))
+        """
+    )
+    root = Path(__file__).parent.parent
+    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, text=True)]
+    procs.append(subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert sum(o.count("converting ") for o in outs) == 1, outs
+
+
+def test_too_little_free_space_is_refused_up_front_naming_the_folder(tiny_gguf, tmp_path, monkeypatch):
+    import shutil
+
+    settings = gguf_settings(monkeypatch, tiny_gguf, tmp_path / "models")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**12, 10**12 - 1024, 1024))
+    with pytest.raises(bm.BaseModelError) as error:
+        bm.base_model_path(settings)
+    message = str(error.value)
+    assert str(tmp_path / "models") in message and "GiB" in message and "TWIN_MODELS_DIR" in message
+    assert not any(p.is_dir() for p in (tmp_path / "models").iterdir())  # nothing half-written
+
+
+def test_a_gguf_of_an_architecture_transformers_cannot_convert_says_so_in_one_line(tmp_path, monkeypatch):
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "odd.gguf"
+    writer = gguf.GGUFWriter(path, arch="rwkv7")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    env = {"TWIN_DATA_DIR": str(tmp_path / "data"), "TWIN_BASE_MODEL": str(path), "TWIN_OWNER_ID": "1"}
+    result = CliRunner().invoke(app, ["train"], env=env | {"COLUMNS": "300"})
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "odd.gguf" in errors[0] and "Traceback" not in result.output, result.output
+
+
+def test_stale_conversions_removed_by_two_processes_at_once_crash_neither(tmp_path):
+    import threading
+
+    folder = tmp_path / "models" / "m"
+    for n in range(40):
+        stale = folder.with_name(f"m.tmp-{999_999_000 + n}")  # pids of no living process
+        (stale / "a" / "b").mkdir(parents=True)
+        for k in range(20):
+            (stale / "a" / "b" / f"{k}.bin").write_bytes(b"x")
+    errors: list[BaseException] = []
+
+    def clean() -> None:
+        try:
+            bm.remove_stale_conversions(folder)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=clean) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and [p for p in (tmp_path / "models").iterdir() if p.suffix != ".lock"] == []

@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None, after_round: AfterRound | None = None, m
         if not needed:
             print(json.dumps({"event": "skipped", "reason": f"{n} new closed sessions, fewer than {threshold}"}))
             return 0
+        from engine.base_model import base_model_path
+
+        base_model_path(trainer_settings())  # converted here, once: the ranks find the folder and reuse it
         sys.stdout.flush()
         os.environ[OPTIONS_VARIABLE] = replace(opts, if_needed=False).to_json()  # what every rank reads
         os.execv(sys.executable, distributed_command(opts.num_processes, module))
