@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import psutil
 
@@ -33,7 +34,7 @@ def group_members(pgid: int) -> list[psutil.Process]:
     return members
 
 
-def stop_group(pgid: int, grace_s: float | None = None, reap=None) -> None:
+def stop_group(pgid: int, grace_s: float | None = None, reap: Callable[[], object] | None = None) -> None:
     """SIGTERM every process of the group, wait until none is left (`reap` collects the leader, our child),
     then SIGKILL whatever still runs: no member outlives the call."""
     with contextlib.suppress(ProcessLookupError):

@@ -65,7 +65,9 @@ def test_a_conversion_that_breaks_midway_is_never_used(tmp_path, monkeypatch, em
     monkeypatch.setattr(bm, "_write_converted", crash_after_config)
     with pytest.raises(OSError, match="disk full"):
         bm.base_model_path(settings)
-    assert [p for p in (tmp_path / "models").iterdir() if p.suffix != ".lock"] == []  # no folder, no temporary left behind
+    assert [
+        p for p in (tmp_path / "models").iterdir() if p.suffix != ".lock"
+    ] == []  # no folder, no temporary left behind
 
     # A folder without the marker (a crash of an older version, a copy cut short) is converted again.
     target = tmp_path / "models" / EMBEDDED_MODEL

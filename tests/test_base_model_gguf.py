@@ -95,7 +95,9 @@ def test_a_conversion_that_fails_midway_leaves_nothing_and_the_next_one_converts
     monkeypatch.setattr(bm, "_write_converted", crash_after_config)
     with pytest.raises(OSError, match="disk full"):
         bm.base_model_path(settings)
-    assert [p for p in (tmp_path / "models").iterdir() if p.suffix != ".lock"] == []  # neither the folder nor its temporary
+    assert [
+        p for p in (tmp_path / "models").iterdir() if p.suffix != ".lock"
+    ] == []  # neither the folder nor its temporary
 
     monkeypatch.setattr(bm, "_write_converted", real)
     bm._resolve.cache_clear()
