@@ -47,4 +47,10 @@ class EvalConfig(BaseModel):
         "trainer's process beside the bot's vLLM, which already holds its share of the GPU (a second vLLM "
         "would not fit); `settings` uses TWIN_ENGINE like `twin eval`.",
     )
+    reuse_replies: bool = Field(
+        True,
+        description="Keep each model's replies (in data/report_cache) and reuse them while the model, the "
+        "contexts and the decoding are the same: the base model's replies and the previous adapter's do not "
+        "change from round to round, so a round's report generates only the new adapter's.",
+    )
     seed: int = Field(0, description="Which held-out contexts are sampled: the same seed, the same contexts.")

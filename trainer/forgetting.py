@@ -1,6 +1,7 @@
 """Forgetting a person everywhere: storage drops their rows (one transaction), then the folders of adapters
-trained on them and the evaluation reports that quoted them are deleted, and the kept adapters' meta.json
-lose that persona's figures. It holds the training lock, so no round reads their data meanwhile."""
+trained on them, the evaluation reports that quoted them and the reports' reply cache are deleted, and the
+kept adapters' meta.json lose that persona's figures. It holds the training lock, so no round reads their
+data meanwhile."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def forget_person(store: Storage, settings: Settings, who: int | str) -> ForgetR
         report = store.forget_person(who, settings.session_gap_seconds)
         for folder in [*report.adapter_paths, *report.report_paths]:  # relative ones are under the data dir
             shutil.rmtree(settings.data_dir / folder, ignore_errors=True)
+        # Replies kept for reports answer contexts that may quote them: all of them go (regenerated on demand).
+        shutil.rmtree(settings.report_cache_dir, ignore_errors=True)
         for adapter in store.adapters():
             if adapter["status"] != "deleted" and adapter["path"]:
                 drop_persona_from_meta(settings.data_dir / adapter["path"] / "meta.json", report.slug)
