@@ -22,6 +22,12 @@ class EvalConfig(BaseModel):
         description="Held-out contexts each persona answers per model: 24 "
         "tells a habit of 10% from one of 40%; more costs generation time.",
     )
+    owner_replies: int | None = Field(
+        None,
+        ge=1,
+        description="Held-out contexts the owner answers per model (empty: replies_per_persona): the owner's "
+        "figures steer the twin, so a bench asks for more of them to narrow their interval.",
+    )
     opener_turns: int = Field(
         3,
         ge=1,

@@ -218,8 +218,8 @@ async def evaluate_adapter(
     data["notes"] += eval_warnings(sessions, data["loss"])
     owner = store.owner_slug(settings.owner_id)
     personas = pick_personas(owner, data["loss"]["tokens"], cfg.top_personas)
-    window = (cfg.replies_per_persona, settings.bot_context_turns, cfg.seed)
-    probes = {p: probes_for(sessions, p, *window) for p in personas}
+    limit = {p: cfg.owner_replies if p == owner and cfg.owner_replies else cfg.replies_per_persona for p in personas}
+    probes = {p: probes_for(sessions, p, limit[p], settings.bot_context_turns, cfg.seed) for p in personas}
     if memory is not None:  # what the bot would recall before each reply, as the adapter trained with
         probes = {p: with_probe_memory(ps, sessions, memory.recall_as) for p, ps in probes.items()}
         data["memory_tokens"] = memory.settings.memory_tokens

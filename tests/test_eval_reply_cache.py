@@ -38,9 +38,7 @@ class Counting:
 
 
 def probes(persona: str, partner: str, lines: list[str]) -> list[Probe]:
-    return [
-        Probe(f"s{i}", persona, partner, (ChatTurn(partner, (line,)),), ("ок",)) for i, line in enumerate(lines)
-    ]
+    return [Probe(f"s{i}", persona, partner, (ChatTurn(partner, (line,)),), ("ок",)) for i, line in enumerate(lines)]
 
 
 PROBES = {
@@ -54,17 +52,17 @@ def tiny_settings(tmp_path, tiny_model_dir, **knobs) -> Settings:
     return Settings(_env_file=None, data_dir=tmp_path / "data", base_model=str(tiny_model_dir), **knobs)
 
 
-async def base_replies(settings: Settings, probes: dict, events: list | None = None) -> tuple[dict, int, int]:
+async def base_replies(conf: Settings, probes: dict, events: list | None = None) -> tuple[dict, int, int]:
     """The base model's replies and opener dialogues through a fresh engine: (replies, engine calls, reused)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    engine = build_engine(settings.model_copy(update={"engine": "transformers"}))
+    engine = build_engine(conf.model_copy(update={"engine": "transformers"}))
     await engine.start()
     try:
         counted, models = Counting(engine), {"base": None}
-        cache = reply_cache(settings, engine, SMALL, 0)
+        cache = reply_cache(conf, engine, SMALL, 0)
         emit = progress_events(events.append if events is not None else None)
         generated = await generate_replies(
-            counted, models, probes, "аня", {}, SMALL, emit, 0, cache, identities_of(settings, models)
+            counted, models, probes, "аня", {}, SMALL, emit, 0, cache, identities_of(conf, models)
         )
         return generated, counted.calls, cache.hits
     finally:
@@ -73,11 +71,11 @@ async def base_replies(settings: Settings, probes: dict, events: list | None = N
 
 @pytest.mark.asyncio
 async def test_a_second_report_reuses_the_base_models_replies_without_asking_the_engine(tmp_path, tiny_model_dir):
-    settings = tiny_settings(tmp_path, tiny_model_dir)
-    first, calls, reused = await base_replies(settings, PROBES)
+    conf = tiny_settings(tmp_path, tiny_model_dir)
+    first, calls, reused = await base_replies(conf, PROBES)
     assert calls >= 4 and reused == 0
     events: list[dict] = []
-    second, calls, reused = await base_replies(settings, PROBES, events)
+    second, calls, reused = await base_replies(conf, PROBES, events)
     assert calls == 0 and reused == 3  # two personas' replies and the opener dialogues
     assert second["replies"] == first["replies"]
     assert [d["turns"] for d in second["openers"]] == [[list(t) for t in d["turns"]] for d in first["openers"]]
@@ -91,11 +89,11 @@ async def test_changed_contexts_decoding_or_model_files_generate_the_replies_aga
     model.mkdir()
     for f in tiny_model_dir.iterdir():
         (model / f.name).symlink_to(f) if f.is_file() else None
-    settings = tiny_settings(tmp_path, model)
-    await base_replies(settings, PROBES)
+    conf = tiny_settings(tmp_path, model)
+    await base_replies(conf, PROBES)
 
     more = {**PROBES, "wei": probes("wei", "аня", ["你好，最近怎么样？", "周末有空吗？", "吃饭了吗？"])}
-    _, calls, reused = await base_replies(settings, more)
+    _, calls, reused = await base_replies(conf, more)
     assert reused == 2 and calls == 3  # only wei's contexts changed: wei's three replies again
 
     _, calls, reused = await base_replies(tiny_settings(tmp_path, model, reply_temperature=0.3), PROBES)
@@ -105,7 +103,7 @@ async def test_changed_contexts_decoding_or_model_files_generate_the_replies_aga
     target = weights.resolve()
     weights.unlink()
     weights.write_bytes(target.read_bytes())  # the same name, a new file: the model may have changed
-    _, calls, reused = await base_replies(settings, PROBES)
+    _, calls, reused = await base_replies(conf, PROBES)
     assert reused == 0 and calls >= 4
 
 
