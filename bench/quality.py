@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quality_compare import check_tag, compare_table, load_run  # noqa: E402  (bench/ is the script's folder)
+from quality_holdout import hold_out  # noqa: E402
 
 from core.settings import Settings  # noqa: E402
 from engine.base_model import base_model_path  # noqa: E402
@@ -88,6 +89,8 @@ def parse_args() -> argparse.Namespace:
     # 100 owner replies and 50 a friend: the discriminator's 95% interval is then about ±0.07 and ±0.1
     # (with 16 a side it was ±0.17, too wide to tell whether a change helped).
     parser.add_argument("--replies", type=int, default=50, help="held-out contexts answered per friend and model")
+    # 0.15 more of the corpus held out (beside the product's 5%): enough owner contexts for --owner-replies.
+    parser.add_argument("--eval-share", type=float, default=0.15, help="bench-only share held out for the report")
     parser.add_argument("--owner-replies", type=int, default=100, help="held-out contexts the owner answers")
     parser.add_argument(
         "--set",
@@ -154,10 +157,12 @@ def run(a: argparse.Namespace) -> dict:
     model = base_model_path(settings)
     choose = {"owner_rank": a.owner_rank, "partners": a.partners, "conversations": a.conversations}
     made, store = import_chitchat(settings, root / "result.json", **choose)
+    held = hold_out(store, a.eval_share)  # the bench's own DB only; never trained on in its round
     # Checkpointing changes no figure, only memory and time: off, as the bench machine has the memory.
     cfg = TrainConfig(**{"gradient_checkpointing": False, **dict(a.set), "max_steps": a.steps})
     print(
-        f"{made.messages:,} messages with {len(made.partners)} partners; training {a.steps} steps on {model}",
+        f"{made.messages:,} messages with {len(made.partners)} partners ({len(held)} more sessions held out); "
+        f"training {a.steps} steps on {model}",
         file=sys.stderr,
         flush=True,
     )
@@ -179,7 +184,7 @@ def run(a: argparse.Namespace) -> dict:
             "top_p": settings.reply_top_p,
             "repetition_penalty": settings.reply_repetition_penalty,
         },
-        "corpus": {"messages": made.messages, "partners": len(made.partners)},
+        "corpus": {"messages": made.messages, "partners": len(made.partners), "bench_held_out": len(held)},
         "counts": result.counts,
         "trained_tokens": sum(TRAINED),
         "train_seconds": round(train_s),

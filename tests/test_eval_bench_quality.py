@@ -85,3 +85,25 @@ def test_compare_prints_two_saved_runs_side_by_side(tmp_path):
     assert "0.90 [0.84, 0.94]" in row and "0.70 [0.62, 0.77]" in row and "outside the noise" in row
     missing = run_bench("--compare", "a", "nope", "--out", str(out))
     assert missing.returncode != 0 and "python bench/quality.py --tag nope" in missing.stderr
+
+
+def test_the_bench_holds_out_more_sessions_without_touching_the_products_split(tmp_path):
+    from core.sessions import split_of
+    from core.settings import Settings
+    from storage import Storage
+    from tests.train_corpus import Corpus
+    from trainer.dataset import session_refs
+
+    settings = Settings(_env_file=None, data_dir=tmp_path, owner_id=1)
+    store = Storage(settings.db_path)
+    corpus = Corpus(store)
+    corpus.add(60, 4)
+    before = {r["id"]: r["split"] for r in store.sessions()}
+    held = bench_module("quality_holdout").hold_out(store, 0.3)
+    after = {r["id"]: r["split"] for r in store.sessions()}
+    assert 5 <= len(held) <= 35 and all(before[i] == "train" and after[i] == "eval" for i in held)
+    assert all(after[i] == "eval" for i in before if split_of(i) == "eval")  # the product's eval stays eval
+    assert {i for i in before if before[i] == "eval"} == {i for i in before if split_of(i) == "eval"}
+    trained_on = {r.id for r in session_refs(store, settings, "train")}
+    assert trained_on and trained_on.isdisjoint(held) and trained_on.isdisjoint(i for i in after if after[i] == "eval")
+    store.close()
