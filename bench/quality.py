@@ -34,10 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from quality_compare import check_tag, compare_table, load_run  # noqa: E402  (bench/ is the script's folder)
+from quality_holdout import hold_out  # noqa: E402
+
 from core.settings import Settings  # noqa: E402
 from engine.base_model import base_model_path  # noqa: E402
 from engine.build import vllm_available  # noqa: E402
 from evaluation.config import EvalConfig  # noqa: E402
+from evaluation.discriminator import with_interval  # noqa: E402
 from evaluation.report import evaluate_adapter  # noqa: E402
 from tests.chitchat import import_chitchat  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
@@ -52,6 +56,8 @@ STYLE = (
     ("question", "question"),
     ("lowercase", "lowercase_start"),
     ("dropped", "empty_share"),
+    ("rep.3gram", "repeated_ngrams"),
+    ("assistant", "assistant"),
 )
 
 
@@ -64,6 +70,14 @@ def knob(text: str) -> tuple[str, object]:
         return name, value
 
 
+def tag_name(text: str) -> str:
+    """--tag's type: a name of one run under --out (argparse says what is wrong with any other)."""
+    try:
+        return check_tag(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimiser steps of the round")
@@ -72,7 +86,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--partners", type=int, default=None, help="only the N partners the owner talked with most")
     parser.add_argument("--conversations", type=int, default=None, help="at most N conversations in all")
     parser.add_argument("--engine", choices=["vllm", "transformers"], default=None, help="default: vllm if installed")
-    parser.add_argument("--replies", type=int, default=24, help="held-out contexts answered per persona and model")
+    # 100 owner replies and 50 a friend: the discriminator's 95% interval is then about ±0.07 and ±0.1
+    # (with 16 a side it was ±0.17, too wide to tell whether a change helped).
+    parser.add_argument("--replies", type=int, default=50, help="held-out contexts answered per friend and model")
+    # 0.15 more of the corpus held out (beside the product's 5%): enough owner contexts for --owner-replies.
+    parser.add_argument("--eval-share", type=float, default=0.15, help="bench-only share held out for the report")
+    parser.add_argument("--owner-replies", type=int, default=100, help="held-out contexts the owner answers")
     parser.add_argument(
         "--set",
         type=knob,
@@ -90,7 +109,16 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="TWIN_MEMORY_SCOPE for the round and the report (default: the setting's default)",
     )
-    parser.add_argument("--tag", default="default", help="name of this run's folder and JSON under --out")
+    parser.add_argument(
+        "--tag", type=tag_name, default="default", help="name of this run's folder and JSON under --out"
+    )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        type=tag_name,
+        metavar="TAG",
+        help="print two saved runs side by side, marking the differences outside the noise (runs nothing)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/out/quality"))
     parser.add_argument(
         "--models-dir",
@@ -129,10 +157,12 @@ def run(a: argparse.Namespace) -> dict:
     model = base_model_path(settings)
     choose = {"owner_rank": a.owner_rank, "partners": a.partners, "conversations": a.conversations}
     made, store = import_chitchat(settings, root / "result.json", **choose)
+    held = hold_out(store, a.eval_share)  # the bench's own DB only; never trained on in its round
     # Checkpointing changes no figure, only memory and time: off, as the bench machine has the memory.
     cfg = TrainConfig(**{"gradient_checkpointing": False, **dict(a.set), "max_steps": a.steps})
     print(
-        f"{made.messages:,} messages with {len(made.partners)} partners; training {a.steps} steps on {model}",
+        f"{made.messages:,} messages with {len(made.partners)} partners ({len(held)} more sessions held out); "
+        f"training {a.steps} steps on {model}",
         file=sys.stderr,
         flush=True,
     )
@@ -140,7 +170,7 @@ def run(a: argparse.Namespace) -> dict:
     result = run_round(settings, cfg, full=True, on_event=progress_line)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    eval_cfg = EvalConfig(replies_per_persona=a.replies)
+    eval_cfg = EvalConfig(replies_per_persona=a.replies, owner_replies=a.owner_replies)
     report = asyncio.run(evaluate_adapter(settings, store, result.version, cfg=eval_cfg, engine_kind=settings.engine))
     report_s = time.perf_counter() - t0
     return {
@@ -154,7 +184,7 @@ def run(a: argparse.Namespace) -> dict:
             "top_p": settings.reply_top_p,
             "repetition_penalty": settings.reply_repetition_penalty,
         },
-        "corpus": {"messages": made.messages, "partners": len(made.partners)},
+        "corpus": {"messages": made.messages, "partners": len(made.partners), "bench_held_out": len(held)},
         "counts": result.counts,
         "trained_tokens": sum(TRAINED),
         "train_seconds": round(train_s),
@@ -197,6 +227,11 @@ def held_out(figures: dict | None, key: str, persona: str) -> float | None:
     return (figures.get("per_persona" if key == "loss" else "per_persona_ppl") or {}).get(persona)
 
 
+def figures(styled: dict) -> tuple:
+    """(discriminator accuracy, its 95% interval) of a model's style figures."""
+    return styled.get("discriminator"), styled.get("discriminator_ci")
+
+
 def table(r: dict) -> str:
     """The bench's one table: a row per persona (owner first, then everyone), base beside adapter."""
     models = r["loss"]["models"]
@@ -204,7 +239,7 @@ def table(r: dict) -> str:
     header = (
         f"{'persona':14} {'tokens':>6} │ {'loss base':>9} {'adapter':>7} │ {'ppl base':>8} {'adapter':>7} │ "
         + " │ ".join(f"{label:>10} {'base':>5} {'adapt':>5}" for label, _ in STYLE)
-        + f" │ {'style dist':>10} {'adapt':>5} │ {'discrim.':>8} {'adapt':>5}"
+        + f" │ {'style dist':>10} {'adapt':>5} │ {'discrim. base':>18} {'adapter':>18}"
     )
     lines = [header, "─" * len(header)]
     for p in [*personas, "all"]:
@@ -222,24 +257,28 @@ def table(r: dict) -> str:
             )
         overall = r["style_overall"] if p == "all" else None
         dist = {m: (overall[m] if overall else stats[m]).get("distance") for m in ("base", "current")}
-        disc = {m: (overall[m] if overall else stats[m]).get("discriminator") for m in ("base", "current")}
+        disc = {m: with_interval(*figures(overall[m] if overall else stats[m])) for m in ("base", "current")}
         label = f"{p} (owner)" if p == r["owner"] else p
         lines.append(
             f"{label:14} {tokens:6} │ {fmt(loss['base'], 3):>9} {fmt(loss['current'], 3):>7} │ "
             f"{fmt(ppl['base'], 1):>8} {fmt(ppl['current'], 1):>7} │ "
             + " │ ".join(cells)
-            + f" │ {fmt(dist['base']):>10} {fmt(dist['current']):>5} │ {fmt(disc['base']):>8} "
-            f"{fmt(disc['current']):>5}"
+            + f" │ {fmt(dist['base']):>10} {fmt(dist['current']):>5} │ {disc['base']:>18} "
+            f"{disc['current']:>18}"
         )
     lines.append(
         "style columns: real value, then base, then adapter; `all` style rows are not shown "
-        "(distance and discriminator pooled over personas); discriminator 0.5 = indistinguishable"
+        "(distance and discriminator pooled over personas); discriminator 0.5 = indistinguishable, "
+        "[95% interval]; rep.3gram: replies repeating a 3-word phrase; assistant: replies with an assistant phrase"
     )
     return "\n".join(lines)
 
 
 def main() -> None:
     a = parse_args()
+    if a.compare:
+        print(compare_table(*(load_run(a.out, tag) for tag in a.compare)))
+        return
     r = run(a)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"{a.tag}.json").write_text(json.dumps(r, indent=1, ensure_ascii=False))

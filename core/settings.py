@@ -140,6 +140,11 @@ class Settings(BaseSettings):
         return self.data_dir / "adapters"
 
     @property
+    def report_cache_dir(self) -> Path:
+        """Replies kept for evaluation reports (evaluation/reply_cache.py); `twin forget` deletes it."""
+        return self.data_dir / "report_cache"
+
+    @property
     def session_gap_seconds(self) -> float:
         return self.session_gap_minutes * 60
 

@@ -22,6 +22,12 @@ class EvalConfig(BaseModel):
         description="Held-out contexts each persona answers per model: 24 "
         "tells a habit of 10% from one of 40%; more costs generation time.",
     )
+    owner_replies: int | None = Field(
+        None,
+        ge=1,
+        description="Held-out contexts the owner answers per model (empty: replies_per_persona): the owner's "
+        "figures steer the twin, so a bench asks for more of them to narrow their interval.",
+    )
     opener_turns: int = Field(
         3,
         ge=1,
@@ -46,5 +52,11 @@ class EvalConfig(BaseModel):
         description="Engine of the report at the end of a round: transformers runs in the "
         "trainer's process beside the bot's vLLM, which already holds its share of the GPU (a second vLLM "
         "would not fit); `settings` uses TWIN_ENGINE like `twin eval`.",
+    )
+    reuse_replies: bool = Field(
+        True,
+        description="Keep each model's replies (in data/report_cache) and reuse them while the model, the "
+        "contexts and the decoding are the same: the base model's replies and the previous adapter's do not "
+        "change from round to round, so a round's report generates only the new adapter's.",
     )
     seed: int = Field(0, description="Which held-out contexts are sampled: the same seed, the same contexts.")

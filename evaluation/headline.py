@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .discriminator import with_interval
+
 
 def headline(data: dict) -> dict:
     """The few figures that say whether this adapter is better than the base model and the previous one."""
@@ -24,6 +26,7 @@ def headline(data: dict) -> dict:
         "base_style_distance": styled("base", "distance"),
         "previous_style_distance": styled("previous", "distance"),
         "discriminator": styled("current", "discriminator"),
+        "discriminator_ci": styled("current", "discriminator_ci"),
         "base_discriminator": styled("base", "discriminator"),
         "previous_discriminator": styled("previous", "discriminator"),
         "question_share": styled("current", "question"),
@@ -46,7 +49,8 @@ def describe(figures: dict) -> str:
         f"{_fmt(figures.get('base_eval_loss'))}, previous {_fmt(figures.get('previous_eval_loss'))}); style distance "
         f"{_fmt(figures.get('style_distance'), '.2f')} (base {_fmt(figures.get('base_style_distance'), '.2f')}, "
         f"previous {_fmt(figures.get('previous_style_distance'), '.2f')}); discriminator "
-        f"{_fmt(figures.get('discriminator'), '.2f')} (0.5 = passes for real; base "
+        f"{with_interval(figures.get('discriminator'), figures.get('discriminator_ci')).replace('—', '-')} "
+        "(0.5 = passes for real; base "
         f"{_fmt(figures.get('base_discriminator'), '.2f')}, "
         f"previous {_fmt(figures.get('previous_discriminator'), '.2f')}); ending in a question "
         f"{_fmt(figures.get('question_share'), '.0%')} (real {_fmt(figures.get('real_question_share'), '.0%')}, "

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from .discriminator import with_interval
 from .losses import MODELS
 from .plots import draw_plots
 
@@ -24,6 +25,8 @@ FEATURES = (  # (label, key in style_stats, format)
     ("messages ending in ')' or '('", "bracket_smile", "{:.0%}"),
     ("letters in the persona's script", "script", "{:.0%}"),
     ("replies dropped (degenerate)", "empty_share", "{:.0%}"),
+    ("replies repeating a 3-word phrase", "repeated_ngrams", "{:.0%}"),
+    ("replies with an assistant phrase", "assistant", "{:.0%}"),
 )
 
 
@@ -56,7 +59,7 @@ def comparison_table(data: dict) -> list[str]:
         if styled.get("distance") is not None:
             parts.append(f"style {styled['distance']:.2f}")
         if styled.get("discriminator") is not None:
-            parts.append(f"disc {styled['discriminator']:.2f}")
+            parts.append(f"disc {with_interval(styled['discriminator'], styled.get('discriminator_ci'))}")
         return " · ".join(parts)
 
     overall = data.get("style_overall") or {}
@@ -100,7 +103,8 @@ def style_section(data: dict) -> list[str]:
         "prompt. Style distance: mean of the habit-share differences and the length / burst histogram "
         "distances (0 = the same style). Discriminator accuracy: how often a character n-gram classifier, "
         "cross-validated, tells a generated reply from a real one (0.5 = it cannot tell them apart; dropped "
-        "replies left out; — = too few replies to say).",
+        "replies left out; — = too few replies to say), with its 95% interval in brackets: figures whose "
+        "intervals overlap are not told apart by this many replies.",
         "",
     ]
     for persona, entry in (data.get("style") or {}).items():
@@ -121,7 +125,8 @@ def style_section(data: dict) -> list[str]:
                 values = [_num(s.get(key), fmt) for s in stats]
             lines.append(f"| {label} | {' | '.join(values)} |")
         distances = [_num(entry["models"][m]["distance"], "{:.3f}") for m in present]
-        told = [_num(entry["models"][m].get("discriminator"), "{:.2f}") for m in present]
+        figures = [entry["models"][m] for m in present]
+        told = [with_interval(f.get("discriminator"), f.get("discriminator_ci")) for f in figures]
         lines.append(f"| **style distance** | 0 | {' | '.join(distances)} |")
         lines += [f"| **discriminator accuracy** | 0.5 | {' | '.join(told)} |", ""]
         for ex in entry["examples"]:
@@ -173,7 +178,7 @@ def markdown(data: dict, plots: list[str]) -> str:
         "",
         "Cells: held-out loss (nats/token) · perplexity · style distance to the persona's real replies · "
         "discriminator accuracy (how often a classifier tells the generated replies from the real ones; "
-        "0.5 = it cannot). Lower is better in each, down to 0.5 for the discriminator.",
+        "0.5 = it cannot; its 95% interval in brackets). Lower is better in each, down to 0.5 for the discriminator.",
         "",
         f"Base model `{data['base_model']}`; replies by the {data.get('engine')} engine; {when}. Leak guard "
         f"passed: none of {leak['checked']} eval sessions is in the training data of adapters {leak['lineage']}.",

@@ -10,8 +10,6 @@ answer the same held-out contexts and play the same opener dialogues.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
 import logging
 import time
@@ -31,22 +29,13 @@ from trainer.memory import adapter_session_memory
 from trainer.model import load_tokenizer
 
 from .config import EvalConfig
-from .discriminator import discriminator_accuracy
-from .generate import (
-    Gated,
-    Probe,
-    answer_probes,
-    opener_dialogues,
-    opener_pairs,
-    opener_plays,
-    probes_for,
-    quiet_engine_log,
-    with_probe_memory,
-)
+from .discriminator import discriminator
+from .generate import Probe, probes_for, with_probe_memory
 from .headline import headline
 from .leaks import EvalLeak, check_leaks
 from .losses import MODELS, AdapterInfo, held_out_losses
 from .render import write_report
+from .replies import generate_all, progress_events
 from .style import dominant_script, style_components, style_distance, style_stats
 
 log = logging.getLogger(__name__)
@@ -104,115 +93,6 @@ def pick_personas(owner: str | None, tokens: dict[str, int], top: int) -> list[s
     return ([owner] if owner else []) + others
 
 
-# emit(stage, model, persona, done, of): where the report is, for a progress display.
-Emit = Callable[[str, str, str | None, int, int], None]
-
-
-def progress_events(on_event: Callable[[dict], None] | None) -> Emit:
-    """`emit` sending a JSON-able `report_progress` event to `on_event` (a round's child process writes it as a
-    JSON line for `twin train`; `twin eval` draws it): stage is losses, replies or openers; model is base,
-    previous or current; persona is a slug (replies) or None; done counts up to of."""
-
-    def emit(stage: str, model: str, persona: str | None, done: int, of: int) -> None:
-        if on_event is not None:
-            event = {"stage": stage, "model": model, "persona": persona, "done": done, "of": of}
-            on_event({"event": "report_progress", **event})
-
-    return emit
-
-
-def tally(emit: Emit, stage: str, model: str, persona: str | None, total: int) -> Callable[[], None]:
-    """Emit 0 of `total` now and one more done at each call of the returned function (nothing when total is 0)."""
-    if not total:
-        return lambda: None
-    done = itertools.count(1)
-    emit(stage, model, persona, 0, total)
-    return lambda: emit(stage, model, persona, next(done), total)
-
-
-async def generate_replies(
-    engine: Engine,
-    models: dict[str, AdapterRef | None],
-    probes: dict[str, list[Probe]],
-    owner: str | None,
-    scripts: dict,
-    cfg: EvalConfig,
-    emit: Emit,
-    memory_tokens: int = 0,
-) -> dict:
-    """Every model's replies to every probe (shown its memory within `memory_tokens`), and its opener
-    dialogues, all in flight together; `emit` hears of each reply and each dialogue as it ends."""
-    personas, gated = list(probes), Gated(engine, cfg.concurrency)
-    plays = opener_plays(opener_pairs(owner, personas), scripts)
-    jobs = []
-    for m, ref in models.items():
-        jobs += [
-            answer_probes(gated, probes[p], ref, tally(emit, "replies", m, p, len(probes[p])), memory_tokens)
-            for p in personas
-        ]
-    for m, ref in models.items():
-        jobs.append(opener_dialogues(gated, ref, plays, cfg.opener_turns, tally(emit, "openers", m, None, len(plays))))
-    done = iter(await asyncio.gather(*jobs))
-    replies = {m: {p: next(done) for p in personas} for m in models}
-    openers = [dict(d, model=m) for m in models for d in next(done)]
-    return {"replies": replies, "openers": openers}
-
-
-async def usable_models(
-    engine: Engine, current: AdapterInfo, previous: AdapterInfo | None, settings: Settings, notes: list[str]
-) -> dict[str, AdapterRef | None]:
-    """base → None, and each adapter the engine accepts (a refused one is noted, not silently replaced)."""
-    models: dict[str, AdapterRef | None] = {"base": None}
-    for name, info in (("previous", previous), ("current", current)):
-        if info is None:
-            continue
-        if not info.on_disk:
-            notes.append(f"{name} adapter {info.version} was pruned: no replies from it")
-            continue
-        ref = AdapterRef.from_row(info.row, settings.data_dir)
-        if await engine.load(ref):
-            models[name] = ref
-        else:
-            notes.append(f"the engine refused {name} adapter {info.version}: {engine.rejected.get(info.version)}")
-    return models
-
-
-async def generate_all(
-    settings: Settings,
-    engine: Engine | None,
-    kind: str | None,
-    current: AdapterInfo,
-    previous: AdapterInfo | None,
-    probes: dict,
-    data: dict,
-    cfg: EvalConfig,
-    emit: Emit,
-) -> dict | None:
-    """The replies of every usable model, from `engine` or one of `kind` (None: TWIN_ENGINE) started here.
-    An engine that cannot start or serve leaves the report without replies (noted), not without losses."""
-    from engine.build import build_engine
-
-    own = engine is None
-    try:
-        if own:
-            refs = [AdapterRef.from_row(i.row, settings.data_dir) for i in (current, previous) if i and i.on_disk]
-            engine = build_engine(settings if kind is None else settings.model_copy(update={"engine": kind}), refs)
-            await engine.start()
-        data["engine"] = engine.name
-        models = await usable_models(engine, current, previous, settings, data["notes"])
-        with quiet_engine_log():
-            return await generate_replies(
-                engine, models, probes, data["owner"], data["scripts"], cfg, emit, data.get("memory_tokens", 0)
-            )
-    except Exception as exc:  # noqa: BLE001 - the losses and the leak guard still make a report
-        log.exception("no replies for the report")
-        data["notes"].append(f"no replies were generated: {type(exc).__name__}: {exc}")
-        return None
-    finally:
-        if own and engine is not None:
-            await engine.close()
-
-
 def style_section(probes: dict[str, list[Probe]], replies: dict[str, dict[str, list]], shown: int) -> dict:
     """Per persona: the real replies' style, each model's, their distances, and a few examples."""
     out = {}
@@ -227,7 +107,7 @@ def style_section(probes: dict[str, list[Probe]], replies: dict[str, dict[str, l
                 "stats": stats,
                 "distance": style_distance(stats, real),
                 "components": style_components(stats, real),
-                "discriminator": discriminator_accuracy([p.real for p in points], by_persona[persona]),
+                **discriminator_fields([p.real for p in points], by_persona[persona]),
             }
         for i, p in enumerate(points[:shown]):
             context = [(t.speaker, list(t.messages)) for t in p.context[-3:]]
@@ -235,6 +115,14 @@ def style_section(probes: dict[str, list[Probe]], replies: dict[str, dict[str, l
             entry["examples"].append({"context": context, "real": list(p.real), **generated})
         out[persona] = entry
     return out
+
+
+def discriminator_fields(real: list, generated: list) -> dict:
+    """The discriminator accuracy, its 95% interval and how many replies it was told from: a report's fields."""
+    figure = discriminator(real, generated)
+    if figure is None:
+        return {"discriminator": None, "discriminator_ci": None, "discriminator_n": 0}
+    return {"discriminator": figure.value, "discriminator_ci": list(figure.interval), "discriminator_n": figure.n}
 
 
 def overall_style(style: dict, probes: dict[str, list[Probe]], replies: dict[str, dict[str, list]]) -> dict:
@@ -248,7 +136,7 @@ def overall_style(style: dict, probes: dict[str, list[Probe]], replies: dict[str
         out[model] = {
             "distance": _weighted(style, lambda e, of=of: of(e).get("distance")),
             "question": _weighted(style, lambda e, of=of: of(e).get("stats", {}).get("question")),
-            "discriminator": discriminator_accuracy(real, generated),
+            **discriminator_fields(real, generated),
         }
     return out
 
@@ -331,8 +219,8 @@ async def evaluate_adapter(
     data["notes"] += eval_warnings(sessions, data["loss"])
     owner = store.owner_slug(settings.owner_id)
     personas = pick_personas(owner, data["loss"]["tokens"], cfg.top_personas)
-    window = (cfg.replies_per_persona, settings.bot_context_turns, cfg.seed)
-    probes = {p: probes_for(sessions, p, *window) for p in personas}
+    limit = {p: cfg.owner_replies if p == owner and cfg.owner_replies else cfg.replies_per_persona for p in personas}
+    probes = {p: probes_for(sessions, p, limit[p], settings.bot_context_turns, cfg.seed) for p in personas}
     if memory is not None:  # what the bot would recall before each reply, as the adapter trained with
         probes = {p: with_probe_memory(ps, sessions, memory.recall_as) for p, ps in probes.items()}
         data["memory_tokens"] = memory.settings.memory_tokens

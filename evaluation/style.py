@@ -29,6 +29,33 @@ HABITS = ("question", "emoji", "period_end", "exclaim", "ellipsis", "lowercase_s
 
 _EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\u2300-\u23ff\ufe0f\u200d\U0001f1e6-\U0001f1ff]")
 _TRAILING = re.compile(r"[\s\U0001f000-\U0001faff\u2600-\u27bf\ufe0f\u200d)(]+$")  # emoji/smiles after a '?'
+# A phrase of 3 words said twice in one reply is how a small model loops ("i think i think i think"); people
+# rarely repeat 3 words within one burst. Measured as a share of replies, shown beside the style (not in it).
+REPEAT_WORDS = 3
+_WORD = re.compile(r"\w+")
+# What an assistant says and a person in a chat does not: a twin saying these has fallen back to its base
+# model's training. Lowercase, with a plain apostrophe; matched inside the lowercased reply.
+ASSISTANT_PHRASES = (
+    "i'm here to help",
+    "i am here to help",
+    "as an ai",
+    "as a language model",
+    "i'm an ai",
+    "i am an ai",
+    "how can i help you",
+    "how can i assist",
+    "i'm sorry, but i",
+    "feel free to ask",
+    "i hope this helps",
+    "я здесь, чтобы помочь",
+    "как ии",
+    "как языковая модель",
+    "я языковая модель",
+    "чем могу помочь",
+    "我是一个人工智能",
+    "作为一个ai",
+    "作为ai",
+)
 _SCRIPT_NAMES = {"CJK": "Han", "HIRAGANA": "Kana", "KATAKANA": "Kana"}
 
 
@@ -77,6 +104,19 @@ def _starts_lowercase(message: str) -> bool | None:
     return None if first is None or first.lower() == first.upper() else first.islower()
 
 
+def repeats_a_phrase(reply: Sequence[str], words: int = REPEAT_WORDS) -> bool:
+    """Some run of `words` words occurs twice in the burst (case folded, punctuation ignored)."""
+    tokens = [w for m in reply for w in _WORD.findall(m.casefold())]
+    grams = [tuple(tokens[i : i + words]) for i in range(len(tokens) - words + 1)]
+    return len(set(grams)) < len(grams)
+
+
+def says_assistant_phrase(reply: Sequence[str]) -> bool:
+    """The burst says something only an assistant says ("I'm here to help", "as an AI", ...)."""
+    text = " ".join(reply).casefold().replace("\u2019", "'")
+    return any(phrase in text for phrase in ASSISTANT_PHRASES)
+
+
 def style_stats(replies: Replies, script: str | None = None) -> dict:
     """The style of a set of replies. `script`: whose share of letters to measure (default: their own
     dominant script); empty replies (nothing sent) count in `n_replies` and `empty_share` only."""
@@ -104,6 +144,9 @@ def style_stats(replies: Replies, script: str | None = None) -> dict:
         "bracket_smile": _share([m.rstrip().endswith((")", "(")) for m in messages]),
         "script_name": script,
         "script": round(letters[script] / sum(letters.values()), 4) if script and letters else None,
+        # Failure signs beside the style, not part of the distance (real replies have next to none of them).
+        "repeated_ngrams": _share([repeats_a_phrase(r) for r in sent]),
+        "assistant": _share([says_assistant_phrase(r) for r in sent]),
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from evaluation.discriminator import discriminator_accuracy
+from evaluation.discriminator import discriminator, discriminator_accuracy, wilson_interval, with_interval
 
 WORDS = "ok lol same brb yeah nah idk maybe tmrw later cool nice wait what omg haha sure fine tho rn ngl".split()
 ENDINGS = ("", "", "", ")", "?", " 😂", "!!", "...")
@@ -57,3 +57,22 @@ def test_dropped_generated_replies_are_left_out():
     with_dropped = generated + [[]] * 50 + [[""]] * 5
     assert discriminator_accuracy(real, with_dropped) == discriminator_accuracy(real, generated)
     assert discriminator_accuracy(real[:10], [[]] * 30 + generated[:4]) is None  # 4 left: too few for 5 folds
+
+
+def test_the_wilson_interval_matches_the_textbook_and_narrows_with_more_replies():
+    assert wilson_interval(0, 10) == (0.0, 0.2775)  # the textbook's 0 of 10
+    low, high = wilson_interval(16, 32)  # 16 replies a side at chance: about ±0.17, as the issue measured
+    assert 0.16 <= (high - low) / 2 <= 0.18
+    low, high = wilson_interval(100, 200)  # 100 a side: about ±0.07
+    assert 0.06 <= (high - low) / 2 <= 0.075
+    assert wilson_interval(10, 10)[1] == 1.0 and wilson_interval(10, 10)[0] > 0.65
+
+
+def test_the_accuracy_comes_with_its_interval_over_every_pooled_prediction():
+    figure = discriminator(chat_replies(40, seed=2), assistant_replies(60, seed=3))
+    assert figure.n == 80  # 40 a side, each predicted once by the fold that left it out
+    low, high = figure.interval
+    assert low <= figure.value <= high and figure.value >= 0.9
+    assert figure.as_dict() == {"accuracy": figure.value, "low": low, "high": high, "n": 80}
+    assert with_interval(figure.value, figure.interval) == f"{figure.value:.2f} [{low:.2f}, {high:.2f}]"
+    assert with_interval(None, None) == "—"

@@ -118,3 +118,17 @@ def test_the_markdown_page_opens_with_the_base_previous_current_table():
     assert lines[4].startswith("| **all** | 120 | 3.000 · ppl 2.0 |")
     assert lines[4].endswith("| 2.000 · ppl 2.0 · style 0.10 |")
     assert lines[5].startswith("| alice (owner) | 120 | 3.000")
+
+
+def test_replies_repeating_a_phrase_or_talking_like_an_assistant_are_counted_beside_the_style():
+    replies = [
+        ["я думаю что да", "я думаю что нет"],  # a 3-word phrase twice in one burst: a loop
+        ["I'm here to help! What would you like to talk about?"],
+        ["Как языковая модель, я не могу"],
+        ["哈哈 好的", "明天见"],
+        ["ok ok", "sure"],  # two words twice is not a 3-word phrase
+    ]
+    stats = style_stats(replies)
+    assert stats["repeated_ngrams"] == 0.2 and stats["assistant"] == 0.4
+    real = style_stats([["ok"], ["норм"]])
+    assert style_components(stats, real).keys().isdisjoint({"repeated_ngrams", "assistant"})

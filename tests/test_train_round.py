@@ -245,15 +245,15 @@ def test_a_conversation_synced_mid_way_is_trained_on_once_it_goes_quiet(tmp_path
 LEAKY_READ = """
 import sys
 from core.settings import Settings
-from trainer import train
+from trainer import round_data, train
 from trainer.config import TrainConfig
 
-real = train.iter_sessions
+real = round_data.iter_sessions
 
 def leaky(store, settings, split="train", ids=None):  # a bug upstream: the train read lets eval sessions in
     yield from real(store, settings, "all" if split == "train" else split, None if split == "train" else ids)
 
-train.iter_sessions = leaky
+round_data.iter_sessions = leaky  # where the round reads its sessions
 settings = Settings(_env_file=None, data_dir=sys.argv[1], owner_id=1, base_model=sys.argv[2])
 print(train.dry_run(settings, TrainConfig(pack_tokens=512)))
 """

@@ -1,7 +1,8 @@
 """Forgetting a person everywhere: storage drops their rows (one transaction, and no trace left in the
-database's files), then the folders of adapters trained on them and the evaluation reports that quoted them
-are deleted, and the kept adapters' meta.json lose that persona's figures. It holds the training lock, so no
-round reads their data meanwhile. What could not be deleted is an error that names it, never ignored."""
+database's files), then the folders of adapters trained on them, the evaluation reports that quoted them and
+the reports' reply cache are deleted, and the kept adapters' meta.json lose that persona's figures. It holds
+the training lock, so no round reads their data meanwhile. What could not be deleted is an error that names
+it, never ignored."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def forget_person(store: Storage, settings: Settings, who: int | str) -> ForgetR
     with store.holding_lock(LOCK):
         report = store.forget_person(who, settings.session_gap_seconds)
         folders = [artifact_path(p, settings.data_dir) for p in [*report.adapter_paths, *report.report_paths]]
+        # Replies kept for reports answer contexts that may quote them: all of them go (regenerated on demand).
+        folders.append(settings.report_cache_dir)
         left = [why for folder in folders if (why := remove_folder(folder))]
         for adapter in store.adapters():
             if adapter["status"] != "deleted" and adapter["path"]:

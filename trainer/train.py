@@ -17,17 +17,15 @@ and publishes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from core.errors import UserError
 from core.format import ChatFormat
-from core.memory import memory_on
 from core.paths import artifact_path, stored_path
 from core.settings import Settings
 from engine.base_model import base_model_path
@@ -36,72 +34,15 @@ from trainer import artifacts
 from trainer import evaluate as ev
 from trainer import model as tm
 from trainer.config import TrainConfig
-from trainer.dataset import iter_sessions, session_refs
-from trainer.loop import Trainer, make_optimizer, total_steps
-from trainer.memory import memory_meta, with_memory
-from trainer.packing import pack_examples
-from trainer.plan import RoundPlan, lora_shape, plan_round
+from trainer.loop import Trainer, make_optimizer
+from trainer.memory import memory_meta
+from trainer.plan import lora_shape
 from trainer.registry import LOCK, decide
-from trainer.windows import build_examples
+from trainer.round_data import RoundData, round_memory_tokens, setup_data
+from trainer.round_results import RoundEvaluation, RoundResult
 
 log = logging.getLogger(__name__)
 Event = Callable[[dict], None]
-
-
-@dataclass
-class RoundData:
-    """What a round trains and evaluates on: its plan, the sessions it chose and their packs."""
-
-    plan: RoundPlan
-    chosen: list  # the training sessions (new + replay)
-    eval_sessions: list
-    eval_examples: list
-    packs: list
-    steps: int
-    counts: dict
-
-
-def _loss(figures: dict | None) -> float | None:
-    return figures["loss"] if figures else None
-
-
-@dataclass
-class RoundEvaluation:
-    """The round's eval set and each model's figures on it (None: no eval examples)."""
-
-    eval_set: str  # the eval set's key (evaluate.eval_set_key): figures with the same key are comparable
-    new: dict | None  # the adapter this round trained
-    base: dict | None  # the base model (cached in storage per eval set)
-    active: dict | None  # the active adapter's row; None: there is none, or it fits another base model
-    active_figures: dict | None  # the active adapter's figures on this eval set (None: not measured)
-
-    @property
-    def eval_loss(self) -> float | None:
-        return _loss(self.new)
-
-    @property
-    def base_eval_loss(self) -> float | None:
-        return _loss(self.base)
-
-    @property
-    def active_eval_loss(self) -> float | None:
-        return _loss(self.active_figures)
-
-
-@dataclass
-class RoundResult:
-    version: int | None
-    promoted: bool
-    eval_loss: float | None
-    base_eval_loss: float | None
-    active_eval_loss: float | None
-    reason: str
-    warnings: list[str] = field(default_factory=list)
-    run_id: int | None = None
-    counts: dict = field(default_factory=dict)
-
-    def as_event(self) -> dict:
-        return {"event": "done", **asdict(self)}
 
 
 def train_loss(history: list[dict], last: int = 5) -> float | None:
@@ -125,14 +66,31 @@ def make_accelerator(cfg: TrainConfig):
 
 class TrainingRound:
     def __init__(self, settings: Settings, cfg: TrainConfig, full: bool = False, on_event: Event | None = None):
-        self.settings, self.cfg, self.full = settings, cfg, full
-        self.base_model: str = base_model_path(settings)
-        self.acc = make_accelerator(cfg)
-        self.main = self.acc.is_main_process
-        self._emit = on_event if (on_event and self.main) else (lambda e: None)
-        self.store = Storage(settings.db_path)
+        """No I/O here (as torchtune's recipes): storage, the base model and the accelerator are opened on
+        first use, so building a round is cheap and cannot fail half-way."""
+        self.settings, self.cfg, self.full, self.on_event = settings, cfg, full, on_event
         self.run_id: int | None = None
         self.warnings: list[str] = []
+
+    @functools.cached_property
+    def base_model(self) -> str:
+        return base_model_path(self.settings)  # converts a GGUF the first time
+
+    @functools.cached_property
+    def acc(self):
+        return make_accelerator(self.cfg)
+
+    @property
+    def main(self) -> bool:
+        return self.acc.is_main_process
+
+    @functools.cached_property
+    def store(self) -> Storage:
+        return Storage(self.settings.db_path)
+
+    def _emit(self, event: dict) -> None:
+        if self.on_event is not None and self.main:
+            self.on_event(event)
 
     # -- guard ------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -159,65 +117,14 @@ class TrainingRound:
     def _setup_format(self) -> ChatFormat:
         return ChatFormat(tm.load_tokenizer(self.base_model))
 
-    def _plan(self, train_refs: list, eval_sessions: list) -> RoundPlan:
-        """The main process plans; in a multi-process run it sends the plan (or why there is none) to all."""
-        try:
-            plan = None
-            if self.main:
-                plan = plan_round(self.store, self.cfg, train_refs, eval_sessions, self.full, self.settings)
-        except Exception as exc:  # noqa: BLE001 - every process must learn that there is nothing to do
-            plan = exc
-        if self.acc.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            plan = broadcast_object_list([plan])[0]
-        if isinstance(plan, Exception):
-            raise plan
-        return plan
-
     def _setup_data(self, fmt: ChatFormat) -> RoundData:
-        """Plan the round and turn its sessions into packs (no model yet: `--dry-run` stops here)."""
-        train_refs = session_refs(self.store, self.settings, "train")  # stored rows: only the chosen are read
-        eval_sessions = list(iter_sessions(self.store, self.settings, "eval"))
-        plan = self._plan(train_refs, eval_sessions)
-        chosen = list(iter_sessions(self.store, self.settings, "train", ids=set(plan.train_ids)))
-        eval_ids = {s.id for s in eval_sessions}
-        if leaked := [s.id for s in chosen if s.split != "train" or s.id in eval_ids]:  # not an assert: -O drops those
-            raise AssertionError(f"eval session in training data: {leaked[:5]}")
-        if self.memory_tokens and (owner_id := self.store.owner_id(self.settings.owner_id)) is not None:
-            chosen = with_memory(self.store, self.settings, owner_id, chosen)
-            eval_sessions = with_memory(self.store, self.settings, owner_id, eval_sessions)
-        window = (self.cfg.max_seq_len, self.cfg.window_context)
-        only = self.owner() if self.cfg.loss_on == "owner" else None
-        examples = list(build_examples(fmt, chosen, *window, only=only, memory_tokens=self.memory_tokens))
-        eval_examples = list(build_examples(fmt, eval_sessions, *window, memory_tokens=self.memory_tokens))
-        packs = pack_examples(examples, self.cfg.pack_tokens, self.cfg.seed)
-        steps = total_steps(len(packs), self.cfg, self.acc.num_processes)
-        counts = {
-            "new_sessions": len(plan.new_ids),
-            "replay_sessions": len(plan.replay_ids),
-            "train_sessions": len(chosen),
-            "eval_sessions": len(eval_sessions),
-            "examples": len(examples),
-            "packs": len(packs),
-            "steps": steps,
-            "tokens": sum(len(e) for e in examples),
-            "loss_tokens": sum(p.n_loss for p in packs),
-            "dropped_leaks": plan.dropped_leaks,
-            "with_memory": sum(bool(s.recalled) for s in chosen),
-        }
-        return RoundData(plan, chosen, eval_sessions, eval_examples, packs, steps, counts)
+        """Plan the round and turn its sessions into packs (trainer/round_data.py)."""
+        return setup_data(self.store, self.settings, self.cfg, self.acc, fmt, self.full)
 
     @property
     def memory_tokens(self) -> int:
         """The memory block's budget in this round's examples (0: the round trains without memory)."""
-        return self.settings.memory_tokens if self.cfg.memory and memory_on(self.settings) else 0
-
-    def owner(self) -> str:
-        slug = self.store.owner_slug(self.settings.owner_id)
-        if slug is None:
-            raise UserError('loss_on = "owner" needs to know who you are: set TWIN_OWNER_ID')
-        return slug
+        return round_memory_tokens(self.settings, self.cfg)
 
     def _setup_model(self, parent_path: Path | None, dtype: torch.dtype) -> torch.nn.Module:
         """The base model with a LoRA on it (the parent adapter's weights when the round continues one)."""
@@ -408,7 +315,8 @@ class TrainingRound:
 
     # -- cleanup ----------------------------------------------------------------------------------------
     def cleanup(self) -> None:
-        self.store.close()
+        if "store" in self.__dict__:  # opened
+            self.store.close()
 
 
 def run_round(settings: Settings, cfg: TrainConfig, full: bool = False, on_event: Event | None = None):
