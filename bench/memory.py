@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.format import NO_MEMORY  # noqa: E402
 from core.memory import memory_on  # noqa: E402
+from core.recall import STOP_WORDS, query_terms, rank_hits  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from engine.base import AdapterRef  # noqa: E402
 from evaluation.generate import Gated, quiet_engine_log, started_engine  # noqa: E402
 from storage import Storage  # noqa: E402
-from storage.memory import STOP_WORDS, match_expression, query_terms, rank_hits  # noqa: E402
 from trainer.dataset import TrainingSession, iter_sessions  # noqa: E402
 from trainer.memory import SessionMemory, held_out  # noqa: E402
 
@@ -88,7 +88,7 @@ def find_probes(store: Storage, settings: Settings, sessions: list[TrainingSessi
                 continue
             real = all_words(s.turns[t].messages) - set(q_terms)
             facts, same = set(), False
-            hits = rank_hits(store.memory_hits(match_expression(q_terms), before=s.start), q_terms)[:QUESTIONS]
+            hits = rank_hits(store.memory_hits(q_terms, before=s.start), q_terms)[:QUESTIONS]
             for hit in hits:
                 if hit["sender_id"] == OWNER_ID or "?" not in hit["text"] or skip(hit):
                     continue

@@ -25,11 +25,11 @@ from bot.delivery import send_text, typing_pause
 from bot.personas import chat_persona, partner_name
 from core.format import NO_MEMORY, ChatTurn, MemoryBlock, Recalled
 from core.memory import memory_on
+from core.recall import MemoryRequest, recall
 from core.scrub import Scrubber
 from core.settings import Settings
 from engine.base import AdapterRef, Engine
 from storage import Storage
-from storage.memory import MemoryRequest, recall
 
 log = logging.getLogger(__name__)
 

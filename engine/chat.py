@@ -19,7 +19,7 @@ DEFAULT_PARTNER = "friend"
 # What `--show-memory` prints before each reply, one line per line of the memory block.
 MEMORY_PREFIX = "[memory]"
 
-# The earlier exchanges recalled for the conversation so far (storage.memory.recall with the chat's request).
+# The earlier exchanges recalled for the conversation so far (core.recall.recall with the chat's request).
 Recall = Callable[[Sequence[ChatTurn]], list[Recalled]]
 
 

@@ -84,8 +84,8 @@ def chat_recall(store, settings: Settings, roles: ChatRoles) -> Recall | None:
     """What `twin chat` remembers before each reply, by the bot's rules: the twin plays `roles.persona` to
     `roles.partner` (a name storage does not know is a new contact: nothing of theirs to recall)."""
     from core.memory import memory_on
+    from core.recall import MemoryRequest, recall
     from core.scrub import Scrubber
-    from storage.memory import MemoryRequest, recall
 
     owner_id = store.owner_id(settings.owner_id)
     if not memory_on(settings) or owner_id is None:

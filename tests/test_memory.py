@@ -13,9 +13,10 @@ import pytest
 
 from collector.telegram_export import import_export
 from core.format import MEMORY_HEADER, ChatFormat, ChatTurn, Recalled, memory_text
+from core.recall import MemoryRequest, query_terms, recall
 from storage import Storage
 from storage import db as dbmod
-from storage.memory import MemoryRequest, match_expression, query_terms, recall
+from storage.memory import match_expression
 from storage.memory_schema import MESSAGE_ROWID_MASK
 from storage.store import MESSAGE_COLUMNS
 from trainer.dataset import TrainingSession

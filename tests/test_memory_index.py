@@ -12,9 +12,9 @@ import pytest
 from collector import telegram_export
 from collector.telegram_export import import_export
 from core.format import ChatTurn, memory_text
+from core.recall import MemoryRequest, recall
 from core.settings import Settings
 from storage import Storage, open_storage
-from storage.memory import MemoryRequest, recall
 from tests.test_memory import index_is_consistent, index_texts
 
 FULL = Path(__file__).resolve().parent / "fixtures" / "full_account_export.json"

@@ -1,5 +1,5 @@
 """Who may be recalled to whom: a fact said only to Anna (by her, or by the owner to her) never reaches a memory
-block built for Boris, under every setting that forbids it. Checked where memory is built (storage.memory.recall),
+block built for Boris, under every setting that forbids it. Checked where memory is built (core.recall.recall),
 through the real bot (aiogram Dispatcher, real SQLite; only the Bot API and the engine are doubles that record
 what they were given), and in training (trainer.memory). Each check has a positive control: the same fact IS
 recalled where it may be, so a memory that recalls nothing at all cannot pass.
@@ -11,9 +11,9 @@ import pytest
 
 from bot.handlers.guard import REFUSAL
 from core.format import ChatTurn, Recalled, memory_text
+from core.recall import MEMORY_SCOPES, MemoryRequest, recall
 from core.settings import Settings
 from storage import Storage
-from storage.memory import MEMORY_SCOPES, MemoryRequest, recall
 from tests.bot_fakes import BOT_USERNAME, OWNER, TwinUnderTest
 from trainer.dataset import iter_sessions
 from trainer.memory import with_memory

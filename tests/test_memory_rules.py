@@ -11,10 +11,10 @@ import pytest
 
 from core.format import ChatFormat, ChatTurn, Recalled, memory_text
 from core.memory import memory_budget
+from core.recall import MemoryRequest, recall
 from core.settings import Settings
 from evaluation.generate import probes_for, with_probe_memory
 from storage import Storage
-from storage.memory import MemoryRequest, recall
 from tests.test_memory_privacy import ANNA, BORIS, DAY, FAMILY, GAP, OWNER, QUESTION, T0, tell_secrets
 from trainer.dataset import iter_sessions
 from trainer.memory import adapter_session_memory, with_memory

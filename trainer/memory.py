@@ -15,10 +15,10 @@ from typing import Any
 
 from core.format import ChatTurn, Recalled
 from core.memory import memory_on
+from core.recall import QUERY_TURNS, MemoryRequest, recall
 from core.scrub import Scrubber
 from core.settings import Settings
 from storage import Storage
-from storage.memory import QUERY_TURNS, MemoryRequest, recall
 from trainer.dataset import TrainingSession
 
 
