@@ -73,7 +73,9 @@ def test_ctrl_c_during_the_health_wait_stops_the_server_and_its_engine(tmp_path)
     pids = tmp_path / "pids.json"
     script = textwrap.dedent(
         f"""
-        import sys
+        import signal, sys
+        # A terminal's Ctrl-C, also where this test runs in the background (which starts children with SIGINT ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from core.settings import Settings
         from engine import remote
         import core.process
