@@ -21,6 +21,7 @@ from core.process import group_members
 from core.settings import Settings
 from engine import remote
 from engine.vllm_engine import VLLMEngine
+from tests.bot_api_stub import BotApiStub
 
 # Stands in for `python -m vllm.entrypoints.openai.api_server`: it starts an engine process of its own (which
 # ignores SIGTERM, as a busy engine core may), writes both pids, and never answers /health.
@@ -220,3 +221,49 @@ async def test_the_record_of_a_running_twin_is_left_alone_and_a_corrupt_one_is_d
         twin.kill()
         twin.wait()
         kill_all(cores)
+
+
+@pytest.mark.slow
+async def test_a_sigkilled_twin_serve_leaves_no_engine_core_after_the_next_start(
+    tmp_path, tiny_model_dir, monkeypatch, caplog
+):
+    """The real thing: `twin serve` with vLLM in-process on the tiny model, SIGKILLed once its engine is up."""
+    data = private_data_dir(tmp_path)
+    stub = BotApiStub("4242:orphans-secret-part")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")} | {
+        "TWIN_DATA_DIR": str(data),
+        "TWIN_OWNER_ID": "1",
+        "TWIN_BOT_TOKEN": stub.token,
+        "TWIN_BOT_API_URL": await stub.start(),
+        "TWIN_BASE_MODEL": str(tiny_model_dir),
+        "TWIN_ENGINE": "vllm",
+        "TWIN_VLLM_MAX_MODEL_LEN": "256",
+        "TWIN_SYNC_INTERVAL_MINUTES": "0",
+        "TWIN_TRAIN_INTERVAL_HOURS": "0",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    log = tmp_path / "serve.log"
+    with log.open("w") as err:
+        serve = subprocess.Popen([Path(sys.executable).with_name("twin"), "serve"], cwd=tmp_path, env=env, stderr=err)
+    tree: list[psutil.Process] = []
+    try:
+        record = data / "run" / f"vllm-core-{serve.pid}.json"
+        await asyncio.to_thread(wait_for_record, record, serve, 300, log)  # a vLLM start on 2 busy cores
+        tree = psutil.Process(serve.pid).children(recursive=True)
+        cores = [psutil.Process(core["pid"]) for core in json.loads(record.read_text())["cores"]]
+        assert cores and all("EngineCore" in " ".join(core.cmdline()) for core in cores)  # vLLM's, found by title
+        serve.kill()
+        serve.wait()
+        assert all(alive(core) for core in cores)  # vLLM's core outlives its twin: an orphan
+        with caplog.at_level(logging.INFO):
+            await start_and_close_an_engine(data, monkeypatch)
+        line = CLEANUP_LINE.format(cores=", ".join(str(core.pid) for core in cores), twin=serve.pid)
+        assert [r.getMessage() for r in caplog.records if "EngineCore" in r.getMessage()] == [line]
+        assert [p.pid for p in tree if alive(p)] == []  # nothing of the killed twin runs
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+        kill_all(tree)
+        await stub.stop()
