@@ -1,0 +1,34 @@
+import sqlite3
+
+import pytest
+
+from storage import Storage
+
+
+def test_drafts_record_decisions_and_count_them_per_persona_and_adapter(tmp_path):
+    store = Storage(tmp_path / "t.db")
+    a = store.open_draft(5, "olga", 1, "hi there")
+    b = store.open_draft(6, "olga", 1, "see you")
+    c = store.open_draft(7, "olga", 2, "ok")
+    store.open_draft(8, "olga", 2, "left open")
+    store.close_draft(a, "accepted", "hi there", 0)
+    store.close_draft(b, "edited", "see you soon", 5)
+    store.close_draft(c, "ignored")
+    store.close_draft(a, "ignored")  # decided once: a later close changes nothing
+    assert store.draft(a)["verdict"] == "accepted" and store.draft(b)["owner_text"] == "see you soon"
+    assert [d["dialog_id"] for d in store.open_drafts()] == [8]
+    store.close()
+    stats = Storage(tmp_path / "t.db").draft_stats()
+    assert [(s["adapter_version"], s["written"], s["accepted"], s["edited"], s["ignored"]) for s in stats] == [
+        (1, 2, 1, 1, 0),
+        (2, 2, 0, 0, 1),
+    ]
+    assert stats[0]["mean_distance"] == 5
+
+
+def test_a_draft_verdict_must_be_one_of_three(tmp_path):
+    store = Storage(tmp_path / "t.db")
+    with pytest.raises(ValueError):
+        store.close_draft(store.open_draft(5, "olga", None, "x"), "maybe")
+    with pytest.raises(sqlite3.IntegrityError):
+        store.conn.execute("UPDATE drafts SET verdict = 'maybe'")
