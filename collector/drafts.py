@@ -277,3 +277,27 @@ class DraftWriter:
             if self._open.get(row["dialog_id"]) == row["id"]:
                 del self._open[row["dialog_id"]]
         return len(expired)
+
+
+def stats_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """`store.draft_stats()` as the owner reads it: one line per persona and adapter version."""
+    if not rows:
+        return ["drafts: none written yet (TWIN_DRAFTS=on or `twin drafts`)"]
+    return [
+        f"drafts as {r['persona']} with adapter {r['adapter_version'] or 'none (base model)'}: {r['written']} written,"
+        f" {r['accepted']} accepted unchanged, {r['edited']} edited"
+        + (f" (mean edit distance {r['mean_distance']:.0f})" if r["mean_distance"] is not None else "")
+        + f", {r['ignored']} ignored"
+        for r in rows
+    ]
+
+
+async def run_drafts(client: Any, store: Storage, settings: Settings, engine: Engine, **writer: Any) -> DraftWriter:
+    """Catch up on what came while the twin was down (the normal sync: watermarks), then draft live."""
+    from collector.telethon_sync import sync
+
+    summary = await sync(client, store, settings, progress=False)
+    log.info("drafts: caught up (%d new messages), listening", summary.new_messages)
+    drafts = DraftWriter(client, store, settings, engine, **writer)
+    await drafts.start()
+    return drafts

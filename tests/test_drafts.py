@@ -141,3 +141,17 @@ async def test_a_restart_resumes_open_drafts_and_catches_up_without_duplicates(a
 
 def test_edit_distance_counts_inserts_deletes_and_substitutions():
     assert [edit_distance(*p) for p in (("", "abc"), ("kitten", "sitting"), ("same", "same"))] == [3, 3, 0]
+
+
+def test_drafts_stats_and_status_print_the_owners_verdicts_per_adapter(tmp_path, store, settings):
+    from typer.testing import CliRunner
+
+    from twin.cli import app
+
+    store.close_draft(store.open_draft(ANNA, "olga", 3, "see you"), "edited", "see you!", 1)
+    store.open_draft(BOB, "olga", 3, "ok")
+    env = {"TWIN_DATA_DIR": str(settings.data_dir)}
+    for args in (["drafts", "--stats"], ["status"]):
+        result = CliRunner().invoke(app, args, env=env)
+        assert result.exit_code == 0, result.output
+        assert "drafts as olga with adapter 3: 2 written, 0 accepted unchanged, 1 edited" in result.output
