@@ -139,6 +139,17 @@ async def test_a_restart_resumes_open_drafts_and_catches_up_without_duplicates(a
     assert len(store.messages(ANNA)) == 4
 
 
+async def test_a_long_flood_wait_skips_the_draft_and_the_writer_goes_on(account, store, settings):
+    writer, client = await started(account, store, settings)
+    client.plan_flood(3600, "SaveDraftRequest")
+    await client.push(account.new_message(ANNA, "hi"))
+    await writer.idle()
+    assert drafts(client, ANNA) == [] and store.open_drafts() == []
+    await client.push(account.new_message(ANNA, "hello?"))
+    await writer.idle()
+    assert drafts(client, ANNA) == ["olga re: hello?"] and len(store.open_drafts()) == 1
+
+
 def test_edit_distance_counts_inserts_deletes_and_substitutions():
     assert [edit_distance(*p) for p in (("", "abc"), ("kitten", "sitting"), ("same", "same"))] == [3, 3, 0]
 
