@@ -46,6 +46,16 @@ class DraftStore(Database):
         rows = self.query("SELECT * FROM drafts WHERE id = ?", (draft_id,))
         return dict(rows[0]) if rows else None
 
+    def draft_preference_pairs(self) -> list[dict[str, Any]]:
+        """Edited drafts as preference pairs (the owner's reply preferred over the twin's draft), oldest first,
+        for the preference stage; none from a held-out (eval) session, so evaluation never sees them trained."""
+        rows = self.query(
+            "SELECT d.* FROM drafts d WHERE d.verdict = 'edited' AND NOT EXISTS (SELECT 1 FROM sessions s"
+            " WHERE s.dialog_id = d.dialog_id AND s.split = 'eval' AND d.created_at BETWEEN s.start AND s.\"end\")"
+            " ORDER BY d.id"
+        )
+        return [dict(r) for r in rows]
+
     def draft_stats(self) -> list[dict[str, Any]]:
         """Drafts written, accepted unchanged, edited and ignored, per persona and adapter version."""
         rows = self.query(

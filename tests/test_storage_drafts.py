@@ -32,3 +32,19 @@ def test_a_draft_verdict_must_be_one_of_three(tmp_path):
         store.close_draft(store.open_draft(5, "olga", None, "x"), "maybe")
     with pytest.raises(sqlite3.IntegrityError):
         store.conn.execute("UPDATE drafts SET verdict = 'maybe'")
+
+
+def test_preference_pairs_are_edited_drafts_outside_held_out_sessions(tmp_path):
+    store = Storage(tmp_path / "t.db")
+    held_out, trained, accepted = (store.open_draft(d, "olga", 1, "ok") for d in (5, 6, 7))
+    for draft_id in (held_out, trained):
+        store.close_draft(draft_id, "edited", "okay!", 3)
+    store.close_draft(accepted, "accepted", "ok", 0)
+    now = store.draft(held_out)["created_at"]
+    for dialog_id, split in ((5, "eval"), (6, "train")):
+        session = {"id": f"{dialog_id}-1", "dialog_id": dialog_id, "first_message_id": 1, "last_message_id": 2}
+        session |= {"start": now - 60, "end": now + 60, "n_messages": 2, "n_turns": 2, "closed": 1}
+        store.replace_sessions(dialog_id, [session | {"split": split, "content_hash": "x"}])
+    assert [(p["dialog_id"], p["text"], p["owner_text"]) for p in store.draft_preference_pairs()] == [
+        (6, "ok", "okay!")
+    ]
