@@ -97,7 +97,8 @@ async def day(real: bool) -> None:
             draft = saved[-1] if saved else None
             sent = {"send": draft, "ignore": None}.get(action, action.partition(":")[2])
             print(f"{i:2d}. {FRIENDS[friend]:5s}: {' / '.join(burst)}")
-            print(f"    draft: {draft!r}" if draft else "    draft: none (the owner was writing their own)")
+            why = "the owner was writing their own" if action.startswith("own:") else "the engine gave nothing"
+            print(f"    draft: {draft!r}" if draft else f"    draft: none ({why})")
             print(f"    owner: {'sends ' + repr(sent) if sent else 'sends nothing'}")
             if sent:
                 await client.push(account.draft(friend, ""))  # sending clears the chat's draft, on every device
