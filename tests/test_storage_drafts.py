@@ -48,3 +48,13 @@ def test_preference_pairs_are_edited_drafts_outside_held_out_sessions(tmp_path):
     assert [(p["dialog_id"], p["text"], p["owner_text"]) for p in store.draft_preference_pairs()] == [
         (6, "ok", "okay!")
     ]
+
+
+def test_forget_deletes_the_drafts_of_their_chat(tmp_path):
+    store = Storage(tmp_path / "t.db")
+    store.upsert_people([{"id": 5, "first_name": "Anna"}, {"id": 6, "first_name": "Bob"}])
+    for person in (5, 6):
+        store.upsert_dialog({"id": person, "type": "personal_chat", "person_id": person})
+        store.open_draft(person, "olga", None, f"see you {person}")
+    store.forget_person(5, 3600)
+    assert [d["dialog_id"] for d in store.open_drafts()] == [6]
