@@ -29,6 +29,7 @@ OWNER_COMMANDS: dict[str, str] = {
     "allowed": "who may talk to me",
     "exclude": "skip a dialog when syncing and training: /exclude NAME",
     "include": "sync and train on a dialog again: /include NAME",
+    "drafts": "drafts in your own chats: /drafts on, off or only NAME…",
     "forget": "delete a person's messages and retrain: /forget NAME",
     "why": "what the last reply here recalled; /why NAME for their chat",
 }

@@ -24,6 +24,8 @@ from bot.reporting import OwnerReports
 from bot.schedule import build_scheduler
 from bot.secrets import hide_in_logs
 from bot.webhook import run_webhook
+from collector.drafts import run_drafts
+from collector.telethon_client import connected_client, shared_client
 from core.errors import UserError
 from core.settings import Settings
 from engine.base import AdapterRef, Engine
@@ -60,7 +62,12 @@ async def serve(settings: Settings) -> None:
         log.info("starting the %s engine on %s", settings.engine, model)
         await engine.start()
         await check_active_adapter(engine, store, settings)
-        jobs = Jobs(settings, store, OwnerReports(bot, owner_id), engine)
+        sync_client = None
+        if settings.drafts:  # TWIN_DRAFTS=on: the owner's own client drafts replies in their chats
+            client = await cleanup.enter_async_context(connected_client(settings))
+            await run_drafts(client, store, settings, engine)
+            sync_client = shared_client(client)  # one client per session: the scheduled syncs use it too
+        jobs = Jobs(settings, store, OwnerReports(bot, owner_id), engine, sync_client=sync_client)
         cleanup.push_async_callback(jobs.close)
         conversations = Conversations(settings, store, engine, bot)
         dp = build_dispatcher(settings, store, conversations, jobs, engine)

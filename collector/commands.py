@@ -1,5 +1,5 @@
 """Collector commands: what comes in and what is stored: `twin import`, `twin personas`, `twin persona rename`,
-`twin status`, `twin login`, `twin collect`, `twin exclude`, `twin include`."""
+`twin status`, `twin login`, `twin collect`, `twin drafts`, `twin exclude`, `twin include`."""
 
 from __future__ import annotations
 
@@ -101,6 +101,9 @@ def status_cmd(ctx: typer.Context) -> None:
     table.add_row("last import", _when(store.get_meta("last_import_at")))
     table.add_row("last sync", _when(store.get_meta("last_sync_at")))
     out.print(table)
+    from collector.drafts import stats_lines
+
+    out.print("\n".join(stats_lines(store.draft_stats())), highlight=False)
 
 
 def login_cmd(
@@ -174,6 +177,48 @@ def collect_cmd(
     out.print(summary.describe(), highlight=False)
 
 
+def drafts_cmd(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print each draft instead of saving it in Telegram."),
+    stats: bool = typer.Option(False, "--stats", help="Print drafts written, accepted, edited, ignored; then exit."),
+) -> None:
+    """Write your twin's reply into your own Telegram chats as drafts: you decide what is sent.
+
+    Listens to your one-to-one chats with people (never groups, channels, bots, Saved Messages, excluded or
+    forgotten dialogs; TWIN_DRAFTS_FOR chooses whom). When a friend's burst ends, the reply is saved as that
+    chat's draft; nothing is sent unless you press send. A draft you are writing is never touched. What you
+    send next is recorded beside the draft (accepted, edited, or ignored). Stop with Ctrl-C.
+
+    `twin drafts --stats` prints how you decided; `TWIN_DRAFTS=on twin serve` drafts beside the bot.
+
+    Example: twin drafts --dry-run
+    """
+    from collector.drafts import stats_lines
+
+    settings: Settings = ctx.obj
+    store = open_storage(settings)
+    if stats:
+        out.print("\n".join(stats_lines(store.draft_stats())), highlight=False)
+        return
+    asyncio.run(_draft_until_stopped(settings, store, dry_run))
+
+
+async def _draft_until_stopped(settings: Settings, store: Storage, dry_run: bool) -> None:
+    from collector.drafts import run_drafts
+    from collector.telethon_client import connected_client
+    from engine.build import build_engine, stored_adapters
+
+    engine = build_engine(settings, stored_adapters(store, settings))
+    await engine.start()
+    try:
+        async with connected_client(settings) as client:
+            await run_drafts(client, store, settings, engine, dry_run=dry_run, say=out.print)
+            out.print("drafting: a friend's finished burst gets a draft in your chat (Ctrl-C stops)")
+            await client.run_until_disconnected()
+    finally:
+        await engine.close()
+
+
 def _dialog_id(store: Storage, id_or_slug: str) -> int:
     """The dialog to (un)exclude; an id not stored yet becomes a placeholder the sync will skip."""
     try:
@@ -221,6 +266,7 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status_cmd)
     app.command("login")(login_cmd)
     app.command("collect")(collect_cmd)
+    app.command("drafts")(drafts_cmd)
     app.command("exclude")(exclude_cmd)
     app.command("include")(include_cmd)
     app.add_typer(persona_app, name="persona")

@@ -113,6 +113,17 @@ async def connected_client(settings: Settings) -> AsyncIterator[CountingTelegram
         await client.disconnect()
 
 
+def shared_client(client) -> Callable:
+    """A `connected_client` stand-in that hands out an already connected client and leaves it connected: with
+    drafts on, the bot's syncs reuse the drafts' client (two clients on one session would clash)."""
+
+    @contextlib.asynccontextmanager
+    async def connect(settings: Settings) -> AsyncIterator:
+        yield client
+
+    return connect
+
+
 async def login(
     settings: Settings,
     *,

@@ -115,6 +115,14 @@ class Settings(BaseSettings):
     # so edits and messages deleted on Telegram reach storage (and the next round) too.
     sync_refresh_days: int = Field(0, ge=0, description="Days the bot's syncs re-read for edits and deletions.")
 
+    # -- drafts in the owner's own chats (collector/drafts.py) ---------------------------------------------
+    # Off by default: on, `twin serve` writes a suggested reply into the owner's own chats as a draft (never sent).
+    drafts: bool = Field(False, description="Write the twin's reply as a draft in the owner's chats (twin serve).")
+    # "everyone", "allowlist" (those the bot talks to) or persona slugs "anna,bob": whom the twin drafts for.
+    drafts_for: str = Field("everyone", description="everyone | allowlist | comma list of persona slugs")
+    # 8 s: long enough for a friend's next line of a burst, short enough that the draft is there when you look.
+    drafts_quiet_seconds: float = Field(8.0, gt=0, description="Silence (no message, no typing) that ends a burst.")
+
     # -- training rounds (trainer/) ----------------------------------------------------------------------
     # Empty = the defaults in trainer/config.py (`twin train --show-config` lists every knob and its why).
     train_config: Path | None = Field(None, description="TOML file overriding training knobs.")

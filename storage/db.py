@@ -25,6 +25,7 @@ import sqlite_utils
 from core.errors import UserError
 
 from .counts_schema import COUNTS_BACKFILL, COUNTS_SCHEMA
+from .drafts_schema import DRAFTS_SCHEMA
 from .memory_schema import MEMORY_INDEX_OFF, V6_BACKFILL, V6_SCHEMA
 
 # A writer waits this long for another writer before "database is locked" (every writer holds short txns).
@@ -222,8 +223,14 @@ def _v9(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+def _v10(db: sqlite_utils.Database) -> None:
+    """The twin's drafts in the owner's chats and the owner's decision on each (see storage.drafts)."""
+    for statement in DRAFTS_SCHEMA:
+        db.execute(statement)
+
+
 # Forward migrations: MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

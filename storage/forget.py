@@ -212,13 +212,14 @@ class ForgetStore(MemoryIndexStore, TrainingStore):
         return report
 
     def _delete_their_rows(self, c: sqlite3.Connection, person: dict[str, Any], own: list[int]) -> None:
-        """Their messages, dialogs, sessions, bot chats, allowlist entries and person row."""
+        """Their messages, dialogs, sessions, drafts, bot chats, allowlist entries and person row."""
         pid, marks = person["id"], ", ".join("?" for _ in own) or "NULL"
         c.execute(f"DELETE FROM messages WHERE dialog_id IN ({marks}) OR sender_id = ?", (*own, pid))
         c.execute(f"DELETE FROM sessions WHERE dialog_id IN ({marks})", tuple(own))
         # After the messages: their memory index rows went with them (triggers), through these slots.
         c.execute(f"DELETE FROM memory_dialogs WHERE dialog_id IN ({marks})", tuple(own))
         c.execute(f"DELETE FROM dialogs WHERE id IN ({marks})", tuple(own))
+        c.execute(f"DELETE FROM drafts WHERE dialog_id IN ({marks})", tuple(own))  # their words and replies to them
         slug = person["slug"]
         c.execute("DELETE FROM bot_messages WHERE chat_id = ? OR user_id = ? OR speaker = ?", (pid, pid, slug))
         c.execute("DELETE FROM chats WHERE chat_id = ? OR persona = ?", (pid, slug))

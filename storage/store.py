@@ -19,6 +19,7 @@ from core.sessions import closed_before, session_rows
 from .bot import BotStore
 from .counts_schema import COUNT_FROM, COUNT_INSERT, COUNT_INSERT_TRIGGER, SESSION_RECOUNT
 from .db import Database
+from .drafts import DraftStore
 from .evaluation import EvalStore
 from .forget import ForgetStore
 from .memory import MemoryStore
@@ -98,7 +99,7 @@ def _dict(row: sqlite3.Row | None) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-class Storage(BotStore, ForgetStore, MemoryStore, MemoryIndexStore, TrainingStore, EvalStore, Database):
+class Storage(BotStore, DraftStore, ForgetStore, MemoryStore, MemoryIndexStore, TrainingStore, EvalStore, Database):
     # -- meta -------------------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.query("SELECT value FROM meta WHERE key = ?", (key,))

@@ -132,6 +132,22 @@ class FakeAccount:
         """Dialogs as Telegram lists them: the most recent message first (empty ones last)."""
         return sorted(self.history, key=lambda p: -(self.history[p][-1].id if self.history[p] else 0))
 
+    # -- live updates (what the owner's client is pushed) -------------------------------------------
+    def new_message(self, peer_id: int, text: str, *, out: bool = False, seconds_later: int = 5) -> Any:
+        """A message sent now in `peer_id`'s chat (stored in the history too), as UpdateNewMessage."""
+        self.add_message(peer_id, text, out=out, seconds_later=seconds_later)
+        spec = self.history[peer_id][-1]
+        return types.UpdateNewMessage(message=self.build(peer_id, spec, None), pts=spec.id, pts_count=1)
+
+    @staticmethod
+    def typing(user_id: int) -> Any:
+        return types.UpdateUserTyping(user_id=user_id, action=types.SendMessageTypingAction())
+
+    def draft(self, user_id: int, text: str) -> Any:
+        """The owner's draft in a chat as another of their devices reports it (empty: cleared)."""
+        draft = types.DraftMessage(message=text, date=self.clock) if text else types.DraftMessageEmpty()
+        return types.UpdateDraftMessage(peer=types.PeerUser(user_id), draft=draft)
+
     # -- serving ----------------------------------------------------------------------------------
     def build(self, peer_id: int, spec: Spec, client) -> Any:
         peer = self.peers[peer_id]
@@ -149,7 +165,8 @@ class FakeAccount:
                 edit_date=spec.edit_date,
                 **common,
             )
-        msg._finish_init(client, self.entities, utils.get_input_peer(self.entities[peer_id]))
+        if client is not None:
+            msg._finish_init(client, self.entities, utils.get_input_peer(self.entities[peer_id]))
         return msg
 
 
@@ -168,6 +185,8 @@ class FakeTelegramClient:
         self.request_counts: Counter[str] = Counter()
         self.slept: list[int] = []
         self.history_calls: list[dict[str, Any]] = []
+        self.requests: list[Any] = []  # raw TL requests sent with client(request)
+        self.handlers: list[Any] = []  # update handlers (add_event_handler)
         self.crash_after: int | None = None
         self.takeout_delay: int | None = None
         self.takeout_requests = 0
@@ -209,6 +228,24 @@ class FakeTelegramClient:
         self._handed_out += 1
 
     # -- the TelegramClient surface the collector uses ----------------------------------------------
+    async def __call__(self, request) -> Any:
+        """A raw TL request (SaveDraftRequest): recorded in `requests`, answered True."""
+        await self.request(type(request).__name__)
+        self.requests.append(request)
+        return True
+
+    def add_event_handler(self, callback, event=None) -> None:
+        self.handlers.append(callback)
+
+    async def push(self, update) -> None:
+        """Telegram pushing an update: every handler gets it, as events.Raw hands it over."""
+        for handler in self.handlers:
+            await handler(update)
+
+    async def get_entity(self, peer) -> Any:
+        await self.request("GetUsersRequest")
+        return self.account.entities[utils.get_peer_id(peer)]
+
     async def connect(self) -> None:
         pass
 

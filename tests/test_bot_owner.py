@@ -401,3 +401,22 @@ async def test_after_forget_why_and_the_queued_messages_hold_nothing_of_them(twi
     for who in (str(FRIEND), ""):
         await twin.say(OWNER, f"/why {who}".strip())
         assert twin.session.texts(OWNER)[-1].startswith("No memory was used")
+
+
+async def test_drafts_command_chooses_whose_chats_get_drafts_and_status_shows_the_verdicts(twin):
+    from collector.drafts import may_draft
+
+    kira, friend = twin.store.person(KIRA), twin.store.person(FRIEND)
+    await twin.say(OWNER, "/drafts only kira")
+    assert twin.session.texts(OWNER)[-1] == "Drafts only in the chats with kira."
+    assert may_draft(twin.store, twin.settings, kira) and not may_draft(twin.store, twin.settings, friend)
+    await twin.say(OWNER, "/drafts off")
+    assert not may_draft(twin.store, twin.settings, kira)
+    await twin.say(OWNER, "/drafts on")
+    assert may_draft(twin.store, twin.settings, friend)
+    twin.store.close_draft(twin.store.open_draft(KIRA, "olga", None, "hi"), "accepted", "hi", 0)
+    await twin.say(OWNER, "/status")
+    assert (
+        "drafts as olga with adapter none (base model): 1 written, 1 accepted unchanged"
+        in twin.session.texts(OWNER)[-1]
+    )

@@ -1,4 +1,4 @@
-"""The owner's access and data commands: /allow /deny /allowed /publish /unpublish /exclude /include.
+"""The owner's access and data commands: /allow /deny /allowed /publish /unpublish /exclude /include /drafts.
 
 Storage is read and written on a worker thread (asyncio.to_thread): a write may wait for another process's
 transaction, and the event loop must go on serving every chat meanwhile.
@@ -13,6 +13,7 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
+from collector.drafts import DRAFTS_MODE_KEY
 from core.errors import UserError
 from storage import Storage
 
@@ -100,6 +101,23 @@ async def include(message: Message, command: CommandObject, store: Storage) -> N
     await message.answer(f"Syncing and training on {dialog['name'] or dialog['id']} again.")
 
 
+async def drafts(message: Message, command: CommandObject, store: Storage) -> None:
+    await message.answer(await asyncio.to_thread(drafts_answer, store, command.args))
+
+
+def drafts_answer(store: Storage, args: str | None) -> str:
+    """/drafts on|off|only NAME…: whose chats the twin drafts in (read by the draft writer on every message)."""
+    words = (args or "").lower().split()
+    if words in (["on"], ["off"]):
+        store.set_meta(DRAFTS_MODE_KEY, words[0])
+        return "Drafts are on (for TWIN_DRAFTS_FOR)." if words[0] == "on" else "Drafts are off: I draft nothing."
+    if len(words) > 1 and words[0] == "only":
+        slugs = [store.require_person(w)["slug"] for w in words[1:]]
+        store.set_meta(DRAFTS_MODE_KEY, " ".join(["only", *slugs]))
+        return f"Drafts only in the chats with {', '.join(slugs)}."
+    raise UserError("say /drafts on, /drafts off or /drafts only NAME…, e.g. /drafts only sasha")
+
+
 def router() -> Router:
     r = Router(name="owner-admin")
     for name, handler in (
@@ -110,6 +128,7 @@ def router() -> Router:
         ("unpublish", unpublish),
         ("exclude", exclude),
         ("include", include),
+        ("drafts", drafts),
     ):
         r.message.register(handler, Command(name))
     return r

@@ -17,6 +17,7 @@ from aiogram.types import FSInputFile, Message
 from bot.chats import Conversations
 from bot.delivery import split_text
 from bot.jobs import Jobs
+from collector.drafts import stats_lines
 from core.errors import UserError
 from core.paths import artifact_path
 from core.settings import Settings
@@ -59,7 +60,7 @@ def status_text(store: Storage, settings: Settings, running: list[str], busy_cha
     else:
         lines.append("Active adapter: none, I answer with the base model (/retrain)")
     lines.append(f"Running: {', '.join(running) or 'nothing'}; chats being answered: {busy_chats}")
-    return "\n".join(lines)
+    return "\n".join(lines + stats_lines(store.draft_stats()))
 
 
 def loss_curve(store: Storage, settings: Settings) -> Path | None:
