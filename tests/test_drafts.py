@@ -166,3 +166,21 @@ def test_drafts_stats_and_status_print_the_owners_verdicts_per_adapter(tmp_path,
         result = CliRunner().invoke(app, args, env=env)
         assert result.exit_code == 0, result.output
         assert "drafts as olga with adapter 3: 2 written, 0 accepted unchanged, 1 edited" in result.output
+
+
+async def test_a_dry_run_prints_the_draft_and_saves_nothing(account, store, settings):
+    client, said = FakeTelegramClient(account), []
+    writer = DraftWriter(client, store, settings, EngineDouble(), dry_run=True, say=said.append)
+    await writer.start()
+    await client.push(account.new_message(ANNA, "привет! 你好"))
+    await writer.idle()
+    assert said == ["anna: olga re: привет! 你好"]
+    assert client.requests == [] and store.open_drafts() == []
+
+
+async def test_the_twins_draft_still_shown_is_cleared_when_the_owner_answers_otherwise(account, store, settings):
+    writer, client = await started(account, store, settings)
+    await client.push(account.new_message(ANNA, "lunch?"))
+    await writer.idle()
+    await client.push(account.new_message(ANNA, "can't today, sorry", out=True))  # sent from another device
+    assert drafts(client, ANNA) == ["olga re: lunch?", ""]  # the stale draft is cleared
