@@ -199,9 +199,9 @@ class SelfPlay:
                 last += self.step(order[k : k + per_step], optimizer, cfg.selfplay_beta)
                 done += 1
                 emit({"phase": "train", "done": done, "of": steps, "loss": last[-1][0] if last else None})
-        return self.figures(n, pairs, last)
+        return self.figures(n, len(spots), last)
 
-    def figures(self, n: int, pairs: list[Pair], last: list[tuple[float, float]]) -> dict:
+    def figures(self, n: int, spots: int, last: list[tuple[float, float]]) -> dict:
         """The last epoch's mean loss and margin, and the share of pairs whose real reply gained more (all
         processes together)."""
         sums = torch.tensor(
@@ -210,18 +210,16 @@ class SelfPlay:
                 sum(lo for lo, _ in last),
                 sum(m for _, m in last),
                 sum(m > 0 for _, m in last),
-                sum(p.weight for p in pairs),
-                len(pairs),
             ],
             device=self.device,
             dtype=torch.float64,
         )
-        seen, loss, margin, ahead, real, total = self.acc.reduce(sums, "sum").tolist()
+        seen, loss, margin, ahead = self.acc.reduce(sums, "sum").tolist()
         mean = (lambda x: round(x / seen, 5)) if seen else (lambda x: None)
         return {
             "iteration": n,
-            "pairs": int(real),
-            "dropped": int(total - real),
+            "pairs": int(seen),  # each real pair is stepped on once an epoch
+            "dropped": spots - int(seen),  # replies dropped as degenerate, equal to the real one, or no room
             "loss": mean(loss),
             "margin": mean(margin),
             "accuracy": mean(ahead),
