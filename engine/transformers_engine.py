@@ -213,7 +213,8 @@ def _one(out, row: int, width: int, stops: list[int]) -> Generation:
 
 class HeldModelEngine(BaseEngine):
     """The engine's reply logic (prompt fitting, degenerate retry and drop) over a model already in memory:
-    the trainer's self-play stage asks the adapter it is training, as the bot would ask it once served."""
+    the trainer's self-play stage asks the adapter it is training, as the bot would ask it once served.
+    Replies asked for together (one `asyncio.gather`) are generated as one batch per sampling."""
 
     name = "held-model"
 
@@ -221,6 +222,7 @@ class HeldModelEngine(BaseEngine):
         super().__init__(sampling)
         self.model, self.format, self.max_context = model, fmt, max_context
         self._stops, self._pad_id = stops_and_pad(fmt)
+        self._pending: list[tuple[list[int], Sampling, asyncio.Future]] = []
 
     async def start(self) -> None:
         """Nothing to load: the model is the caller's."""
@@ -229,4 +231,18 @@ class HeldModelEngine(BaseEngine):
         """Nothing to free: the model is the caller's."""
 
     async def generate(self, prompt_ids: list[int], adapter: AdapterRef | None, sampling: Sampling) -> Generation:
-        return generate_batch(self.model, [list(prompt_ids)], sampling, self._stops, self._pad_id)[0]
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((list(prompt_ids), sampling, future))
+        await asyncio.sleep(0)  # the other replies of the same gather queue theirs before the first one runs
+        self._run_pending()
+        return await future
+
+    def _run_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        groups: dict[Sampling, list] = {}
+        for request in pending:
+            groups.setdefault(request[1], []).append(request)
+        for sampling, group in groups.items():
+            out = generate_batch(self.model, [r[0] for r in group], sampling, self._stops, self._pad_id)
+            for (_, _, future), generation in zip(group, out, strict=True):
+                future.set_result(generation)

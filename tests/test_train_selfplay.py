@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from core.settings import Settings
+from engine import transformers_engine
 from storage import Storage
 from tests.train_corpus import Corpus
 from trainer import selfplay
 from trainer.config import TrainConfig
+from trainer.packing import PACKED_SDPA
 from trainer.train import run_round
 
 pytestmark = pytest.mark.slow
@@ -42,7 +44,13 @@ def played(tmp_path_factory, tiny_model_dir):
     settings.ensure_data_dir()
     corpus = Corpus(Storage(settings.db_path))
     corpus.add(12, 6)
-    seen = {"pairs": [], "reference_forwards": 0, "margins": []}
+    seen = {"pairs": [], "reference_forwards": 0, "margins": [], "batches": []}
+    real_generate = transformers_engine.generate_batch
+
+    def recording_generate(model, prompts, *args, **kwargs):
+        seen["batches"].append(len(prompts))
+        return real_generate(model, prompts, *args, **kwargs)
+
     real_losses, real_make, real_iteration = selfplay.token_losses, selfplay.make_pairs, selfplay.SelfPlay.iteration
 
     def counting_losses(*args, **kwargs):
@@ -56,6 +64,8 @@ def played(tmp_path_factory, tiny_model_dir):
 
     def measured_iteration(stage, n, spots):
         figures = real_iteration(stage, n, spots)
+        base = stage.r.peft_model.get_base_model()
+        assert base.config._attn_implementation == PACKED_SDPA and not base.config.use_cache  # as training had it
         forwards, pairs = seen["reference_forwards"], [p for p in seen["pairs"][-1] if p.weight]
         with torch.no_grad():
             after = [selfplay.pair_logps(stage.r.peft_model, p, stage.device, 0) for p in pairs]
@@ -66,6 +76,7 @@ def played(tmp_path_factory, tiny_model_dir):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(selfplay, "token_losses", counting_losses)
+        mp.setattr(transformers_engine, "generate_batch", recording_generate)
         mp.setattr(selfplay, "make_pairs", recording_make)
         mp.setattr(selfplay.SelfPlay, "iteration", measured_iteration)
         result = run_round(settings, CFG)
@@ -83,6 +94,7 @@ def test_the_reference_is_forwarded_once_per_pair_per_iteration(played):
     *_, seen = played
     assert [len(p) for p in seen["pairs"]] == [CFG.selfplay_pairs] * CFG.selfplay_iterations
     assert seen["reference_forwards"] == CFG.selfplay_pairs * CFG.selfplay_iterations
+    assert seen["batches"][0] == CFG.selfplay_pairs  # the replies are generated as one batch
 
 
 def test_selfplay_pairs_come_from_training_sessions_only_and_the_owner_first(played):

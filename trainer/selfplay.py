@@ -34,10 +34,12 @@ from engine.transformers_engine import HeldModelEngine
 from trainer.config import TrainConfig
 from trainer.dataset import TrainingSession
 from trainer.loop import make_optimizer, token_losses
-from trainer.packing import Pack
+from trainer.packing import PACKED_SDPA, Pack
 from trainer.windows import Example
 
 Emit = Callable[[dict], None]
+# Replies generated as one batch: padded prompts × this many fit a small GPU or a laptop's memory with room.
+GENERATE_BATCH = 16
 
 
 @dataclass
@@ -90,22 +92,56 @@ def session_memory(fmt: ChatFormat, session: TrainingSession, memory_tokens: int
 
 def make_pairs(engine: HeldModelEngine, spots: list[tuple], cfg: TrainConfig, memory_tokens: int, emit: Emit) -> list:
     """A pair per spot (a zero-weight filler where the reply was dropped, equals the real one, or the context
-    does not fit), the adapter's reply generated as the bot would ask for it."""
+    does not fit), the adapter's reply generated as the bot would ask for it, GENERATE_BATCH at a time."""
     fmt, room = engine.format, engine.sampling.for_retry().max_new_tokens
-    pairs = []
-    for i, (session, t) in enumerate(spots):
+    asks = []  # (session, turn, memory, context): what the adapter is asked
+    for session, t in spots:
         memory = session_memory(fmt, session, memory_tokens, cfg.max_seq_len)
-        context = fitted_context(fmt, session.turns, t, memory, cfg.max_seq_len, room)
-        real, partner = session.turns[t], session.turns[t - 1].speaker
-        own = asyncio.run(engine.reply(context, real.speaker, partner, None, memory)) if context else []
+        asks.append((session, t, memory, fitted_context(fmt, session.turns, t, memory, cfg.max_seq_len, room)))
+    own: list[list[str]] = []
+    for k in range(0, len(asks), GENERATE_BATCH):
+        own += asyncio.run(replies(engine, asks[k : k + GENERATE_BATCH]))
+        emit({"phase": "generate", "done": len(own), "of": len(asks)})
+    pairs = []
+    for (session, t, memory, context), reply in zip(asks, own, strict=True):
+        real = session.turns[t]
         chosen = reply_example(fmt, session.id, context or session.turns[t - 1 : t], real, memory)
         rejected = (
-            reply_example(fmt, session.id, context, ChatTurn(real.speaker, tuple(own)), memory) if own else chosen
+            reply_example(fmt, session.id, context, ChatTurn(real.speaker, tuple(reply)), memory) if reply else chosen
         )
-        useful = bool(own) and rejected.ids != chosen.ids
+        useful = rejected.ids != chosen.ids
         pairs.append(Pair(chosen, rejected if useful else chosen, 1.0 if useful else 0.0))
-        emit({"phase": "generate", "done": i + 1, "of": len(spots)})
     return pairs
+
+
+async def replies(engine: HeldModelEngine, asks: list[tuple]) -> list[list[str]]:
+    """The adapter's reply to each ask, asked together so the engine generates them as one batch."""
+
+    async def ask(session, t, memory, context) -> list[str]:
+        if not context:
+            return []
+        return await engine.reply(context, session.turns[t].speaker, session.turns[t - 1].speaker, None, memory)
+
+    return list(await asyncio.gather(*(ask(*a) for a in asks)))
+
+
+@contextlib.contextmanager
+def generating(peft_model):
+    """The model in eval mode with plain sdpa attention while it generates: the trainer's packed attention
+    takes one packed row, not a padded batch, and a KV cache (off for packing) makes decoding linear."""
+    base = peft_model.get_base_model()
+    attention, cache = base.config._attn_implementation, base.config.use_cache
+    plain = attention == PACKED_SDPA
+    if plain:
+        base.set_attn_implementation("sdpa")
+    base.config.use_cache = True
+    peft_model.eval()
+    try:
+        yield
+    finally:
+        if plain:
+            base.set_attn_implementation(attention)
+        base.config.use_cache = cache
 
 
 def pair_logps(model, pair: Pair, device, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,9 +215,9 @@ class SelfPlay:
         mine = list(range(acc.process_index, len(slots), world))
         emit = lambda e: self.emit({"iteration": n, **e})  # noqa: E731
         peft = self.r.peft_model
-        peft.eval()
         engine = HeldModelEngine(peft, self.r.fmt, reply_sampling(self.r.settings), cfg.max_seq_len)
-        pairs = make_pairs(engine, [slots[i] for i in mine], cfg, self.r.memory_tokens, emit)
+        with generating(peft):
+            pairs = make_pairs(engine, [slots[i] for i in mine], cfg, self.r.memory_tokens, emit)
         for i, pair in zip(mine, pairs, strict=True):
             pair.weight *= i < len(spots)  # a repeated spot is a filler
         self.r.model.train()
