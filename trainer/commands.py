@@ -58,7 +58,10 @@ class RoundProgress:
         elif kind == "selfplay":
             what = "generating own replies" if event["phase"] == "generate" else "preference steps"
             self.display.update(
-                f"selfplay {event['phase']}", f"self-play {event['iteration']}: {what}", event["done"], event["of"]
+                f"selfplay {event['iteration']} {event['phase']}",
+                f"self-play {event['iteration']}: {what}",
+                event["done"],
+                event["of"],
             )
         elif kind == "eval":
             err.print(

@@ -105,7 +105,11 @@ def make_pairs(engine: HeldModelEngine, spots: list[tuple], cfg: TrainConfig, me
     pairs = []
     for (session, t, memory, context), reply in zip(asks, own, strict=True):
         real = session.turns[t]
-        chosen = reply_example(fmt, session.id, context or session.turns[t - 1 : t], real, memory)
+        chosen = reply_example(fmt, session.id, context, real, memory)
+        if not context:  # no room for the reply: a filler of its first tokens alone
+            chosen = Example(
+                session.id, *(x[: cfg.max_seq_len] for x in (chosen.ids, chosen.loss, chosen.speaker)), chosen.personas
+            )
         rejected = (
             reply_example(fmt, session.id, context, ChatTurn(real.speaker, tuple(reply)), memory) if reply else chosen
         )
