@@ -17,6 +17,8 @@ Every figure also goes to OUT/TAG.json, the report to OUT/TAG/data/adapters/0001
     python bench/quality.py --steps 8 --conversations 120    # a quick look
     python bench/quality.py --set loss_on=owner --tag owner-only      # any training knob, compared by tag
     python bench/quality.py --temperature 0 --tag greedy     # decoding knobs (TWIN_REPLY_*) too
+    python bench/quality.py --set selfplay_pairs=100 --tag sft-selfplay   # SPIN's stage after the SFT steps;
+    python bench/quality.py --compare default sft-selfplay                # then against a plain run
     python bench/quality.py --steps 8 --replies 8 --set memory=false --tag memory-off   # memory off vs on:
     python bench/quality.py --steps 8 --replies 8 --memory-scope pair --tag memory-pair
     python bench/memory.py --tag memory-off --tag memory-pair --train-probes 30         # then the fact probe

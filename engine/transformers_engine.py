@@ -66,10 +66,7 @@ class TransformersEngine(BaseEngine):
         tokenizer = AutoTokenizer.from_pretrained(model_name)
         self.format = ChatFormat(tokenizer)
         self.base_model = model_name
-        # End of turn, and the tokenizer's EOS as vLLM also stops there.
-        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        self._stops = list(dict.fromkeys(self.format.stop_token_ids + eos))
-        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.format.eot_id
+        self._stops, self._pad_id = stops_and_pad(self.format)
         # bf16 halves memory on a GPU that has it; older GPUs (T4, V100) and CPUs compute it slowly: fp32 there.
         dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
         model = AutoModelForCausalLM.from_pretrained(model_name, dtype=dtype)
@@ -149,46 +146,103 @@ class TransformersEngine(BaseEngine):
             self._model.delete_adapter(name)
 
     def _generate_batch(self, group: list[_Request]) -> list[Generation]:
-        import torch
         from peft import PeftModel
 
         adapter, sampling = group[0].adapter, group[0].sampling
         model = self._use_adapter(adapter)
-        width = max(len(r.prompt_ids) for r in group)
-        ids = torch.full((len(group), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(group), width), dtype=torch.long)
-        for row, r in enumerate(group):  # left padding: every prompt ends where generation starts
-            ids[row, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
-            mask[row, width - len(r.prompt_ids) :] = 1
-        kwargs = dict(
-            max_new_tokens=sampling.max_new_tokens,
-            do_sample=not sampling.greedy,
-            eos_token_id=self._stops,
-            pad_token_id=self._pad_id,
-            repetition_penalty=sampling.repetition_penalty,
-            return_dict_in_generate=True,
-            output_logits=sampling.logprobs,
-        )
-        if not sampling.greedy:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
         # An adapter-less batch on a PeftModel must not pick up the last adapter set.
         base_only = adapter is None and isinstance(self._model, PeftModel)
-        with torch.inference_mode(), model.disable_adapter() if base_only else nullcontext():
-            out = model.generate(input_ids=ids.to(self._device), attention_mask=mask.to(self._device), **kwargs)
+        with model.disable_adapter() if base_only else nullcontext():
+            out = generate_batch(model, [r.prompt_ids for r in group], sampling, self._stops, self._pad_id)
         self.batch_sizes.append(len(group))
-        return [self._one(out, row, width) for row in range(len(group))]
+        return out
 
-    def _one(self, out, row: int, width: int) -> Generation:
-        new = out.sequences[row, width:].tolist()
-        stops = set(self._stops)
-        end = next((i for i, t in enumerate(new) if t in stops), None)
-        ids = new if end is None else new[: end + 1]
-        logprobs = []
-        if out.logits is not None:
-            for step, token in enumerate(ids):
-                logprobs.append(out.logits[step][row].float().log_softmax(-1)[token].item())
-        return Generation(token_ids=ids, finished=end is not None, logprobs=logprobs)
+
+def stops_and_pad(fmt) -> tuple[list[int], int]:
+    """Where generation stops (end of turn, and the tokenizer's EOS as vLLM also stops there) and what pads."""
+    tokenizer = fmt.tokenizer
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else fmt.eot_id
+    return list(dict.fromkeys(fmt.stop_token_ids + eos)), pad
+
+
+def generate_batch(
+    model, prompts: list[list[int]], sampling: Sampling, stops: list[int], pad_id: int
+) -> list[Generation]:
+    """One `model.generate` over left-padded prompts with `sampling`: the engine's decoding, also used by the
+    trainer's self-play stage on the model it holds in memory."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):  # left padding: every prompt ends where generation starts
+        ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        mask[row, width - len(prompt) :] = 1
+    kwargs = dict(
+        max_new_tokens=sampling.max_new_tokens,
+        do_sample=not sampling.greedy,
+        eos_token_id=stops,
+        pad_token_id=pad_id,
+        repetition_penalty=sampling.repetition_penalty,
+        return_dict_in_generate=True,
+        output_logits=sampling.logprobs,
+    )
+    if not sampling.greedy:
+        kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+    return [_one(out, row, width, stops) for row in range(len(prompts))]
+
+
+def _one(out, row: int, width: int, stops: list[int]) -> Generation:
+    new = out.sequences[row, width:].tolist()
+    end = next((i for i, t in enumerate(new) if t in set(stops)), None)
+    ids = new if end is None else new[: end + 1]
+    logprobs = []
+    if out.logits is not None:
+        for step, token in enumerate(ids):
+            logprobs.append(out.logits[step][row].float().log_softmax(-1)[token].item())
+    return Generation(token_ids=ids, finished=end is not None, logprobs=logprobs)
+
+
+class HeldModelEngine(BaseEngine):
+    """The engine's reply logic (prompt fitting, degenerate retry and drop) over a model already in memory:
+    the trainer's self-play stage asks the adapter it is training, as the bot would ask it once served.
+    Replies asked for together (one `asyncio.gather`) are generated as one batch per sampling."""
+
+    name = "held-model"
+
+    def __init__(self, model, fmt, sampling: Sampling, max_context: int):
+        super().__init__(sampling)
+        self.model, self.format, self.max_context = model, fmt, max_context
+        self._stops, self._pad_id = stops_and_pad(fmt)
+        self._pending: list[tuple[list[int], Sampling, asyncio.Future]] = []
+
+    async def start(self) -> None:
+        """Nothing to load: the model is the caller's."""
+
+    async def close(self) -> None:
+        """Nothing to free: the model is the caller's."""
+
+    async def generate(self, prompt_ids: list[int], adapter: AdapterRef | None, sampling: Sampling) -> Generation:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((list(prompt_ids), sampling, future))
+        await asyncio.sleep(0)  # the other replies of the same gather queue theirs before the first one runs
+        self._run_pending()
+        return await future
+
+    def _run_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        groups: dict[Sampling, list] = {}
+        for request in pending:
+            groups.setdefault(request[1], []).append(request)
+        for sampling, group in groups.items():
+            out = generate_batch(self.model, [r[0] for r in group], sampling, self._stops, self._pad_id)
+            for (_, _, future), generation in zip(group, out, strict=True):
+                future.set_result(generation)

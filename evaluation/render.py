@@ -152,6 +152,19 @@ def openers_section(data: dict) -> list[str]:
     return lines
 
 
+def selfplay_line(data: dict) -> list[str]:
+    """One line on the round's self-play stage (trainer/selfplay.py), when it ran."""
+    sp = data.get("selfplay")
+    if not sp:
+        return []
+    return [
+        f"Self-play: {sp['pairs']} pairs ({sp['dropped']} dropped) × {sp['iterations']} iterations, beta "
+        f"{sp['beta']}; final DPO loss {_num(sp['loss'])}, reward margin {_num(sp['margin'])}, real reply "
+        f"preferred in {_num(sp['accuracy'], '{:.0%}')} of pairs.",
+        "",
+    ]
+
+
 def markdown(data: dict, plots: list[str]) -> str:
     title = f"# Evaluation of adapter {data['version']:04d}"
     leak = data["leak"]
@@ -184,6 +197,7 @@ def markdown(data: dict, plots: list[str]) -> str:
         f"passed: none of {leak['checked']} eval sessions is in the training data of adapters {leak['lineage']}.",
         "",
     ]
+    lines += selfplay_line(data)
     lines += [f"![{name}]({name})" for name in plots] + [""]
     lines += loss_section(data) + style_section(data) + openers_section(data)
     if data.get("notes"):

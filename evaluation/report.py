@@ -203,6 +203,7 @@ async def evaluate_adapter(
         "leak": leaks.as_dict(),
         "status": "ok" if leaks.ok else "leak",
         "notes": [],
+        "selfplay": current.meta.get("selfplay"),  # the round's self-play stage, when it ran
     }
     if not leaks.ok:
         finish(store, settings, data, out)

@@ -120,6 +120,30 @@ def test_the_markdown_page_opens_with_the_base_previous_current_table():
     assert lines[5].startswith("| alice (owner) | 120 | 3.000")
 
 
+def test_the_markdown_page_shows_the_rounds_selfplay_stage_when_it_ran():
+    data = {
+        "version": 1,
+        "created_at": 0,
+        "base_model": "m",
+        "leak": {"ok": True, "checked": 0, "lineage": [1], "by_id": [], "by_hash": []},
+        "selfplay": {
+            "pairs": 60,
+            "dropped": 4,
+            "iterations": 2,
+            "beta": 0.1,
+            "loss": 0.41,
+            "margin": 0.9,
+            "accuracy": 0.8,
+        },
+    }
+    shown = [line for line in markdown(data, []).splitlines() if line.startswith("Self-play:")]
+    assert shown == [
+        "Self-play: 60 pairs (4 dropped) × 2 iterations, beta 0.1; final DPO loss 0.410, reward margin 0.900, "
+        "real reply preferred in 80% of pairs."
+    ]
+    assert not [line for line in markdown({**data, "selfplay": None}, []).splitlines() if "Self-play" in line]
+
+
 def test_replies_repeating_a_phrase_or_talking_like_an_assistant_are_counted_beside_the_style():
     replies = [
         ["я думаю что да", "я думаю что нет"],  # a 3-word phrase twice in one burst: a loop

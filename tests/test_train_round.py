@@ -78,6 +78,13 @@ def test_no_eval_session_is_ever_in_a_training_batch(first):
     assert trained and not trained & eval_ids and trained <= train_ids
 
 
+def test_a_round_runs_no_selfplay_unless_asked(first):
+    settings, _, result, _ = first
+    assert TrainConfig().selfplay_pairs == 0 and CFG.selfplay_pairs == 0  # off by default
+    meta = json.loads((settings.adapters_dir / "0001" / "meta.json").read_text())
+    assert result.selfplay is None and meta["selfplay"] is None  # the stage returns figures whenever it runs
+
+
 def test_adapter_folder_is_numbered_complete_and_loads_with_peft(first, tiny_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

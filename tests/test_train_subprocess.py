@@ -4,6 +4,7 @@ and the same round data-parallel over 2 CPU processes (torchrun + accelerate, gl
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 
@@ -113,6 +114,20 @@ def test_two_process_data_parallel_round_equals_one_process_with_accumulation(tm
     import json
 
     assert json.loads((ddp.adapters_dir / "0001" / "meta.json").read_text())["processes"] == 2
+
+
+def test_selfplay_runs_data_parallel_with_a_context_count_the_processes_do_not_divide(tmp_path, tiny_model_dir):
+    """5 contexts over 2 processes: one gets a zero-weight filler, both run the same steps (no deadlock), and
+    the figures count every real pair once."""
+    knobs = KNOBS + "grad_accum = 1\nselfplay_pairs = 5\nselfplay_epochs = 1\n"
+    settings = _settings(tmp_path, tiny_model_dir, knobs)
+    events: list[dict] = []
+    outcome = asyncio.run(run_training_subprocess(settings, RoundOptions(max_steps=3, num_processes=2), events.append))
+    assert outcome.status == "done", outcome.stderr_tail
+    figures = json.loads((settings.adapters_dir / "0001" / "meta.json").read_text())["selfplay"]
+    assert figures["contexts"] == 5 and figures["pairs"] + figures["dropped"] == 5 and figures["pairs"] >= 3
+    trained = [e for e in events if e["event"] == "selfplay" and e["phase"] == "train"]
+    assert [e["done"] for e in trained] == [1, 2, 3]  # 3 slots a process, one pair a step
 
 
 def test_training_subprocess_gets_no_telegram_secrets(tmp_path, monkeypatch):

@@ -55,6 +55,14 @@ class RoundProgress:
             )
         elif kind == "step":
             self.step(event)
+        elif kind == "selfplay":
+            what = "generating own replies" if event["phase"] == "generate" else "preference steps"
+            self.display.update(
+                f"selfplay {event['iteration']} {event['phase']}",
+                f"self-play {event['iteration']}: {what}",
+                event["done"],
+                event["of"],
+            )
         elif kind == "eval":
             err.print(
                 f"eval loss {_fmt(event['eval_loss'])} (base {_fmt(event['base_eval_loss'])}, "

@@ -154,6 +154,33 @@ class TrainConfig(BaseModel):
     )
     eval_pack_tokens: int = Field(8192, ge=64, description="Eval needs no gradients, so it packs more per pass.")
 
+    # -- self-play (SPIN: the real reply preferred to the adapter's own, trainer/selfplay.py) -------------
+    selfplay_pairs: int = Field(
+        0,
+        ge=0,
+        description="Training contexts (owner's turns first) that get a self-play pair each round; 0 = off "
+        "until bench/quality.py shows it lowers the owner's discriminator accuracy beyond its interval.",
+    )
+    selfplay_beta: float = Field(
+        0.1, gt=0, description="DPO's beta: 0.1 (SPIN, DPO) lets the adapter move from its reference without drifting."
+    )
+    selfplay_iterations: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="SPIN iterations: each generates anew with the updated adapter as the new reference; "
+        "SPIN's gains come mostly from the first.",
+    )
+    selfplay_epochs: int = Field(
+        2, ge=1, le=10, description="Passes over an iteration's pairs: SPIN trains 2 epochs per iteration."
+    )
+    selfplay_lr: float = Field(
+        5e-5,
+        gt=0,
+        description="A quarter of the supervised rate: preference steps on a trained adapter need only "
+        "to nudge it (SPIN uses 5e-7 on full weights; LoRA needs more).",
+    )
+
     # -- scale-out ----------------------------------------------------------------------------------
     strategy: Strategy = Field(
         "ddp",

@@ -43,6 +43,7 @@ class RoundResult:
     warnings: list[str] = field(default_factory=list)
     run_id: int | None = None
     counts: dict = field(default_factory=dict)
+    selfplay: dict | None = None  # the self-play stage's figures (trainer/selfplay.py); None: it did not run
 
     def as_event(self) -> dict:
         return {"event": "done", **asdict(self)}

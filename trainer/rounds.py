@@ -2,7 +2,8 @@
 
 Every way of starting a round goes through `round_once`, so `twin train`, the bot's subprocess and cron
 apply the same rules (`--if-needed`, dry runs, what "nothing to train" means). Events are plain dicts:
-`plan`, `step`, `eval`, then one of `done` / `skipped` / `dry_run` (and `error` from `python -m trainer`).
+`plan`, `step`, `selfplay` (when it runs), `eval`, then one of `done` / `skipped` / `dry_run` (and `error` from
+`python -m trainer`).
 The report on a new adapter is the caller's `after_round` (evaluation's, passed in by the `twin` CLI and
 `python -m evaluation.round`): the trainer itself knows nothing of evaluation.
 """

@@ -5,6 +5,7 @@
         round.setup()                  # format, data (plan, examples, packs), model + LoRA, optimiser: one
                                        # _setup_* each, assigned in setup()
         round.train()
+        round.selfplay()               # preference steps on the adapter's own replies (off by default)
         evaluation = round.evaluate()  # new adapter, base model (cached), active adapter on the same eval set
         result = round.publish(evaluation, round.gathered_weights())  # adapters/NNNN/, rows, promotion, pruning
     round.cleanup()                    # the storage connection
@@ -40,6 +41,7 @@ from trainer.plan import lora_shape
 from trainer.registry import LOCK, decide
 from trainer.round_data import RoundData, round_memory_tokens, setup_data
 from trainer.round_results import RoundEvaluation, RoundResult
+from trainer.selfplay import run_selfplay
 
 log = logging.getLogger(__name__)
 Event = Callable[[dict], None]
@@ -71,6 +73,7 @@ class TrainingRound:
         self.settings, self.cfg, self.full, self.on_event = settings, cfg, full, on_event
         self.run_id: int | None = None
         self.warnings: list[str] = []
+        self.selfplay_figures: dict | None = None  # what the self-play stage did, when it ran
 
     @functools.cached_property
     def base_model(self) -> str:
@@ -166,6 +169,10 @@ class TrainingRound:
         self.history = trainer.run(self.data.packs, on_step=lambda e: self._emit({"event": "step", **e}))
         self.peft_model = self.acc.unwrap_model(self.model)
 
+    def selfplay(self) -> None:
+        """SPIN's preference stage, when cfg.selfplay_pairs asks for it (trainer/selfplay.py)."""
+        self.selfplay_figures = run_selfplay(self, self._emit) if self.cfg.selfplay_pairs else None
+
     # -- evaluate ---------------------------------------------------------------------------------------
     @property
     def fsdp(self) -> bool:
@@ -240,6 +247,7 @@ class TrainingRound:
             "steps": len(self.history),
             "dtype": str(self.dtype).removeprefix("torch."),
             "train_loss": train_loss(self.history),
+            "selfplay": self.selfplay_figures,
             "eval": {
                 "eval_set": evaluation.eval_set,
                 "eval_loss": evaluation.eval_loss,
@@ -311,6 +319,7 @@ class TrainingRound:
             self.warnings,
             self.run_id,
             self.data.counts,
+            self.selfplay_figures,
         )
 
     # -- cleanup ----------------------------------------------------------------------------------------
@@ -328,6 +337,7 @@ def run_round(settings: Settings, cfg: TrainConfig, full: bool = False, on_event
         with round_.guarded():
             round_.setup()
             round_.train()
+            round_.selfplay()
             evaluation = round_.evaluate()
             return round_.publish(evaluation, round_.gathered_weights())
     finally:
