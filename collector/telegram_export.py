@@ -128,7 +128,7 @@ def save_chat(
     for start in range(0, len(chat.rows), BATCH_ROWS):
         batch = chat.rows[start : start + BATCH_ROWS]
         ids = [row[1] for row in batch]
-        with store.written_in_bulk():  # one transaction: the batch counted (and indexed) in one go
+        with store.indexed_in_bulk():  # one transaction; memory on: the batch's words indexed in one go
             known = store.stored_ids(dialog_id, ids)
             added += store.insert_many_messages(batch)
         mine.new_ids += [i for i in ids if i not in known]

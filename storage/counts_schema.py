@@ -26,24 +26,11 @@ _COUNT_OUT = (
     " AND messages = 0 AND sessions = 0;"
 )
 
-# The insert trigger, apart: a bulk insert suspends it and counts its rows in one statement (COUNT_FROM).
-COUNT_INSERT_TRIGGER = "dialog_senders_add"
-COUNT_INSERT = (
-    f"CREATE TRIGGER {COUNT_INSERT_TRIGGER} AFTER INSERT ON messages WHEN NEW.sender_id IS NOT NULL"
-    f" BEGIN {_COUNT_IN} END"
-)
-# The messages of rowid ?1 and above, counted in (parameter: the first new rowid of a bulk insert).
-COUNT_FROM = (
-    "INSERT INTO dialog_senders (dialog_id, sender_id, messages) SELECT dialog_id, sender_id, count(*)"
-    " FROM messages WHERE rowid >= ?1 AND sender_id IS NOT NULL GROUP BY dialog_id, sender_id"
-    " ON CONFLICT (dialog_id, sender_id) DO UPDATE SET messages = messages + excluded.messages"
-)
-
 COUNTS_SCHEMA = [
     "CREATE TABLE dialog_senders (dialog_id INTEGER NOT NULL, sender_id INTEGER NOT NULL,"
     " messages INTEGER NOT NULL DEFAULT 0, sessions INTEGER NOT NULL DEFAULT 0,"
     " PRIMARY KEY (dialog_id, sender_id)) WITHOUT ROWID",
-    COUNT_INSERT,
+    f"CREATE TRIGGER dialog_senders_add AFTER INSERT ON messages WHEN NEW.sender_id IS NOT NULL BEGIN {_COUNT_IN} END",
     "CREATE TRIGGER dialog_senders_drop AFTER DELETE ON messages WHEN OLD.sender_id IS NOT NULL"
     f" BEGIN {_COUNT_OUT} END",
     "CREATE TRIGGER dialog_senders_move AFTER UPDATE OF dialog_id, sender_id ON messages"

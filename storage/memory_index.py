@@ -6,15 +6,15 @@
   `twin train`, `twin import`, `twin collect`) builds the index once, in bulk, in one transaction (progress
   on stderr for a big database), and installs the triggers that keep it in step from then on.
 * An import with memory on writes each batch with the insert trigger suspended and indexes the batch's rows
-  in bulk before the same transaction commits (`Storage.written_in_bulk`), so a failed import's undo takes
-  them out like any delete.
+  in bulk before the same transaction commits, so a failed import's undo takes them out like any delete.
 
 Schema and statements: storage.memory_schema.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -28,6 +28,7 @@ from .memory_schema import (
     INDEX_ROWIDS,
     MEMORY_AUTOMERGE,
     MEMORY_INDEX_OFF,
+    MEMORY_INSERT_TRIGGER,
     MEMORY_SOURCE,
     MEMORY_TABLE,
     MEMORY_TRIGGERS,
@@ -84,6 +85,21 @@ class MemoryIndexStore(Database):
         """Any part of an index (a table, a trigger, a slot) that memory off does not keep."""
         left = self._memory_names() - {"memory_dialogs"}
         return bool(left) or bool(self.query("SELECT 1 FROM memory_dialogs LIMIT 1"))
+
+    @contextlib.contextmanager
+    def indexed_in_bulk(self) -> Iterator[None]:
+        """One write transaction whose new messages are indexed in one statement at its end rather than one
+        trigger call each (with memory off: just the transaction). For inserts that replace nothing."""
+        with self.transaction() as c:
+            if not self.memory_index_on():
+                yield
+                return
+            start = c.execute("SELECT coalesce(max(rowid), 0) + 1 FROM messages").fetchone()[0]
+            c.execute(f"DROP TRIGGER {MEMORY_INSERT_TRIGGER}")
+            yield
+            c.execute(ADD_SLOTS_FROM, (start,))
+            c.execute(INDEX_ROWIDS, (start, 2**63 - 1))
+            c.execute(MEMORY_TRIGGERS[MEMORY_INSERT_TRIGGER])
 
     def optimize_memory_index(self) -> None:
         """Merge the index into one b-tree, so words taken out (a /forget) leave no trace in older segments;

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from itertools import chain
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -17,14 +16,13 @@ from core.personas import slug_base, unique_slug, validate_slug
 from core.sessions import closed_before, session_rows
 
 from .bot import BotStore
-from .counts_schema import COUNT_FROM, COUNT_INSERT, COUNT_INSERT_TRIGGER, SESSION_RECOUNT
+from .counts_schema import SESSION_RECOUNT
 from .db import Database
 from .drafts import DraftStore
 from .evaluation import EvalStore
 from .forget import ForgetStore
 from .memory import MemoryStore
 from .memory_index import MemoryIndexStore, keep_memory_index
-from .memory_schema import ADD_SLOTS_FROM, INDEX_ROWIDS, MEMORY_INSERT_TRIGGER, MEMORY_TRIGGERS
 from .training import TrainingStore
 
 if TYPE_CHECKING:
@@ -279,29 +277,6 @@ class Storage(BotStore, DraftStore, ForgetStore, MemoryStore, MemoryIndexStore, 
             # rowcount, not total_changes: the memory index's trigger writes are not messages.
             cur = c.executemany(f"INSERT INTO messages ({cols}) VALUES ({marks})".replace("INSERT", verb, 1), tuples)
             return max(cur.rowcount, 0)
-
-    @contextlib.contextmanager
-    def written_in_bulk(self) -> Iterator[None]:
-        """One write transaction whose new messages are counted (storage.counts_schema) and, with memory on,
-        indexed in one statement each at its end rather than by one trigger call per row. For inserts that
-        replace nothing (an import's INSERT OR IGNORE)."""
-        with self.transaction() as c:
-            start = c.execute("SELECT coalesce(max(rowid), 0) + 1 FROM messages").fetchone()[0]
-            indexed = self.memory_index_on()
-            # (A test's database made by an older schema has no counts: nothing to keep.)
-            counted = c.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (COUNT_INSERT_TRIGGER,)).fetchone()
-            if counted:
-                c.execute(f"DROP TRIGGER {COUNT_INSERT_TRIGGER}")
-            if indexed:
-                c.execute(f"DROP TRIGGER {MEMORY_INSERT_TRIGGER}")
-            yield
-            if counted:
-                c.execute(COUNT_FROM, (start,))
-                c.execute(COUNT_INSERT)
-            if indexed:
-                c.execute(ADD_SLOTS_FROM, (start,))
-                c.execute(INDEX_ROWIDS, (start, 2**63 - 1))
-                c.execute(MEMORY_TRIGGERS[MEMORY_INSERT_TRIGGER])
 
     def insert_many_messages(self, rows: Sequence[Sequence[Any]]) -> int:
         """insert_messages(rows) for a big import (MESSAGE_COLUMNS tuples, INSERT OR IGNORE), about twice
