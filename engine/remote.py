@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 # A reply from a busy CPU server can take tens of seconds; past this the chat is better off without one.
 REQUEST_TIMEOUT_S = 300
+# Idle pooled connections are dropped before the server's keep-alive (uvicorn's, 5 s in vLLM) closes them,
+# else a request can go out on a connection the server is closing (ServerDisconnectedError under load).
+CLIENT_KEEPALIVE_S = 2.0
 
 
 class RemoteError(UserError):
@@ -135,7 +138,7 @@ class RemoteEngine(BaseEngine):
 
         from core.format import ChatFormat
 
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+        self._http = self.open_session()
         try:
             async with self._http.get(f"{self.url}/v1/models") as resp:
                 resp.raise_for_status()
@@ -162,6 +165,13 @@ class RemoteEngine(BaseEngine):
         self.format = ChatFormat(tokenizer)
         self.base_model = tokenizer_from  # checked against adapters only when its files are here too
         log.info("remote engine ready: %s at %s, context %d", self._base_model, self.url, self.max_context)
+
+    def open_session(self) -> aiohttp.ClientSession:
+        self._http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+            connector=aiohttp.TCPConnector(keepalive_timeout=CLIENT_KEEPALIVE_S),
+        )
+        return self._http
 
     async def close(self) -> None:
         if self._http is not None:
@@ -218,6 +228,15 @@ class RemoteEngine(BaseEngine):
         )
 
     async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        try:
+            return await self._post_once(path, body)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError, aiohttp.ClientOSError):
+            # Most often a pooled connection the server closed as the request went out. Once more, on a fresh
+            # connection: every call here is safe to repeat (a completion, or an adapter load that tolerates
+            # "already loaded"); a server that is really gone fails the second try too.
+            return await self._post_once(path, body)
+
+    async def _post_once(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         async with self._http.post(f"{self.url}{path}", json=body) as resp:
             try:
                 data = await resp.json(content_type=None)
