@@ -166,7 +166,7 @@ class DraftWriter:
         if not await asyncio.to_thread(self._store_message, message, dialog_id):
             return
         if message.out:
-            await self._owner_sent(dialog_id, message.message or "")
+            await self._owner_sent(dialog_id, message.message or "", message.id)
         else:
             self._restart_timer(dialog_id)
 
@@ -196,7 +196,7 @@ class DraftWriter:
         self.store.rebuild_sessions(dialog_id, self.settings.session_gap_seconds)
         return may_draft(self.store, self.settings, self.store.require_person(dialog_id))
 
-    async def _owner_sent(self, dialog_id: int, text: str) -> None:
+    async def _owner_sent(self, dialog_id: int, text: str, message_id: int) -> None:
         """The owner answered: their reply decides the open draft; a twin's draft still shown is stale."""
         if timer := self._timers.pop(dialog_id, None):
             timer.cancel()
@@ -204,7 +204,7 @@ class DraftWriter:
         twin_text = self._twin_text.pop(dialog_id, None)
         if draft_id is not None and twin_text is not None:
             verdict, distance = verdict_of(twin_text, text)
-            await asyncio.to_thread(self.store.close_draft, draft_id, verdict, text, distance)
+            await asyncio.to_thread(self.store.close_draft, draft_id, verdict, text, distance, message_id)
         if twin_text is not None and self._shown.get(dialog_id) == twin_text:
             await self._save_draft(dialog_id, "")
 

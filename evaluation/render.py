@@ -158,7 +158,8 @@ def selfplay_line(data: dict) -> list[str]:
     if not sp:
         return []
     return [
-        f"Self-play: {sp['pairs']} pairs ({sp['dropped']} dropped) × {sp['iterations']} iterations, beta "
+        f"Self-play: {sp['pairs']} pairs ({sp['dropped']} dropped; {sp.get('drafts', 0)} contexts of your edited "
+        f"drafts) × {sp['iterations']} iterations, beta "
         f"{sp['beta']}; final DPO loss {_num(sp['loss'])}, reward margin {_num(sp['margin'])}, real reply "
         f"preferred in {_num(sp['accuracy'], '{:.0%}')} of pairs.",
         "",

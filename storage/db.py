@@ -25,7 +25,7 @@ import sqlite_utils
 from core.errors import UserError
 
 from .counts_schema import COUNTS_BACKFILL, COUNTS_SCHEMA
-from .drafts_schema import DRAFTS_SCHEMA
+from .drafts_schema import DRAFTS_REPLY_ID, DRAFTS_SCHEMA
 from .memory_schema import MEMORY_INDEX_OFF, V6_BACKFILL, V6_SCHEMA
 
 # A writer waits this long for another writer before "database is locked" (every writer holds short txns).
@@ -229,8 +229,14 @@ def _v10(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+def _v11(db: sqlite_utils.Database) -> None:
+    """A draft keeps the id of the owner's message that decided it (see storage.drafts)."""
+    for statement in DRAFTS_REPLY_ID:
+        db.execute(statement)
+
+
 # Forward migrations: MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -30,16 +30,22 @@ class DraftStore(Database):
         return [dict(r) for r in self.query("SELECT * FROM drafts WHERE closed_at IS NULL ORDER BY id")]
 
     def close_draft(
-        self, draft_id: int, verdict: str, owner_text: str | None = None, distance: int | None = None
+        self,
+        draft_id: int,
+        verdict: str,
+        owner_text: str | None = None,
+        distance: int | None = None,
+        reply_message_id: int | None = None,
     ) -> None:
-        """Record the owner's decision on a draft; a draft already decided stays as it was."""
+        """Record the owner's decision on a draft (and the message that made it); a draft already decided
+        stays as it was."""
         if verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, not {verdict!r}")
         with self.transaction() as c:
             c.execute(
-                "UPDATE drafts SET verdict = ?, owner_text = ?, distance = ?, closed_at = ?"
+                "UPDATE drafts SET verdict = ?, owner_text = ?, distance = ?, reply_message_id = ?, closed_at = ?"
                 " WHERE id = ? AND closed_at IS NULL",
-                (verdict, owner_text, distance, int(time.time()), draft_id),
+                (verdict, owner_text, distance, reply_message_id, int(time.time()), draft_id),
             )
 
     def draft(self, draft_id: int) -> dict[str, Any] | None:
@@ -48,11 +54,12 @@ class DraftStore(Database):
 
     def draft_preference_pairs(self) -> list[dict[str, Any]]:
         """Edited drafts as preference pairs (the owner's reply preferred over the twin's draft), oldest first,
-        for the preference stage; none from a held-out (eval) session, so evaluation never sees them trained."""
+        each with `session_id`, the training session that holds the owner's reply: for the preference stage.
+        None from a held-out (eval) session, so evaluation never sees them trained."""
         rows = self.query(
-            "SELECT d.* FROM drafts d WHERE d.verdict = 'edited' AND NOT EXISTS (SELECT 1 FROM sessions s"
-            " WHERE s.dialog_id = d.dialog_id AND s.split = 'eval' AND d.created_at BETWEEN s.start AND s.\"end\")"
-            " ORDER BY d.id"
+            "SELECT d.*, s.id AS session_id FROM drafts d JOIN sessions s ON s.dialog_id = d.dialog_id"
+            " AND d.reply_message_id BETWEEN s.first_message_id AND s.last_message_id"
+            " WHERE d.verdict = 'edited' AND s.split = 'train' ORDER BY d.id"
         )
         return [dict(r) for r in rows]
 

@@ -1,4 +1,4 @@
-"""The drafts table (migration _v10; rows written by storage.drafts)."""
+"""The drafts table (migrations _v10, _v11; rows written by storage.drafts)."""
 
 DRAFTS_SCHEMA = (
     "CREATE TABLE drafts (id INTEGER PRIMARY KEY, dialog_id INTEGER NOT NULL, persona TEXT NOT NULL,"
@@ -7,3 +7,5 @@ DRAFTS_SCHEMA = (
     # The writer asks for a chat's open draft on every update: one row per chat at most is open.
     "CREATE INDEX drafts_open ON drafts (dialog_id) WHERE closed_at IS NULL",
 )
+# v11: the message that closed a draft, so the preference stage finds the context and the real reply it answers.
+DRAFTS_REPLY_ID = ("ALTER TABLE drafts ADD COLUMN reply_message_id INTEGER",)

@@ -106,7 +106,7 @@ async def test_the_owners_reply_closes_the_draft_accepted_edited_or_ignored(acco
         await client.push(account.new_message(peer, f"ping {peer}"))
     await writer.idle()
     await client.push(account.new_message(ANNA, "olga re: ping 11", out=True))
-    await client.push(account.new_message(BOB, "olga: ping back", out=True))
+    await client.push(reply := account.new_message(BOB, "olga: ping back", out=True))
     assert writer.expire(now=time.time() + settings.session_gap_seconds + 1) == 1
     rows = {r["dialog_id"]: r for r in (store.draft(i) for i in range(1, 4))}
     assert (rows[ANNA]["verdict"], rows[ANNA]["owner_text"], rows[ANNA]["distance"]) == (
@@ -114,9 +114,10 @@ async def test_the_owners_reply_closes_the_draft_accepted_edited_or_ignored(acco
         "olga re: ping 11",
         0,
     )
-    assert (rows[BOB]["verdict"], rows[BOB]["distance"]) == (
+    assert (rows[BOB]["verdict"], rows[BOB]["distance"], rows[BOB]["reply_message_id"]) == (
         "edited",
         edit_distance("olga re: ping 12", "olga: ping back"),
+        reply.message.id,  # the preference stage finds the reply, and its context, by it
     )
     assert (rows[13]["verdict"], rows[13]["owner_text"]) == ("ignored", None)
     stats = store.draft_stats()

@@ -129,6 +129,7 @@ def test_the_markdown_page_shows_the_rounds_selfplay_stage_when_it_ran():
         "selfplay": {
             "pairs": 60,
             "dropped": 4,
+            "drafts": 3,
             "iterations": 2,
             "beta": 0.1,
             "loss": 0.41,
@@ -138,7 +139,8 @@ def test_the_markdown_page_shows_the_rounds_selfplay_stage_when_it_ran():
     }
     shown = [line for line in markdown(data, []).splitlines() if line.startswith("Self-play:")]
     assert shown == [
-        "Self-play: 60 pairs (4 dropped) × 2 iterations, beta 0.1; final DPO loss 0.410, reward margin 0.900, "
+        "Self-play: 60 pairs (4 dropped; 3 contexts of your edited drafts) × 2 iterations, beta 0.1; "
+        "final DPO loss 0.410, reward margin 0.900, "
         "real reply preferred in 80% of pairs."
     ]
     assert not [line for line in markdown({**data, "selfplay": None}, []).splitlines() if "Self-play" in line]

@@ -35,18 +35,21 @@ def test_a_draft_verdict_must_be_one_of_three(tmp_path):
 
 
 def test_preference_pairs_are_edited_drafts_outside_held_out_sessions(tmp_path):
+    """Each pair names the training session holding the owner's reply; a reply in a held-out session, or a
+    draft closed without a reply's id (an older row), gives none."""
     store = Storage(tmp_path / "t.db")
-    held_out, trained, accepted = (store.open_draft(d, "olga", 1, "ok") for d in (5, 6, 7))
+    held_out, trained, accepted, unknown = (store.open_draft(d, "olga", 1, "ok\nи ты?") for d in (5, 6, 7, 8))
     for draft_id in (held_out, trained):
-        store.close_draft(draft_id, "edited", "okay!", 3)
-    store.close_draft(accepted, "accepted", "ok", 0)
-    now = store.draft(held_out)["created_at"]
-    for dialog_id, split in ((5, "eval"), (6, "train")):
+        store.close_draft(draft_id, "edited", "okay! 好的", 3, reply_message_id=2)
+    store.close_draft(accepted, "accepted", "ok", 0, reply_message_id=2)
+    store.close_draft(unknown, "edited", "okay!", 3)
+    for dialog_id, split in ((5, "eval"), (6, "train"), (7, "train"), (8, "train")):
         session = {"id": f"{dialog_id}-1", "dialog_id": dialog_id, "first_message_id": 1, "last_message_id": 2}
-        session |= {"start": now - 60, "end": now + 60, "n_messages": 2, "n_turns": 2, "closed": 1}
+        session |= {"start": 0, "end": 60, "n_messages": 2, "n_turns": 2, "closed": 1}
         store.replace_sessions(dialog_id, [session | {"split": split, "content_hash": "x"}])
-    assert [(p["dialog_id"], p["text"], p["owner_text"]) for p in store.draft_preference_pairs()] == [
-        (6, "ok", "okay!")
+    pairs = store.draft_preference_pairs()
+    assert [(p["dialog_id"], p["session_id"], p["text"], p["owner_text"], p["reply_message_id"]) for p in pairs] == [
+        (6, "6-1", "ok\nи ты?", "okay! 好的", 2)
     ]
 
 

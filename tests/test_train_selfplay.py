@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from core.settings import Settings
 from engine import transformers_engine
@@ -115,3 +116,56 @@ def test_the_round_records_the_selfplay_stage(played):
     assert figures["iterations"] == 2 and figures["contexts"] == 6 and 0 < figures["pairs"] <= 6
     assert figures["accuracy"] > 0.5 and figures["loss"] < 0.6931  # below log 2: the real reply is preferred
     assert [h["iteration"] for h in figures["history"]] == [1, 2]
+
+
+def owner_reply_ids(store: Storage, session_id: str) -> list[int]:
+    """The ids of the owner's messages that open a reply turn (not the session's first turn) in a session."""
+    session = next(s for s in store.sessions() if s["id"] == session_id)
+    ids, previous = [], None
+    for m in store.session_messages(session):
+        if m["sender_id"] == 1 and previous not in (None, 1):
+            ids.append(m["id"])
+        previous = m["sender_id"]
+    return ids
+
+
+def test_the_owners_edited_drafts_are_preference_pairs_with_self_play_off(tmp_path, tiny_model_dir, monkeypatch):
+    """With no self-play asked for, a round still prefers the owner's real reply over the twin's draft they
+    edited, in a training session; a draft answered in a held-out session is never used."""
+    settings = Settings(data_dir=tmp_path, owner_id=1, base_model=str(tiny_model_dir), _env_file=None)
+    settings.ensure_data_dir()
+    store = Storage(settings.db_path)
+    corpus = Corpus(store)
+    trained = [corpus.add_session("bob", "train", turns=6) for _ in range(4)]
+    held_out = corpus.add_session("carol", "eval", turns=6)
+    for dialog in (2, 3):
+        store.rebuild_sessions(dialog, settings.session_gap_seconds)
+    for session_id, draft in ((trained[1], "зебра xylophone\n斑马"), (held_out, "held out words")):
+        reply_id = owner_reply_ids(store, session_id)[0]
+        draft_id = store.open_draft(int(session_id.split("-")[0]), "alice", None, draft)
+        store.close_draft(draft_id, "edited", "apple", 9, reply_message_id=reply_id)
+    made: list = []
+    real_make = selfplay.make_pairs
+
+    def recording_make(*args, **kwargs):
+        pairs = real_make(*args, **kwargs)
+        made.extend(pairs)
+        return pairs
+
+    monkeypatch.setattr(selfplay, "make_pairs", recording_make)
+    cfg = CFG.model_copy(update={"max_steps": 2, "selfplay_pairs": 0, "selfplay_iterations": 1, "selfplay_epochs": 1})
+    result = run_round(settings, cfg)
+    assert result.selfplay is not None and (result.selfplay["contexts"], result.selfplay["drafts"]) == (1, 1)
+    (pair,) = made
+    assert pair.weight == 1.0 and pair.chosen.session_id == trained[1]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rejected = tokenizer.decode([i for i, keep in zip(pair.rejected.ids, pair.rejected.loss, strict=True) if keep])
+    assert "зебра xylophone" in rejected and "斑马" in rejected and "held out" not in rejected
+
+
+def test_a_round_without_self_play_or_drafts_has_no_preference_stage(tmp_path, tiny_model_dir):
+    settings = Settings(data_dir=tmp_path, owner_id=1, base_model=str(tiny_model_dir), _env_file=None)
+    settings.ensure_data_dir()
+    Corpus(Storage(settings.db_path)).add(4, 2)
+    result = run_round(settings, CFG.model_copy(update={"max_steps": 2, "selfplay_pairs": 0}))
+    assert result.selfplay is None

@@ -161,6 +161,11 @@ class TrainConfig(BaseModel):
         description="Training contexts (owner's turns first) that get a self-play pair each round; 0 = off "
         "until bench/quality.py shows it lowers the owner's discriminator accuracy beyond its interval.",
     )
+    selfplay_drafts: bool = Field(
+        True,
+        description="The owner's edited drafts (twin drafts) in a round's sessions are preference pairs too, self-play "
+        "on or off: the owner's own verdict on the twin's reply is the best signal there is.",
+    )
     selfplay_beta: float = Field(
         0.1, gt=0, description="DPO's beta: 0.1 (SPIN, DPO) lets the adapter move from its reference without drifting."
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ class TrainingSession:
     turns: list[ChatTurn]
     speaker_ids: list[int]
     recalled: tuple[Recalled, ...] = ()  # its memory block's exchanges (trainer.memory), best first
+    message_ids: list[tuple[int, ...]] = field(default_factory=list)  # the stored ids of each turn's messages
 
 
 def load_session(
@@ -56,6 +57,7 @@ def load_session(
         start=session["start"],
         turns=to_chat_turns(turns, slug_of, scrub),
         speaker_ids=[t.speaker_id for t in turns],
+        message_ids=[tuple(t.message_ids) for t in turns],
     )
 
 

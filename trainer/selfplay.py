@@ -9,6 +9,11 @@ where pi and ref are a reply's summed log-probabilities, over the reply's tokens
 adapter as the stage found it: its log-probabilities are computed once per pair, before the steps, so no
 second model is held. Each SPIN iteration repeats generate → reference → DPO with the updated adapter.
 
+The owner's drafts (collector/drafts.py) that they edited before sending are pairs of the same kind, judged by
+the one person who knows: in a training session of the round, the owner's real reply is preferred over the
+twin's draft for that moment. They come first, beside the self-play contexts, and keep their draft as the
+rejected reply in every iteration.
+
 Data-parallel: every process builds the same contexts and takes every N-th; a context whose reply was dropped
 (degenerate) or equals the real one stays as a zero-weight pair, so every process runs the same steps.
 """
@@ -29,6 +34,7 @@ import torch.nn.functional as F
 from core.errors import UserError
 from core.format import NO_MEMORY, ChatFormat, ChatTurn, MemoryBlock
 from core.memory import memory_budget
+from core.scrub import Scrubber
 from engine.build import reply_sampling
 from engine.transformers_engine import HeldModelEngine
 from trainer.config import TrainConfig
@@ -40,6 +46,16 @@ from trainer.windows import Example
 Emit = Callable[[dict], None]
 # Replies generated as one batch: padded prompts × this many fit a small GPU or a laptop's memory with room.
 GENERATE_BATCH = 16
+
+
+@dataclass(frozen=True)
+class Spot:
+    """A context to pair: turn `t` of `session` is the real reply. `draft`: the rejected reply when the owner
+    edited the twin's draft there; None: the adapter writes its own."""
+
+    session: TrainingSession
+    t: int
+    draft: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -56,13 +72,37 @@ class Pair:
         return Pack([self.chosen, self.rejected])
 
 
-def contexts(sessions: Sequence[TrainingSession], owner: str | None, limit: int, seed: int) -> list[tuple]:
-    """Up to `limit` (session, turn) spots where a persona really replied (not a session's first turn): the
+def contexts(
+    sessions: Sequence[TrainingSession], owner: str | None, limit: int, seed: int, taken: Sequence[Spot] = ()
+) -> list[Spot]:
+    """Up to `limit` spots where a persona really replied (not a session's first turn, nor one `taken`): the
     owner's first, the others after, each group in an order drawn by `seed`."""
-    spots = [(s, t) for s in sessions for t in range(1, len(s.turns)) if any(m.strip() for m in s.turns[t].messages)]
+    skip = {(s.session.id, s.t) for s in taken}
+    spots = [
+        Spot(s, t)
+        for s in sessions
+        for t in range(1, len(s.turns))
+        if any(m.strip() for m in s.turns[t].messages) and (s.id, t) not in skip
+    ]
     random.Random(seed).shuffle(spots)
-    spots.sort(key=lambda st: st[0].turns[st[1]].speaker != owner)  # stable: the shuffle stays within groups
+    spots.sort(key=lambda sp: sp.session.turns[sp.t].speaker != owner)  # stable: the shuffle stays within groups
     return spots[:limit]
+
+
+def draft_spots(sessions: Sequence[TrainingSession], drafts: Sequence[dict], scrub: Callable[[str], str]) -> list[Spot]:
+    """The edited drafts (storage's draft_preference_pairs rows) whose owner's reply is in one of `sessions`:
+    that reply preferred over the draft, scrubbed as training text is. One per reply turn, the first draft."""
+    by_id = {s.id: s for s in sessions}
+    spots: dict[tuple[str, int], Spot] = {}
+    for d in drafts:
+        session = by_id.get(d["session_id"])
+        if session is None:  # not trained in this round (an older session, or one left out)
+            continue
+        t = next((i for i, ids in enumerate(session.message_ids) if d["reply_message_id"] in ids), 0)
+        messages = tuple(scrub(m) for m in d["text"].split("\n") if m.strip())  # a line per message of the burst
+        if t >= 1 and messages:
+            spots.setdefault((session.id, t), Spot(session, t, messages))
+    return list(spots.values())
 
 
 def reply_example(fmt: ChatFormat, session_id: str, context: list[ChatTurn], reply: ChatTurn, memory) -> Example:
@@ -90,21 +130,22 @@ def session_memory(fmt: ChatFormat, session: TrainingSession, memory_tokens: int
     return fmt.memory(session.recalled, budget) if session.recalled and budget else NO_MEMORY
 
 
-def make_pairs(engine: HeldModelEngine, spots: list[tuple], cfg: TrainConfig, memory_tokens: int, emit: Emit) -> list:
+def make_pairs(engine: HeldModelEngine, spots: list[Spot], cfg: TrainConfig, memory_tokens: int, emit: Emit) -> list:
     """A pair per spot (a zero-weight filler where the reply was dropped, equals the real one, or the context
-    does not fit), the adapter's reply generated as the bot would ask for it, GENERATE_BATCH at a time."""
+    does not fit), the adapter's reply generated as the bot would ask for it, GENERATE_BATCH at a time (a
+    draft's spot keeps its draft)."""
     fmt, room = engine.format, engine.sampling.for_retry().max_new_tokens
-    asks = []  # (session, turn, memory, context): what the adapter is asked
-    for session, t in spots:
-        memory = session_memory(fmt, session, memory_tokens, cfg.max_seq_len)
-        asks.append((session, t, memory, fitted_context(fmt, session.turns, t, memory, cfg.max_seq_len, room)))
+    asks = []  # (spot, memory, context): what the adapter is asked
+    for spot in spots:
+        memory = session_memory(fmt, spot.session, memory_tokens, cfg.max_seq_len)
+        asks.append((spot, memory, fitted_context(fmt, spot.session.turns, spot.t, memory, cfg.max_seq_len, room)))
     own: list[list[str]] = []
     for k in range(0, len(asks), GENERATE_BATCH):
         own += asyncio.run(replies(engine, asks[k : k + GENERATE_BATCH]))
         emit({"phase": "generate", "done": len(own), "of": len(asks)})
     pairs = []
-    for (session, t, memory, context), reply in zip(asks, own, strict=True):
-        real = session.turns[t]
+    for (spot, memory, context), reply in zip(asks, own, strict=True):
+        session, real = spot.session, spot.session.turns[spot.t]
         chosen = reply_example(fmt, session.id, context, real, memory)
         if not context:  # no room for the reply: a filler of its first tokens alone
             chosen = Example(
@@ -121,10 +162,13 @@ def make_pairs(engine: HeldModelEngine, spots: list[tuple], cfg: TrainConfig, me
 async def replies(engine: HeldModelEngine, asks: list[tuple]) -> list[list[str]]:
     """The adapter's reply to each ask, asked together so the engine generates them as one batch."""
 
-    async def ask(session, t, memory, context) -> list[str]:
+    async def ask(spot: Spot, memory, context) -> list[str]:
         if not context:
             return []
-        return await engine.reply(context, session.turns[t].speaker, session.turns[t - 1].speaker, None, memory)
+        if spot.draft is not None:
+            return list(spot.draft)
+        turns = spot.session.turns
+        return await engine.reply(context, turns[spot.t].speaker, turns[spot.t - 1].speaker, None, memory)
 
     return list(await asyncio.gather(*(ask(*a) for a in asks)))
 
@@ -176,22 +220,33 @@ class SelfPlay:
         self.emit = emit
         self.device = self.acc.device
 
-    def spots(self) -> list[tuple]:
-        """The same contexts on every process; a leak check as the round's data makes one."""
+    def spots(self) -> tuple[list[Spot], int]:
+        """The same contexts on every process, the owner's edited drafts first (and how many those are); a
+        leak check as the round's data makes one."""
         data = self.r.data
         eval_ids = {s.id for s in data.eval_sessions}
         if leaked := [s.id for s in data.chosen if s.split != "train" or s.id in eval_ids]:
             raise AssertionError(f"eval session in self-play contexts: {leaked[:5]}")
-        return contexts(data.chosen, self.owner(), self.cfg.selfplay_pairs, self.cfg.seed)
+        owner, drafts = self.from_storage()
+        drafted = draft_spots(data.chosen, drafts, Scrubber(self.r.settings.scrub_words).scrub)
+        played = contexts(data.chosen, owner, self.cfg.selfplay_pairs, self.cfg.seed, drafted)
+        return drafted + played, len(drafted)
 
-    def owner(self) -> str | None:
-        """The owner's persona: read by the main process (the only one that touches storage), sent to all."""
-        slug = self.r.store.owner_slug(self.r.settings.owner_id) if self.acc.is_main_process else None
+    def from_storage(self) -> tuple[str | None, list[dict]]:
+        """The owner's persona and the edited drafts: read by the main process (the only one that touches
+        storage), sent to all."""
+        got: list = [None, []]
+        if self.acc.is_main_process:
+            store = self.r.store
+            got = [
+                store.owner_slug(self.r.settings.owner_id),
+                store.draft_preference_pairs() if self.cfg.selfplay_drafts else [],
+            ]
         if self.acc.num_processes > 1:
             from accelerate.utils import broadcast_object_list
 
-            slug = broadcast_object_list([slug])[0]
-        return slug
+            got = broadcast_object_list(got)
+        return got[0], got[1]
 
     def step(self, group: list[Pair], optimizer, beta: float) -> list[tuple[float, float]]:
         """One optimiser step over this process's pairs; (loss, margin) of each real one."""
@@ -212,7 +267,7 @@ class SelfPlay:
         optimizer.zero_grad(set_to_none=True)
         return seen
 
-    def iteration(self, n: int, spots: list[tuple]) -> dict:
+    def iteration(self, n: int, spots: list[Spot]) -> dict:
         cfg, acc, world = self.cfg, self.acc, self.acc.num_processes
         # Every process gets as many: the first spots again, as fillers, up to a multiple of the processes.
         slots = [spots[i % len(spots)] for i in range(len(spots) + -len(spots) % world)] if spots else []
@@ -265,15 +320,18 @@ class SelfPlay:
             "accuracy": mean(ahead),
         }
 
-    def run(self) -> dict:
+    def run(self) -> dict | None:
+        t0, (spots, drafts) = time.perf_counter(), self.spots()
+        if not spots:  # no self-play asked for and no edited draft in this round's sessions
+            return None
         if str(self.acc.distributed_type).endswith("FSDP"):
             raise UserError("self-play generates with the whole model on each process: use --strategy ddp")
-        t0, spots = time.perf_counter(), self.spots()
         history = [self.iteration(n + 1, spots) for n in range(self.cfg.selfplay_iterations)]
         last = history[-1] if history else {}
         return {
             **{k: last.get(k) for k in ("pairs", "dropped", "loss", "margin", "accuracy")},
             "contexts": len(spots),
+            "drafts": drafts,  # of the contexts, the owner's edited drafts
             "iterations": self.cfg.selfplay_iterations,
             "beta": self.cfg.selfplay_beta,
             "seconds": round(time.perf_counter() - t0, 1),
@@ -281,6 +339,6 @@ class SelfPlay:
         }
 
 
-def run_selfplay(round_, emit: Emit) -> dict:
-    """The self-play stage on a round that has trained; its figures for the round's meta."""
+def run_selfplay(round_, emit: Emit) -> dict | None:
+    """The self-play stage on a round that has trained; its figures for the round's meta (None: no pairs)."""
     return SelfPlay(round_, lambda e: emit({"event": "selfplay", **e})).run()

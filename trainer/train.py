@@ -5,7 +5,7 @@
         round.setup()                  # format, data (plan, examples, packs), model + LoRA, optimiser: one
                                        # _setup_* each, assigned in setup()
         round.train()
-        round.selfplay()               # preference steps on the adapter's own replies (off by default)
+        round.selfplay()               # preference steps: the owner's edited drafts; self-play replies if asked
         evaluation = round.evaluate()  # new adapter, base model (cached), active adapter on the same eval set
         result = round.publish(evaluation, round.gathered_weights())  # adapters/NNNN/, rows, promotion, pruning
     round.cleanup()                    # the storage connection
@@ -170,8 +170,10 @@ class TrainingRound:
         self.peft_model = self.acc.unwrap_model(self.model)
 
     def selfplay(self) -> None:
-        """SPIN's preference stage, when cfg.selfplay_pairs asks for it (trainer/selfplay.py)."""
-        self.selfplay_figures = run_selfplay(self, self._emit) if self.cfg.selfplay_pairs else None
+        """SPIN's preference stage, when cfg.selfplay_pairs asks for it or the owner edited drafts in this round's
+        sessions (trainer/selfplay.py)."""
+        wanted = self.cfg.selfplay_pairs or self.cfg.selfplay_drafts
+        self.selfplay_figures = run_selfplay(self, self._emit) if wanted else None
 
     # -- evaluate ---------------------------------------------------------------------------------------
     @property
