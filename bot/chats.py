@@ -154,7 +154,8 @@ class Conversations:
             return None
         persona = chat_persona(self.store, chat_id, batch[-1].user_id, self.owner_id)
         rows = self.store.recent_bot_messages(chat_id, since=0, limit=self.settings.bot_context_turns * ROWS_PER_TURN)
-        turns = conversation_turns(rows, persona, self.settings.session_gap_seconds, self.settings.bot_context_turns)
+        s = self.settings
+        turns = conversation_turns(rows, persona, s.session_gap_seconds, s.bot_context_turns, s.zone, s.time_marks)
         recalled = self.recall(chat_id, batch[-1].user_id, persona, turns)
         return RoundInput(persona, turns, self.active_adapter(), recalled)
 

@@ -28,7 +28,7 @@ from collector.telethon_sync import FLOOD_ERRORS, save_batch
 from core.format import NO_MEMORY, ChatTurn
 from core.recall import MemoryRequest, recall
 from core.scrub import Scrubber
-from core.sessions import merge_bursts, split_by_gap, to_chat_turns
+from core.sessions import live_turns
 from core.settings import Settings
 from engine.base import AdapterRef, Engine
 from storage import Storage
@@ -78,10 +78,9 @@ def conversation(store: Storage, settings: Settings, dialog_id: int) -> list[Cha
     """The chat's current conversation as the bot's prompt has it: the last session, bursts merged, the last
     TWIN_BOT_CONTEXT_TURNS turns, speakers by persona slug (core.sessions, as training reads sessions)."""
     rows = store.messages(dialog_id)
-    if not rows:
-        return []
-    turns = merge_bursts(split_by_gap(rows, settings.session_gap_seconds)[-1])[-settings.bot_context_turns :]
-    return to_chat_turns(turns, store.slugs({t.speaker_id for t in turns}))
+    slug_of = store.slugs({r["sender_id"] for r in rows if r["sender_id"] is not None})
+    s = settings
+    return live_turns(rows, slug_of, s.session_gap_seconds, s.bot_context_turns, s.zone, s.time_marks)
 
 
 def active_adapter(store: Storage, settings: Settings) -> AdapterRef | None:

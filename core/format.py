@@ -16,6 +16,12 @@ Example with a ChatML tokenizer (Qwen) — the owner `alice` answers `bob` in a 
     \n<|im_start|>alice\n      mask 0
     yes\n---\n10 min<|im_end|>  mask 1  ("\n---\n" separates the burst's messages)
 
+With time marks on (core.timemarks), a `(time)` block (mask 0) comes before a session's first turn and before
+a turn after a long pause; `prompt(..., time=...)` puts one before the reply's header:
+
+    <|im_start|>(time)\nSaturday night, 23:40 · 3 days since the last message<|im_end|>\n   mask 0
+    <|im_start|>bob\n ...
+
 A memory block may come first (`memory(...)`, mask 0): earlier exchanges the twin recalls, under a header
 no persona can have, one `speaker: message` line per message and a blank line between exchanges:
 
@@ -34,6 +40,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from core.timemarks import TIME_HEADER
+
 BURST_SEP = "\n---\n"
 # The memory block's header: parentheses never occur in a persona slug, so no one can be "(memory)".
 MEMORY_HEADER = "(memory)"
@@ -48,6 +56,7 @@ class ChatTurn:
 
     speaker: str
     messages: tuple[str, ...]
+    time: str = ""  # the time mark shown before this turn (core.timemarks); "" for none
 
 
 @dataclass(frozen=True)
@@ -163,16 +172,33 @@ class ChatFormat:
         out = Rendered(ids=list(self._bos) + list(memory.ids), mask=[0] * (len(self._bos) + len(memory.ids)))
         out.prefix_len = len(out.ids)
         for i, turn in enumerate(turns):
-            out.turn_starts.append(len(out.ids))
-            head = self.header(turn.speaker, first=i == 0 and not memory.ids)
+            out.turn_starts.append(len(out.ids))  # a turn begins with its time mark, if it has one
+            first = i == 0 and not memory.ids
+            if turn.time:
+                mark = self._time_ids(turn.time, first)
+                out.ids += mark
+                out.mask += [0] * len(mark)
+                first = False
+            head = self.header(turn.speaker, first=first)
             body = self._encode(join_burst(turn.messages)) + [self.eot_id]
             out.ids += head + body
             out.mask += [0] * len(head) + [1] * len(body)
         return out
 
-    def prompt(self, turns: Sequence[ChatTurn], persona: str, memory: MemoryBlock = NO_MEMORY) -> list[int]:
-        """Memory block, context turns, then `persona`'s header: the model continues as `persona`."""
-        return self.render(turns, memory).ids + self.header(persona, first=not turns and not memory.ids)
+    def prompt(
+        self, turns: Sequence[ChatTurn], persona: str, memory: MemoryBlock = NO_MEMORY, time: str = ""
+    ) -> list[int]:
+        """Memory block, context turns, the reply's time mark if any, then `persona`'s header: the model
+        continues as `persona`."""
+        ids = self.render(turns, memory).ids
+        first = not turns and not memory.ids
+        if time:
+            ids += self._time_ids(time, first)
+            first = False
+        return ids + self.header(persona, first=first)
+
+    def _time_ids(self, mark: str, first: bool) -> list[int]:
+        return self.header(TIME_HEADER, first) + self._encode(mark) + [self.eot_id]
 
     @property
     def stop_token_ids(self) -> list[int]:

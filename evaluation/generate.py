@@ -51,6 +51,7 @@ class Probe:
     context: tuple[ChatTurn, ...]
     real: tuple[str, ...]
     recalled: tuple[Recalled, ...] = ()  # what the bot would recall here (with_probe_memory)
+    time: str = ""  # the real reply's time mark (time marks on): the pause before it, as training saw it
 
 
 def probes_for(
@@ -67,6 +68,7 @@ def probes_for(
             s.turns[t - 1].speaker,
             tuple(s.turns[max(0, t - context_turns) : t]),
             tuple(s.turns[t].messages),
+            time=s.turns[t].time,
         )
         for s, t in sorted(chosen, key=lambda st: (st[0].id, st[1]))
     ]
@@ -86,9 +88,10 @@ class Gated:
         partner: str,
         adapter: AdapterRef | None,
         memory: MemoryBlock = NO_MEMORY,
+        time: str = "",
     ) -> list[str]:
         async with self._gate:
-            return await self.engine.reply(turns, persona, partner, adapter, memory)
+            return await self.engine.reply(turns, persona, partner, adapter, memory, time)
 
     def memory_block(self, recalled: Sequence[Recalled], budget: int) -> MemoryBlock:
         return self.engine.memory_block(recalled, budget)
@@ -114,7 +117,7 @@ async def answer_probes(
 
     async def answer(p: Probe) -> list[str]:
         memory = engine.memory_block(p.recalled, memory_tokens) if p.recalled and memory_tokens else NO_MEMORY
-        reply = list(await engine.reply(list(p.context), p.persona, p.partner, adapter, memory))
+        reply = list(await engine.reply(list(p.context), p.persona, p.partner, adapter, memory, p.time))
         on_reply()
         return reply
 

@@ -132,9 +132,12 @@ class EngineDouble:
         """No tokenizer here: every recalled exchange fits, its ids left empty."""
         return MemoryBlock(tuple(recalled)) if budget else NO_MEMORY
 
-    async def reply(self, turns, persona, partner, adapter, memory: MemoryBlock = NO_MEMORY) -> list[str]:
+    async def reply(
+        self, turns, persona, partner, adapter, memory: MemoryBlock = NO_MEMORY, time: str = ""
+    ) -> list[str]:
         self.calls.append(
             {"turns": list(turns), "persona": persona, "partner": partner, "adapter": adapter, "memory": memory}
+            | {"time": time}
         )
         if self.delay:
             await asyncio.sleep(self.delay)

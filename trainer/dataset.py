@@ -21,6 +21,7 @@ from core.format import ChatTurn, Recalled
 from core.scrub import Scrubber
 from core.sessions import merge_bursts, to_chat_turns
 from core.settings import HOW_TO_GET, Settings
+from core.timemarks import Clock
 from storage import Storage
 
 Split = Literal["train", "eval", "all"]
@@ -45,9 +46,14 @@ class TrainingSession:
 
 
 def load_session(
-    store: Storage, session: dict[str, Any], slug_of: Mapping[int, str], scrub: Callable[[str], str]
+    store: Storage,
+    session: dict[str, Any],
+    slug_of: Mapping[int, str],
+    scrub: Callable[[str], str],
+    clock: Clock | None = None,
 ) -> TrainingSession:
-    """A stored session → its turns: bursts merged (no forwards, no media-only), personas named, scrubbed."""
+    """A stored session → its turns: bursts merged (no forwards, no media-only), personas named, scrubbed,
+    time-marked when a `clock` is given."""
     turns = merge_bursts(store.session_messages(session))
     return TrainingSession(
         id=session["id"],
@@ -55,7 +61,7 @@ def load_session(
         split=session["split"],
         content_hash=session["content_hash"],
         start=session["start"],
-        turns=to_chat_turns(turns, slug_of, scrub),
+        turns=to_chat_turns(turns, slug_of, scrub, clock),
         speaker_ids=[t.speaker_id for t in turns],
         message_ids=[tuple(t.message_ids) for t in turns],
     )
@@ -91,10 +97,26 @@ def iter_sessions(
         raise UserError(f"split must be train, eval or all, not {split!r}")
     scrubber = Scrubber(settings.scrub_words)
     slug_of = {p["id"]: p["slug"] for p in store.people()}
+    clocks = session_clocks(store, settings)
     for row in closed_sessions(store, settings, split):
         # n_turns is what load_session's turns will count (both from merge_bursts): no need to read the rest.
         if row["n_turns"] >= MIN_TURNS and (ids is None or row["id"] in ids):
-            yield load_session(store, row, slug_of, scrubber.scrub)
+            yield load_session(store, row, slug_of, scrubber.scrub, clocks.get(row["id"]) if clocks else None)
+
+
+def session_clocks(store: Storage, settings: Settings) -> dict[str, Clock] | None:
+    """With time marks on (TWIN_TIME_MARKS), each session's clock: the owner's zone and the pause since the
+    dialog's session before (of any split); None with them off."""
+    if not settings.time_marks:
+        return None
+    zone = settings.zone
+    clocks: dict[str, Clock] = {}
+    last_end: dict[int, int] = {}
+    for row in store.sessions():  # oldest first per dialog
+        before = last_end.get(row["dialog_id"])
+        clocks[row["id"]] = Clock(zone, row["start"] - before if before is not None else None)
+        last_end[row["dialog_id"]] = row["end"]
+    return clocks
 
 
 def owner_id_of(store: Storage, settings: Settings) -> int:

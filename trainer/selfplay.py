@@ -119,7 +119,7 @@ def fitted_context(fmt: ChatFormat, turns: list[ChatTurn], t: int, memory, max_l
     persona = turns[t].speaker
     for start in range(t):
         context = turns[start:t]
-        prompt = fmt.prompt(context, persona, memory)
+        prompt = fmt.prompt(context, persona, memory, turns[t].time)
         if len(prompt) + room <= max_len and len(fmt.render([*context, turns[t]], memory).ids) <= max_len:
             return context
     return []
@@ -152,7 +152,9 @@ def make_pairs(engine: HeldModelEngine, spots: list[Spot], cfg: TrainConfig, mem
                 session.id, *(x[: cfg.max_seq_len] for x in (chosen.ids, chosen.loss, chosen.speaker)), chosen.personas
             )
         rejected = (
-            reply_example(fmt, session.id, context, ChatTurn(real.speaker, tuple(reply)), memory) if reply else chosen
+            reply_example(fmt, session.id, context, ChatTurn(real.speaker, tuple(reply), real.time), memory)
+            if reply
+            else chosen
         )
         useful = rejected.ids != chosen.ids
         pairs.append(Pair(chosen, rejected if useful else chosen, 1.0 if useful else 0.0))
@@ -167,8 +169,8 @@ async def replies(engine: HeldModelEngine, asks: list[tuple]) -> list[list[str]]
             return []
         if spot.draft is not None:
             return list(spot.draft)
-        turns = spot.session.turns
-        return await engine.reply(context, turns[spot.t].speaker, turns[spot.t - 1].speaker, None, memory)
+        real, partner = spot.session.turns[spot.t], spot.session.turns[spot.t - 1].speaker
+        return await engine.reply(context, real.speaker, partner, None, memory, real.time)
 
     return list(await asyncio.gather(*(ask(*a) for a in asks)))
 
