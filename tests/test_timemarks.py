@@ -18,6 +18,7 @@ from core.timemarks import TIME_HEADER, Clock, duration, pause_mark, start_mark,
 from storage import Storage
 from tests.bot_fakes import OWNER, EngineDouble, TwinUnderTest
 from trainer.dataset import iter_sessions
+from trainer.evaluate import eval_set_key
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # Saturday 2024-03-02, 23:40 in Berlin (22:40 UTC).
@@ -101,7 +102,10 @@ def test_the_trainer_marks_a_session_start_in_the_owners_zone_and_a_long_pause(m
         "48 minutes later",
     ]
     off = settings.model_copy(update={"time_marks": False})
-    assert all(t.time == "" for s in iter_sessions(store, off, "all") for t in s.turns)
+    unmarked = list(iter_sessions(store, off, "all"))
+    assert all(t.time == "" for s in unmarked for t in s.turns)
+    # The base model's cached eval losses are keyed by the marks too: the same sessions render otherwise.
+    assert eval_set_key("m", unmarked, 2048, 0.5) != eval_set_key("m", list(sessions.values()), 2048, 0.5)
 
 
 def test_the_bot_and_the_drafts_mark_a_live_chat_as_the_trainer_marks_it(marked_store):

@@ -24,7 +24,8 @@ from trainer.windows import Example
 def eval_set_key(
     base_model: str, sessions: Sequence[TrainingSession], max_len: int, context: float, memory_tokens: int = 0
 ) -> str:
-    """Names an eval set: the base model, the sessions' ids and contents, the windowing and the memory."""
+    """Names an eval set: the base model, the sessions' ids and contents, the windowing, the memory and the
+    time marks."""
     h = hashlib.sha256(
         f"{base_model}|{max_len}|{context}".encode() + (f"|m{memory_tokens}".encode() * bool(memory_tokens))
     )
@@ -32,6 +33,8 @@ def eval_set_key(
         h.update(f"|{s.id}:{s.content_hash}".encode())
         if s.recalled and memory_tokens:
             h.update(repr(s.recalled).encode())
+        if any(t.time for t in s.turns):  # time marks on: the same session renders otherwise
+            h.update(("|t" + "\x1f".join(t.time for t in s.turns)).encode())
     return h.hexdigest()[:16]
 
 

@@ -243,6 +243,7 @@ class TrainingRound:
             "reason": self.data.plan.reason,
             "config": self.cfg.model_dump(),
             "memory": memory_meta(self.settings) if self.memory_tokens else None,
+            "time_marks": {"zone": self.settings.time_zone} if self.settings.time_marks else None,
             "lora": lora_shape(self.cfg),
             "counts": self.data.counts,
             "processes": self.acc.num_processes,
