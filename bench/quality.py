@@ -17,6 +17,7 @@ Every figure also goes to OUT/TAG.json, the report to OUT/TAG/data/adapters/0001
     python bench/quality.py --steps 8 --conversations 120    # a quick look
     python bench/quality.py --set loss_on=owner --tag owner-only      # any training knob, compared by tag
     python bench/quality.py --temperature 0 --tag greedy     # decoding knobs (TWIN_REPLY_*) too
+    python bench/quality.py --time-marks --tag time   # then: python bench/time_probe.py --tag default --tag time
     python bench/quality.py --set selfplay_pairs=100 --tag sft-selfplay   # SPIN's stage after the SFT steps;
     python bench/quality.py --compare default sft-selfplay                # then against a plain run
     python bench/quality.py --steps 8 --replies 8 --set memory=false --tag memory-off   # memory off vs on:
@@ -112,6 +113,11 @@ def parse_args() -> argparse.Namespace:
         help="TWIN_MEMORY_SCOPE for the round and the report (default: the setting's default)",
     )
     parser.add_argument(
+        "--time-marks", action="store_true", help="TWIN_TIME_MARKS=on for the round and the report (core/timemarks.py)"
+    )
+    # chitchat's messages are fewest at 10:00 UTC, 05:00 in New York: the owners' day fits that zone.
+    parser.add_argument("--time-zone", default="America/New_York", help="TWIN_TIME_ZONE with --time-marks")
+    parser.add_argument(
         "--tag", type=tag_name, default="default", help="name of this run's folder and JSON under --out"
     )
     parser.add_argument(
@@ -147,6 +153,8 @@ def settings_for(a: argparse.Namespace, data_dir: Path) -> Settings:
         engine=engine,
         vllm_dtype="float32",
         vllm_max_model_len=2048,
+        time_marks=a.time_marks,
+        time_zone=a.time_zone if a.time_marks else "",
         **{k: v for k, v in {**decoding, "memory_scope": a.memory_scope}.items() if v is not None},
     )
 
@@ -180,6 +188,7 @@ def run(a: argparse.Namespace) -> dict:
         "model": model,
         "steps": a.steps,
         "knobs": dict(a.set),
+        "time_marks": settings.time_zone if settings.time_marks else None,
         "engine": settings.engine,
         "decoding": {
             "temperature": settings.reply_temperature,
