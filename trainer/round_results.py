@@ -31,6 +31,19 @@ class RoundEvaluation:
     def active_eval_loss(self) -> float | None:
         return _loss(self.active_figures)
 
+    def meta(self) -> dict:
+        """The adapter's meta.json "eval" block."""
+        return {
+            "eval_set": self.eval_set,
+            "eval_loss": self.eval_loss,
+            "base_eval_loss": self.base_eval_loss,
+            "active_eval_loss": self.active_eval_loss,
+            "active_version": self.active["version"] if self.active else None,
+            "new": self.new,
+            "base": self.base,
+            "active": self.active_figures,
+        }
+
 
 @dataclass
 class RoundResult:

@@ -170,10 +170,9 @@ class TrainingRound:
         self.peft_model = self.acc.unwrap_model(self.model)
 
     def selfplay(self) -> None:
-        """SPIN's preference stage, when cfg.selfplay_pairs asks for it or the owner edited drafts in this round's
-        sessions (trainer/selfplay.py)."""
-        wanted = self.cfg.selfplay_pairs or self.cfg.selfplay_drafts
-        self.selfplay_figures = run_selfplay(self, self._emit) if wanted else None
+        """The preference stage on edited drafts and/or self-play replies, as cfg asks (trainer/selfplay.py)."""
+        asked = self.cfg.selfplay_pairs or self.cfg.selfplay_drafts
+        self.selfplay_figures = run_selfplay(self, self._emit) if asked else None
 
     # -- evaluate ---------------------------------------------------------------------------------------
     @property
@@ -251,16 +250,7 @@ class TrainingRound:
             "dtype": str(self.dtype).removeprefix("torch."),
             "train_loss": train_loss(self.history),
             "selfplay": self.selfplay_figures,
-            "eval": {
-                "eval_set": evaluation.eval_set,
-                "eval_loss": evaluation.eval_loss,
-                "base_eval_loss": evaluation.base_eval_loss,
-                "active_eval_loss": evaluation.active_eval_loss,
-                "active_version": evaluation.active["version"] if evaluation.active else None,
-                "new": evaluation.new,
-                "base": evaluation.base,
-                "active": evaluation.active_figures,
-            },
+            "eval": evaluation.meta(),
         }
 
     def publish(self, evaluation: RoundEvaluation | None, weights: dict | None = None) -> RoundResult | None:
