@@ -83,7 +83,9 @@ def tag_name(text: str) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimiser steps of the round")
+    parser.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help="optimiser steps of the round (0: the whole default round)"
+    )
     parser.add_argument("--model", default=None, help="base model (default: the embedded SmolLM2-135M)")
     parser.add_argument("--owner-rank", type=int, default=0, help="0: the corpus's most active sender is the owner")
     parser.add_argument("--partners", type=int, default=None, help="only the N partners the owner talked with most")
@@ -169,10 +171,10 @@ def run(a: argparse.Namespace) -> dict:
     made, store = import_chitchat(settings, root / "result.json", **choose)
     held = hold_out(store, a.eval_share)  # the bench's own DB only; never trained on in its round
     # Checkpointing changes no figure, only memory and time: off, as the bench machine has the memory.
-    cfg = TrainConfig(**{"gradient_checkpointing": False, **dict(a.set), "max_steps": a.steps})
+    cfg = TrainConfig(**{"gradient_checkpointing": False, **dict(a.set), "max_steps": a.steps or None})
     print(
         f"{made.messages:,} messages with {len(made.partners)} partners ({len(held)} more sessions held out); "
-        f"training {a.steps} steps on {model}",
+        f"training {f'{a.steps} steps' if a.steps else 'the whole default round'} on {model}",
         file=sys.stderr,
         flush=True,
     )
@@ -186,7 +188,7 @@ def run(a: argparse.Namespace) -> dict:
     return {
         "tag": a.tag,
         "model": model,
-        "steps": a.steps,
+        "steps": len(TRAINED),  # --steps, or the default round's own count
         "knobs": dict(a.set),
         "time_marks": settings.time_zone if settings.time_marks else None,
         "engine": settings.engine,
