@@ -17,6 +17,7 @@ Every figure also goes to OUT/TAG.json, the report to OUT/TAG/data/adapters/0001
     python bench/quality.py --steps 8 --conversations 120    # a quick look
     python bench/quality.py --set loss_on=owner --tag owner-only      # any training knob, compared by tag
     python bench/quality.py --temperature 0 --tag greedy     # decoding knobs (TWIN_REPLY_*) too
+    python bench/quality.py --reuse sft12 --min-p 0.05 --tag sft12-minp   # decoding alone, on sft12's adapter
     python bench/quality.py --time-marks --tag time   # then: python bench/time_probe.py --tag default --tag time
     python bench/quality.py --set selfplay_pairs=100 --tag sft-selfplay   # SPIN's stage after the SFT steps;
     python bench/quality.py --compare default sft-selfplay                # then against a plain run
@@ -37,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from quality_compare import check_tag, compare_table, load_run  # noqa: E402  (bench/ is the script's folder)
+from quality_compare import OWNER_ID, check_tag, compare_table, load_run  # noqa: E402  (bench/ is the script's folder)
 from quality_holdout import hold_out  # noqa: E402
 
 from core.settings import Settings  # noqa: E402
@@ -46,6 +47,7 @@ from engine.build import vllm_available  # noqa: E402
 from evaluation.config import EvalConfig  # noqa: E402
 from evaluation.discriminator import with_interval  # noqa: E402
 from evaluation.report import evaluate_adapter  # noqa: E402
+from storage import Storage  # noqa: E402
 from tests.chitchat import import_chitchat  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.train import run_round  # noqa: E402
@@ -108,6 +110,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=None, help="TWIN_REPLY_TEMPERATURE for the replies")
     parser.add_argument("--top-p", type=float, default=None, help="TWIN_REPLY_TOP_P for the replies")
     parser.add_argument("--repetition-penalty", type=float, default=None, help="TWIN_REPLY_REPETITION_PENALTY")
+    parser.add_argument("--min-p", type=float, default=None, help="TWIN_REPLY_MIN_P for the replies")
+    parser.add_argument("--shaping", default=None, help="TWIN_REPLY_SHAPING, e.g. paragraphs,repeats")
+    parser.add_argument("--max-messages", type=int, default=None, help="TWIN_REPLY_MAX_MESSAGES (the burst step)")
+    parser.add_argument(
+        "--reuse",
+        type=tag_name,
+        metavar="TAG",
+        help="answer with TAG's trained adapter instead of training (decoding choices on the same adapter)",
+    )
     parser.add_argument(
         "--memory-scope",
         choices=["off", "pair", "owner"],
@@ -143,14 +154,17 @@ def settings_for(a: argparse.Namespace, data_dir: Path) -> Settings:
     decoding = {
         "reply_temperature": a.temperature,
         "reply_top_p": a.top_p,
+        "reply_min_p": a.min_p,
         "reply_repetition_penalty": a.repetition_penalty,
+        "reply_shaping": a.shaping,
+        "reply_max_messages": a.max_messages,
     }
     engine = a.engine or ("vllm" if vllm_available() else "transformers")
     return Settings(
         _env_file=None,
         data_dir=data_dir,
         models_dir=a.models_dir.absolute(),
-        owner_id=1000,
+        owner_id=OWNER_ID,
         base_model=a.model,
         engine=engine,
         vllm_dtype="float32",
@@ -164,9 +178,42 @@ def settings_for(a: argparse.Namespace, data_dir: Path) -> Settings:
 def run(a: argparse.Namespace) -> dict:
     root = a.out / a.tag
     shutil.rmtree(root, ignore_errors=True)
+    source = reuse(a, root / "data") if a.reuse else None
     settings = settings_for(a, root / "data")
     settings.ensure_data_dir()
     model = base_model_path(settings)
+    round_ = source or train(a, settings, root, model)
+    t0 = time.perf_counter()
+    eval_cfg = EvalConfig(replies_per_persona=a.replies, owner_replies=a.owner_replies)
+    store = Storage(settings.db_path)
+    report = asyncio.run(evaluate_adapter(settings, store, 1, cfg=eval_cfg, engine_kind=settings.engine))
+    report_s = time.perf_counter() - t0
+    return {
+        "tag": a.tag,
+        "model": model,
+        **round_,
+        "knobs": dict(a.set),
+        "time_marks": settings.time_zone if settings.time_marks else None,
+        "engine": settings.engine,
+        "decoding": {
+            "temperature": settings.reply_temperature,
+            "top_p": settings.reply_top_p,
+            "min_p": settings.reply_min_p,
+            "repetition_penalty": settings.reply_repetition_penalty,
+            "shaping": ",".join(settings.shaping),
+            "max_messages": settings.reply_max_messages,
+        },
+        "report_seconds": round(report_s),
+        "report": str(report.path / "report.md"),
+        "owner": report.data["owner"],
+        "loss": report.data["loss"],
+        "style": report.data["style"],
+        "style_overall": report.data["style_overall"],
+    }
+
+
+def train(a: argparse.Namespace, settings: Settings, root: Path, model: str) -> dict:
+    """Import the corpus, hold out the bench's share and train one round: adapter 1 of the run's data dir."""
     choose = {"owner_rank": a.owner_rank, "partners": a.partners, "conversations": a.conversations}
     made, store = import_chitchat(settings, root / "result.json", **choose)
     held = hold_out(store, a.eval_share)  # the bench's own DB only; never trained on in its round
@@ -180,34 +227,25 @@ def run(a: argparse.Namespace) -> dict:
     )
     t0 = time.perf_counter()
     result = run_round(settings, cfg, full=True, on_event=progress_line)
-    train_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    eval_cfg = EvalConfig(replies_per_persona=a.replies, owner_replies=a.owner_replies)
-    report = asyncio.run(evaluate_adapter(settings, store, result.version, cfg=eval_cfg, engine_kind=settings.engine))
-    report_s = time.perf_counter() - t0
     return {
-        "tag": a.tag,
-        "model": model,
         "steps": len(TRAINED),  # --steps, or the default round's own count
-        "knobs": dict(a.set),
-        "time_marks": settings.time_zone if settings.time_marks else None,
-        "engine": settings.engine,
-        "decoding": {
-            "temperature": settings.reply_temperature,
-            "top_p": settings.reply_top_p,
-            "repetition_penalty": settings.reply_repetition_penalty,
-        },
         "corpus": {"messages": made.messages, "partners": len(made.partners), "bench_held_out": len(held)},
         "counts": result.counts,
         "trained_tokens": sum(TRAINED),
-        "train_seconds": round(train_s),
-        "report_seconds": round(report_s),
-        "report": str(report.path / "report.md"),
-        "owner": report.data["owner"],
-        "loss": report.data["loss"],
-        "style": report.data["style"],
-        "style_overall": report.data["style_overall"],
+        "train_seconds": round(time.perf_counter() - t0),
     }
+
+
+def reuse(a: argparse.Namespace, data_dir: Path) -> dict:
+    """--reuse TAG: that run's data dir (corpus, held-out split, adapter 1) copied, its round's figures kept, and
+    its time marks and knobs taken over: only the decoding of the report is this run's own."""
+    source = load_run(a.out, a.reuse)
+    shutil.copytree(a.out / a.reuse / "data", data_dir, ignore=shutil.ignore_patterns("report"))
+    a.time_marks, a.time_zone = bool(source.get("time_marks")), source.get("time_marks")
+    a.set = list(source["knobs"].items())
+    print(f"reusing the adapter of [{a.reuse}]: no training", file=sys.stderr, flush=True)
+    keys = ("steps", "corpus", "counts", "trained_tokens", "train_seconds")
+    return {"reused": a.reuse, **{k: source[k] for k in keys}}
 
 
 TRAINED: list[int] = []  # tokens of each step of the round
@@ -298,8 +336,7 @@ def main() -> None:
     print(
         f"\nbench/quality.py [{a.tag}]: {Path(r['model']).name}, {r['steps']} steps ({r['trained_tokens']:,} "
         f"tokens trained, {r['train_seconds']} s), knobs {r['knobs'] or 'default'}, {r['engine']} replies "
-        f"(temperature {r['decoding']['temperature']}, top_p {r['decoding']['top_p']}, repetition penalty "
-        f"{r['decoding']['repetition_penalty']}), report {r['report_seconds']} s"
+        f"({', '.join(f'{k} {v}' for k, v in r['decoding'].items())}), report {r['report_seconds']} s"
     )
     print(table(r))
     print(f"figures: {a.out / (a.tag + '.json')}; report: {r['report']}")

@@ -10,8 +10,11 @@ import json
 import string
 from pathlib import Path
 
+from core.settings import Settings
+
 # A tag names a folder and a JSON file under --out: letters, digits and a few marks, nothing that climbs out
 # of --out or names --out itself ("", ".", "..", "a/b" would make the run delete other runs' results).
+OWNER_ID = 1000  # the owner id bench/quality.py gives its corpus's owner
 TAG_CHARS = set(string.ascii_letters + string.digits + "-_.=+,")
 
 
@@ -27,6 +30,24 @@ def load_run(out: Path, tag: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no saved run {path}: run `python bench/quality.py --tag {tag}` first")
     return json.loads(path.read_text())
+
+
+def run_settings(out: Path, tag: str, engine: str = "vllm") -> Settings:
+    """The settings a saved run's data dir was made with (as bench/quality.py made them), to read it again."""
+    data_dir = out / check_tag(tag) / "data"
+    meta = json.loads((data_dir / "adapters" / "0001" / "meta.json").read_text())
+    marks = meta.get("time_marks")  # how the adapter was trained: {"zone": ...} or None
+    return Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        models_dir=Path("bench/out/models").absolute(),
+        owner_id=OWNER_ID,
+        engine=engine,
+        vllm_dtype="float32",
+        vllm_max_model_len=2048,
+        time_marks=bool(marks),
+        time_zone=(marks or {}).get("zone", ""),
+    )
 
 
 def discriminators(run: dict) -> dict[tuple[str, str], dict]:

@@ -30,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from quality_compare import OWNER_ID, run_settings  # noqa: E402  (bench/ is the script's folder)
+
 from core.format import ChatTurn  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.timemarks import start_mark  # noqa: E402
@@ -38,7 +40,6 @@ from evaluation.generate import Gated, quiet_engine_log, started_engine  # noqa:
 from storage import Storage  # noqa: E402
 from trainer.dataset import iter_sessions  # noqa: E402
 
-OWNER_ID = 1000
 # A Tuesday: no weekend talk in the way. The hours: well inside "morning" and "night" (core.timemarks).
 DAY, HOURS = (2024, 3, 5), {"morning": (8, 30), "night": (23, 30)}
 WORDS = {
@@ -76,20 +77,8 @@ def openers(store: Storage, settings: Settings, owner: str, limit: int) -> list[
 
 
 def run(tag: str, out: Path, engine: str, limit: int) -> dict:
-    run_info = json.loads((out / f"{tag}.json").read_text())
-    data_dir = out / tag / "data"
-    meta = json.loads((data_dir / "adapters" / "0001" / "meta.json").read_text())
-    marks = meta.get("time_marks")  # how the adapter was trained: {"zone": ...} or None
-    settings = Settings(
-        _env_file=None,
-        data_dir=data_dir,
-        models_dir=Path(run_info.get("models_dir", "bench/out/models")).absolute(),
-        owner_id=OWNER_ID,
-        engine=engine,
-        vllm_dtype="float32",
-        vllm_max_model_len=2048,
-        time_zone=(marks or {}).get("zone", ""),
-    )
+    settings = run_settings(out, tag, engine)
+    marks = settings.time_marks  # the adapter trained with them: told the hour through the format
     store = Storage(settings.db_path)
     owner = store.owner_slug(OWNER_ID)
     asked = openers(store, settings, owner, limit)

@@ -15,6 +15,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import UserError
+from core.shaping import STEPS as SHAPING_STEPS
+from core.shaping import steps as shaping_steps
 from core.timemarks import time_zone
 
 EngineName = Literal["auto", "vllm", "remote", "transformers"]
@@ -79,6 +81,14 @@ class Settings(BaseSettings):
     reply_repetition_penalty: float = Field(1.0, gt=0, description="Penalty on tokens already seen.")
     # 96 tokens: a burst of a few chat messages; a runaway reply costs at most this much time.
     reply_max_new_tokens: int = Field(96, ge=8, description="Longest reply (tokens).")
+    # 0 = off: top_p already cuts the tail; min-p (e.g. 0.05) cuts it relative to the likeliest token instead.
+    reply_min_p: float = Field(0.0, ge=0, lt=1, description="Drop tokens below this share of the likeliest one.")
+    # Off: on real chats no step moved the discriminator beyond its interval (bench/shaping.py, the README).
+    reply_shaping: str = Field(
+        "", description="Comma list of core/shaping.py steps: paragraphs, repeats, burst; empty = off."
+    )
+    # 0 = no cap (the `burst` step of TWIN_REPLY_SHAPING cuts a reply to this many messages).
+    reply_max_messages: int = Field(0, ge=0, description="Most messages a reply sends with the burst step.")
 
     bot_token: SecretStr | None = Field(None, description="Bot token from @BotFather.")
     bot_api_url: str | None = Field(None, description="Self-hosted Bot API server, e.g. http://localhost:8081.")
@@ -155,6 +165,19 @@ class Settings(BaseSettings):
         except UserError as exc:
             raise ValueError(str(exc)) from None
         return name
+
+    @field_validator("reply_shaping")
+    @classmethod
+    def _known_steps(cls, steps: str) -> str:
+        unknown = set(shaping_steps(steps)) - set(SHAPING_STEPS)
+        if unknown:
+            raise ValueError(f"unknown step {', '.join(sorted(unknown))}: use any of {', '.join(SHAPING_STEPS)}")
+        return steps
+
+    @property
+    def shaping(self) -> tuple[str, ...]:
+        """The reply shaping steps TWIN_REPLY_SHAPING asks for (core/shaping.py)."""
+        return shaping_steps(self.reply_shaping)
 
     @property
     def zone(self) -> ZoneInfo | None:

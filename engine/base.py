@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 from core.format import NO_MEMORY, ChatFormat, ChatTurn, MemoryBlock, Recalled
 from core.memory import memory_budget
 from core.paths import artifact_path
+from core.shaping import shape
 
 from .compat import adapter_mismatch
 from .decoding import PROBE, Generation, Sampling, degenerate_reason
@@ -148,7 +149,7 @@ class BaseEngine:
             messages = [m for m in self.format.decode_reply(gen.token_ids) if m.strip("-")]
             reason = degenerate_reason(gen, messages)
             if reason is None:
-                return messages
+                return shape(messages, sampling.shaping, sampling.max_messages)
             log.info("%s reply as %s to %s was degenerate (%s)", self.name, persona, partner, reason)
         log.warning("%s: dropped a reply as %s to %s: degenerate twice", self.name, persona, partner)
         return []

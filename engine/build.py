@@ -36,6 +36,9 @@ def reply_sampling(settings: Settings) -> Sampling:
         top_p=settings.reply_top_p,
         repetition_penalty=settings.reply_repetition_penalty,
         max_new_tokens=settings.reply_max_new_tokens,
+        min_p=settings.reply_min_p,
+        shaping=settings.shaping,
+        max_messages=settings.reply_max_messages,
     )
 
 

@@ -28,6 +28,9 @@ class Sampling:
     max_new_tokens: int = 96  # a burst of a few short messages; a runaway reply costs at most this
     seed: int | None = None  # fixed seed: the same reply for the same prompt (tests, benches)
     logprobs: bool = False  # return each chosen token's log-probability (the smoke check needs it)
+    min_p: float = 0.0  # off; else tokens below this share of the likeliest one are never picked
+    shaping: tuple[str, ...] = ()  # core/shaping.py steps applied to the decoded messages (off: measured)
+    max_messages: int = 0  # the `burst` step's cap (0: none)
 
     @property
     def greedy(self) -> bool:

@@ -212,6 +212,8 @@ class RemoteEngine(BaseEngine):
         }
         if sampling.seed is not None:
             body["seed"] = sampling.seed
+        if sampling.min_p:  # vLLM's extra sampling parameter; left out when off, for other servers
+            body["min_p"] = sampling.min_p
         if sampling.logprobs:
             body["logprobs"] = 0  # only the chosen token's
         return body

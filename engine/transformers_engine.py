@@ -189,7 +189,7 @@ def generate_batch(
         output_logits=sampling.logprobs,
     )
     if not sampling.greedy:
-        kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+        kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, min_p=sampling.min_p or None)
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     if sampling.seed is not None:

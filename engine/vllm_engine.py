@@ -200,6 +200,7 @@ class VLLMEngine(BaseEngine):
         params = SamplingParams(
             temperature=sampling.temperature,
             top_p=sampling.top_p,
+            min_p=sampling.min_p,
             repetition_penalty=sampling.repetition_penalty,
             max_tokens=sampling.max_new_tokens,
             seed=sampling.seed,

@@ -29,7 +29,7 @@ CACHE_VERSION = 1
 # Reply sets kept (one per model, persona and eval set; a few KB each): the oldest beyond this go.
 KEEP_FILES = 256
 # What builds a prompt and turns a generation into a reply: a change here changes every reply.
-PROMPT_MODULES = ("core.format", "core.timemarks", "engine.chat", "engine.base", "engine.decoding")
+PROMPT_MODULES = ("core.format", "core.timemarks", "core.shaping", "engine.chat", "engine.base", "engine.decoding")
 # Files of a model folder that say nothing about its weights (forget rewrites meta.json).
 NOT_WEIGHTS = {"meta.json", "history.json", "loss.png"}
 

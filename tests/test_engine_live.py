@@ -123,6 +123,13 @@ async def test_32_concurrent_chats_all_get_their_adapters_reply(engine, adapters
         assert max(engine.batch_sizes) > 1
 
 
+async def test_min_p_near_one_leaves_only_the_likeliest_token_on_every_engine(engine):
+    prompt = engine.format.prompt(CHAT, "owner")
+    greedy = await engine.generate(prompt, None, GREEDY)
+    hot = Sampling(temperature=1.5, top_p=1.0, min_p=0.999, max_new_tokens=24, seed=3)
+    assert (await engine.generate(prompt, None, hot)).token_ids == greedy.token_ids
+
+
 async def test_smoke_check_refuses_an_adapter_with_zero_weights(engine, adapters_store):
     probe = await engine.generate(engine.format.prompt(CHAT, "owner"), None, PROBE)
     assert len(probe.logprobs) == len(probe.token_ids) > 0  # the check compares log-probabilities too
