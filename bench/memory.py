@@ -27,6 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from quality_compare import OWNER_ID, run_settings  # noqa: E402  (bench/ is the script's folder)
+
 from core.format import NO_MEMORY  # noqa: E402
 from core.memory import memory_on  # noqa: E402
 from core.recall import STOP_WORDS, query_terms, rank_hits  # noqa: E402
@@ -37,7 +39,6 @@ from storage import Storage  # noqa: E402
 from trainer.dataset import TrainingSession, iter_sessions  # noqa: E402
 from trainer.memory import SessionMemory, held_out  # noqa: E402
 
-OWNER_ID = 1000
 SCOPES = ("off", "pair", "owner")
 # Earlier questions looked at per probe: the best matches of the question's words.
 QUESTIONS = 20
@@ -130,16 +131,7 @@ def share(texts: list[str], probes: list[FactProbe]) -> float | None:
 
 
 def run(tag: str, out: Path, engine: str, split: str, limit: int) -> dict:
-    data_dir = out / tag / "data"
-    settings = Settings(
-        _env_file=None,
-        data_dir=data_dir,
-        models_dir=Path("bench/out/models").absolute(),
-        owner_id=OWNER_ID,
-        engine=engine,
-        vllm_dtype="float32",
-        vllm_max_model_len=2048,
-    )
+    settings = run_settings(out, tag, engine)
     store = Storage(settings.db_path)
     sessions = list(iter_sessions(store, settings, split))
     probes = find_probes(store, settings, sessions)
