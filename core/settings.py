@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import UserError
 from core.shaping import STEPS as SHAPING_STEPS
-from core.shaping import steps as shaping_steps
+from core.shaping import parse_steps as shaping_steps
 from core.timemarks import time_zone
 
 EngineName = Literal["auto", "vllm", "remote", "transformers"]

@@ -6,7 +6,8 @@ A model trained on chats still writes like a document now and then. People do no
 - **burst**: a burst is no longer than the persona usually sends (`most`).
 
 Each step is a knob (TWIN_REPLY_SHAPING) because each must earn its place on real chats: bench/shaping.py
-applies every step to the same replies of a bench run and measures the discriminator with its interval.
+applies every step to the same replies of a bench run and measures the discriminator with its interval. On
+the embedded model none moved it beyond the noise, so all are off by default.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ _SENTENCE = re.compile(r"(?<=[.!?…])[ \t]+|(?<=[。！？])")
 _NOISE = re.compile(r"[\W_]+")
 
 
-def steps(listed: str) -> tuple[str, ...]:
+def parse_steps(listed: str) -> tuple[str, ...]:
     """The steps of a comma list ("paragraphs, repeats"), in STEPS order; "off" and "" are none."""
     named = {part.strip().lower() for part in listed.split(",")} - {"", "off", "none"}
     return tuple(step for step in STEPS if step in named) + tuple(sorted(named - set(STEPS)))
@@ -89,7 +90,8 @@ def shape(messages: Sequence[str], steps: Iterable[str], most: int = 0) -> list[
 
 
 def usual_burst(sizes: Sequence[int], share: float = 0.9) -> int:
-    """The burst length a persona stays within `share` of the time (their messages per turn), at least 1."""
+    """The burst length a persona stays within `share` of the time (their messages per turn), at least 1;
+    0 (no cap) when there are no turns to tell."""
     if not sizes:
         return 0
     ordered = sorted(sizes)

@@ -8,7 +8,7 @@ import pytest
 
 from core.format import ChatFormat, ChatTurn
 from core.settings import Settings
-from core.shaping import cap_burst, drop_repeats, shape, split_paragraphs, steps, usual_burst
+from core.shaping import cap_burst, drop_repeats, parse_steps, shape, split_paragraphs, usual_burst
 from engine.build import reply_sampling
 from tests.test_engine import ScriptedEngine, said
 
@@ -47,7 +47,7 @@ def test_steps_run_in_a_fixed_order_and_unknown_ones_are_refused():
     reply = ["hey!\n\nhey!", "weekend was great. weekend was great.", "you?", "and then"]
     assert shape(reply, ["burst", "repeats", "paragraphs"], 2) == ["hey!", "weekend was great."]
     assert shape(reply, []) == reply
-    assert steps(" Repeats, paragraphs ,off") == ("paragraphs", "repeats")
+    assert parse_steps(" Repeats, paragraphs ,off") == ("paragraphs", "repeats")
     with pytest.raises(ValueError, match="unknown reply shaping step"):
         shape(reply, ["repeat"])
 
