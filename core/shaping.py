@@ -26,9 +26,13 @@ _NOISE = re.compile(r"[\W_]+")
 
 
 def parse_steps(listed: str) -> tuple[str, ...]:
-    """The steps of a comma list ("paragraphs, repeats"), in STEPS order; "off" and "" are none."""
+    """The steps of a comma list ("paragraphs, repeats"), in STEPS order; "off" and "" are none. ValueError
+    names a step there is not."""
     named = {part.strip().lower() for part in listed.split(",")} - {"", "off", "none"}
-    return tuple(step for step in STEPS if step in named) + tuple(sorted(named - set(STEPS)))
+    unknown = named - set(STEPS)
+    if unknown:
+        raise ValueError(f"unknown step {', '.join(sorted(unknown))}: use any of {', '.join(STEPS)}")
+    return tuple(step for step in STEPS if step in named)
 
 
 def split_paragraphs(messages: Iterable[str]) -> list[str]:
