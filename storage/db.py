@@ -24,7 +24,7 @@ import sqlite_utils
 
 from core.errors import UserError
 
-from .counts_schema import COUNTS_BACKFILL, COUNTS_SCHEMA
+from .counts_schema import COUNT_BY_STATEMENT, COUNTS_BACKFILL, COUNTS_SCHEMA
 from .drafts_schema import DRAFTS_REPLY_ID, DRAFTS_SCHEMA
 from .memory_schema import MEMORY_INDEX_OFF, V6_BACKFILL, V6_SCHEMA
 
@@ -235,8 +235,27 @@ def _v11(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+def _v12(db: sqlite_utils.Database) -> None:
+    """Messages counted in by the statement that inserts them, not a trigger per row (storage.counts_schema)."""
+    for statement in COUNT_BY_STATEMENT:
+        db.execute(statement)
+
+
 # Forward migrations: MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _v7,
+    _v8,
+    _v9,
+    _v10,
+    _v11,
+    _v12,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

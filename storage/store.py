@@ -16,7 +16,7 @@ from core.personas import slug_base, unique_slug, validate_slug
 from core.sessions import closed_before, session_rows
 
 from .bot import BotStore
-from .counts_schema import SESSION_RECOUNT
+from .counts_schema import COUNT_ADDED, SESSION_RECOUNT
 from .db import Database
 from .drafts import DraftStore
 from .evaluation import EvalStore
@@ -91,6 +91,17 @@ def _insert_batched(
         (tuple(chain.from_iterable(rows[i : i + BULK_ROWS])) for i in range(0, full, BULK_ROWS)),
     ).rowcount
     return max(bulk, 0) + max(c.executemany(insert + one, rows[full:]).rowcount, 0)
+
+
+def _next_rowid(c: sqlite3.Connection) -> int:
+    """The rowid the next inserted message gets (or above): where an insert's own rows begin."""
+    return c.execute("SELECT coalesce(max(rowid), 0) + 1 FROM messages").fetchone()[0]
+
+
+def _count_added(c: sqlite3.Connection, start: int) -> None:
+    """Count the messages inserted since rowid `start` into their senders' rows (storage.counts_schema)."""
+    for statement in COUNT_ADDED:
+        c.execute(statement, (start,))
 
 
 def _dict(row: sqlite3.Row | None) -> dict[str, Any] | None:
@@ -272,10 +283,14 @@ class Storage(BotStore, DraftStore, ForgetStore, MemoryStore, MemoryIndexStore, 
         cols = ", ".join(MESSAGE_COLUMNS)
         marks = ", ".join("?" for _ in MESSAGE_COLUMNS)
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
-        tuples = (tuple(r[k] if k in r else None for k in MESSAGE_COLUMNS) if isinstance(r, dict) else r for r in rows)
+        tuples = [tuple(r[k] if k in r else None for k in MESSAGE_COLUMNS) if isinstance(r, dict) else r for r in rows]
+        if replace:  # the last of a repeated id, as REPLACE would keep: no row replaces one not yet counted in
+            tuples = list({(t[0], t[1]): t for t in tuples}.values())
         with self.transaction() as c:
+            start = _next_rowid(c)
             # rowcount, not total_changes: the memory index's trigger writes are not messages.
             cur = c.executemany(f"INSERT INTO messages ({cols}) VALUES ({marks})".replace("INSERT", verb, 1), tuples)
+            _count_added(c, start)
             return max(cur.rowcount, 0)
 
     def insert_many_messages(self, rows: Sequence[Sequence[Any]]) -> int:
@@ -290,8 +305,11 @@ class Storage(BotStore, DraftStore, ForgetStore, MemoryStore, MemoryIndexStore, 
         for row in rows:
             (plain if _PLAIN_PART(row) == _PLAIN_VALUES else other).append(row)
         with self.transaction() as c:
+            start = _next_rowid(c)
             added = _insert_batched(c, MESSAGE_COLUMNS, (), other)
-            return added + _insert_batched(c, _PLAIN_COLUMNS, _PLAIN_LITERALS, list(map(_PLAIN_BOUND, plain)))
+            added += _insert_batched(c, _PLAIN_COLUMNS, _PLAIN_LITERALS, list(map(_PLAIN_BOUND, plain)))
+            _count_added(c, start)
+            return added
 
     def messages(self, dialog_id: int) -> list[dict[str, Any]]:
         rows = self.query("SELECT * FROM messages WHERE dialog_id = ? ORDER BY date, id", (dialog_id,))

@@ -4,8 +4,9 @@
 tick is time the loop could not run anything (a blocking call on it, a long GC pass). Every update, reply and
 job of the bot waits that long too.
 
-`build_big_store`: an import of a million messages takes minutes (conversion, counts); here the rows go in with
-one executemany per table in one transaction (memory is off: no index to fill). Sessions are cut as the
+`build_big_store`: an import of a million messages takes minutes (conversion, counts); here the messages go in
+through storage's bulk insert and the sessions with one executemany, in one transaction (memory is off: no index
+to fill). Sessions are cut as the
 product cuts them (every SESSION_MESSAGES messages a silence longer than the gap) and stored directly.
 """
 
@@ -84,13 +85,12 @@ def build_big_store(path: Path, n_messages: int, owner_id: int, partners: int = 
                 (dialog, f"Друг{p}", dialog, per_dialog),
             )
             dates = [start + (i // SESSION_MESSAGES) * 86400 + (i % SESSION_MESSAGES) * 60 for i in range(per_dialog)]
-            c.executemany(
-                "INSERT INTO messages (dialog_id, id, sender_id, date, text, out, source)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'export')",
-                (
+            store.insert_many_messages(  # storage's own insert: it keeps the per-sender counts
+                [
                     (dialog, i + 1, (dialog, owner_id)[i % 2], dates[i], TEXTS[i % len(TEXTS)], i % 2)
+                    + (None, 0, None, None, None, 0, "export")
                     for i in range(per_dialog)
-                ),
+                ]
             )
             c.executemany(
                 'INSERT INTO sessions (id, dialog_id, first_message_id, last_message_id, start, "end", n_messages,'

@@ -17,6 +17,7 @@ from core.settings import Settings
 from engine.base import AdapterRef
 from storage import LockHeld, Storage
 from tests.fake_telegram import FakeAccount, FakeTelegramClient
+from tests.old_schema import as_of
 from tests.test_engine import TURNS, ScriptedEngine, adapter_dir, said
 from trainer.forgetting import forget_person
 from trainer.registry import LOCK, rollback
@@ -285,12 +286,9 @@ def test_a_folder_that_cannot_be_deleted_is_an_error_that_names_it(settings, sto
 
 
 def test_an_adapter_path_stored_relative_to_the_working_directory_is_resolved_under_the_data_dir(tmp_path, monkeypatch):
-    import storage.db as dbmod
-
     monkeypatch.chdir(tmp_path)  # an older twin, run with TWIN_DATA_DIR=data, stored "data/adapters/0001"
     with monkeypatch.context() as old_schema:
-        old_schema.setattr(dbmod, "MIGRATIONS", dbmod.MIGRATIONS[:6])
-        old_schema.setattr(dbmod, "SCHEMA_VERSION", 6)
+        as_of(old_schema, 6)
         old = Storage(Path("data/twin.db"))
         old.add_adapter({"version": 1, "path": "data/adapters/0001", "base_model": "m", "status": "active"}, [])
         old.add_adapter({"version": 2, "path": "/srv/twin/data/adapters/0002", "base_model": "m"}, [])

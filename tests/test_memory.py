@@ -19,6 +19,7 @@ from storage import db as dbmod
 from storage.memory import match_expression
 from storage.memory_schema import MESSAGE_ROWID_MASK
 from storage.store import MESSAGE_COLUMNS
+from tests.old_schema import as_of
 from trainer.dataset import TrainingSession
 from trainer.windows import session_examples
 
@@ -173,8 +174,7 @@ def test_words_are_found_in_any_script_and_as_parts_of_words(store, said, asked)
 
 def test_the_migration_drops_the_old_index_and_turning_memory_on_builds_it_once(tmp_path, monkeypatch):
     path = tmp_path / "old.db"
-    monkeypatch.setattr(dbmod, "MIGRATIONS", dbmod.MIGRATIONS[:6])
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 6)
+    as_of(monkeypatch, 6)
     old = Storage(path)
     assert old.schema_version == 6 and "memory_content" in old.db.table_names()  # v6: a copy of every text
     old.upsert_people([{"id": OWNER, "username": "olga"}, {"id": ANNA, "username": "anna"}])

@@ -1,4 +1,7 @@
-from core.sessions import content_hash, merge_bursts, session_rows, split_by_gap, split_of
+import hashlib
+import random
+
+from core.sessions import has_text, merge_bursts, session_rows, split_by_gap, split_of, turns_and_hash
 
 
 def m(mid, sender, date, text="x", **kw):
@@ -46,7 +49,25 @@ def test_eval_split_is_stable_and_about_five_percent():
 
 
 def test_content_hash_depends_on_who_said_what():
-    a = merge_bursts([m(1, 1, 0, "hi"), m(2, 2, 1, "yo")])
-    b = merge_bursts([m(1, 2, 0, "hi"), m(2, 1, 1, "yo")])
-    assert content_hash(a) != content_hash(b)
-    assert content_hash(a) == content_hash(merge_bursts([m(7, 1, 5, "hi"), m(8, 2, 6, "yo")]))
+    _, a = turns_and_hash([m(1, 1, 0, "hi"), m(2, 2, 1, "yo")])
+    _, b = turns_and_hash([m(1, 2, 0, "hi"), m(2, 1, 1, "yo")])
+    assert a != b
+    assert a == turns_and_hash([m(7, 1, 5, "hi"), m(8, 2, 6, "yo")])[1]
+
+
+def test_content_hash_keeps_the_layout_stored_hashes_were_made_with():
+    messages = [m(1, 5, 0, "Привет"), m(2, 5, 1, "ты тут?"), m(3, 8, 2, "fwd", forwarded=1), m(4, 8, 3, "在")]
+    layout = "5\x1fПривет\x1fты тут?\x1e8\x1f在\x1e".encode()
+    assert turns_and_hash(messages) == (2, hashlib.sha256(layout).hexdigest())
+
+
+def test_turns_are_counted_as_merge_bursts_makes_them():
+    rng = random.Random(7)
+    texts = ["hi", "ок", "你好", "  ", ""]
+    for _ in range(300):
+        chunk = [
+            m(i, rng.choice([1, 2, None]), i, rng.choice(texts), forwarded=int(rng.random() < 0.2))
+            for i in range(rng.randint(0, 12))
+        ]
+        with_text = [x for x in chunk if has_text(x)]
+        assert turns_and_hash(with_text)[0] == len(merge_bursts(chunk))

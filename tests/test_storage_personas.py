@@ -13,7 +13,7 @@ from bot.personas import choices, may_play
 from collector.telegram_export import import_export
 from storage import Storage
 from storage import db as dbmod
-from storage import store as storemod
+from tests.old_schema import as_of
 
 FULL = Path(__file__).resolve().parent / "fixtures" / "full_account_export.json"
 OWNER, ALICE, WEI, FAMILY = 1000, 2001, 2002, 3001  # Alice also writes in the family group
@@ -103,8 +103,23 @@ def test_personas_counts_match_the_history_through_imports_edits_deletions_and_f
     store.rebuild_sessions(ALICE, HOUR)
     store.rebuild_sessions(WEI, HOUR)
     assert store.personas() == counted_from_history(store)
-    # A re-read after edits (INSERT OR REPLACE): counts hold even before the sessions are rebuilt.
-    store.insert_messages([msg(ALICE, 900, ALICE, 1_800_000_000, "Привет, исправлено", edited=1_800_000_100)], True)
+    # A re-read after edits (INSERT OR REPLACE): counts hold even before the sessions are rebuilt, with an id
+    # read twice in one batch with two senders (the later copy wins) and a photo that gained a caption.
+    store.insert_messages(
+        [
+            msg(ALICE, 900, ALICE, 1_800_000_000, "Привет, исправлено", edited=1_800_000_100),
+            msg(ALICE, 904, OWNER, 1_800_000_200, "первый"),
+            msg(ALICE, 904, ALICE, 1_800_000_200, "второй"),
+            msg(ALICE, 901, OWNER, 1_800_000_060, "подпись", media_type="photo"),
+        ],
+        True,
+    )
+    assert store.personas() == counted_from_history(store)
+    assert store.query("SELECT sender_id FROM messages WHERE dialog_id = ? AND id = 904", (ALICE,))[0][0] == ALICE
+    # An import of rows stored already adds and counts nothing; its new rows are counted.
+    stored = (ALICE, 900, ALICE, 1_800_000_000, "x", 0, None, 0, None, None, None, 0, "export")
+    new = (WEI, 905, OWNER, 1_800_000_300, "好", 1, None, 0, None, None, None, 0, "export")
+    assert store.insert_many_messages([stored, new]) == 1
     assert store.personas() == counted_from_history(store)
     # Deleted on Telegram: Wei's only message of a session goes, then the sessions are rebuilt.
     store.delete_messages(WEI, [900])
@@ -124,9 +139,7 @@ def test_personas_counts_match_the_history_through_imports_edits_deletions_and_f
 
 def test_the_migration_counts_a_database_made_before_the_counts(tmp_path, monkeypatch):
     path = tmp_path / "old.db"
-    monkeypatch.setattr(dbmod, "MIGRATIONS", dbmod.MIGRATIONS[:6])
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 6)
-    monkeypatch.setattr(storemod, "SESSION_RECOUNT", [])  # as that twin cut sessions: no counts to keep
+    as_of(monkeypatch, 6)
     old = Storage(path)
     import_export(old, FULL, owner_id=None, include_groups=True, keep_stickers=True, gap_seconds=HOUR, progress=False)
     before = counted_from_history(old)
@@ -135,7 +148,7 @@ def test_the_migration_counts_a_database_made_before_the_counts(tmp_path, monkey
     store = Storage(path)
     assert store.schema_version == dbmod.SCHEMA_VERSION
     assert store.personas() == before and any(p["sessions"] for p in before)
-    store.insert_messages([msg(FAMILY, 900, WEI, 1_800_000_000, "大家好")])  # the triggers count from now on
+    store.insert_messages([msg(FAMILY, 900, WEI, 1_800_000_000, "大家好")])  # the inserts count from now on
     store.rebuild_sessions(FAMILY, HOUR)
     assert store.personas() == counted_from_history(store)
 
