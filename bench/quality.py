@@ -11,7 +11,9 @@ the top three others), base model and adapter side by side:
 - the discriminator accuracy: a cross-validated character n-gram classifier telling real held-out replies
   from generated ones to the same contexts (0.5 = it cannot tell them apart, 1.0 = always can).
 
-Every figure also goes to OUT/TAG.json, the report to OUT/TAG/data/adapters/0001/report/.
+Every figure also goes to OUT/TAG.json, the report to OUT/TAG/data/adapters/0001/report/. The round's own
+figures are saved before the report (OUT/TAG.round.json): if the report is cut off, `--reuse TAG` answers
+with the trained adapter without training again.
 
     python bench/quality.py                                  # 30 steps (about 40 minutes on 2 CPU cores)
     python bench/quality.py --steps 8 --conversations 120    # a quick look
@@ -83,7 +85,7 @@ def tag_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--steps", type=int, default=DEFAULT_STEPS, help="optimiser steps of the round (0: the whole default round)"
@@ -147,7 +149,7 @@ def parse_args() -> argparse.Namespace:
         default=Path("bench/out/models"),
         help="where the embedded model is converted, once for every run",
     )
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def settings_for(a: argparse.Namespace, data_dir: Path) -> Settings:
@@ -182,7 +184,7 @@ def run(a: argparse.Namespace) -> dict:
     settings = settings_for(a, root / "data")
     settings.ensure_data_dir()
     model = base_model_path(settings)
-    round_ = source or train(a, settings, root, model)
+    round_ = source or trained(a, train(a, settings, root, model), settings)
     t0 = time.perf_counter()
     eval_cfg = EvalConfig(replies_per_persona=a.replies, owner_replies=a.owner_replies)
     store = Storage(settings.db_path)
@@ -236,10 +238,27 @@ def train(a: argparse.Namespace, settings: Settings, root: Path, model: str) -> 
     }
 
 
+def trained(a: argparse.Namespace, round_: dict, settings: Settings) -> dict:
+    """The round's figures, saved before the report as OUT/TAG.round.json: a report cut off (hours into a
+    default round) loses nothing, as `--reuse TAG` answers with the trained adapter from there."""
+    saved = {**round_, "knobs": dict(a.set), "time_marks": settings.time_zone if settings.time_marks else None}
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / f"{a.tag}.round.json").write_text(json.dumps(saved, indent=1, ensure_ascii=False))
+    return round_
+
+
+def load_round(out: Path, tag: str) -> dict:
+    """A saved run's figures (TAG.json), or only its round's when its report never finished (TAG.round.json)."""
+    path = out / f"{check_tag(tag)}.round.json"
+    if not (out / f"{tag}.json").is_file() and path.is_file():
+        return json.loads(path.read_text())
+    return load_run(out, tag)
+
+
 def reuse(a: argparse.Namespace, data_dir: Path) -> dict:
     """--reuse TAG: that run's data dir (corpus, held-out split, adapter 1) copied, its round's figures kept, and
     its time marks and knobs taken over: only the decoding of the report is this run's own."""
-    source = load_run(a.out, a.reuse)
+    source = load_round(a.out, a.reuse)
     shutil.copytree(a.out / a.reuse / "data", data_dir, ignore=shutil.ignore_patterns("report"))
     a.time_marks, a.time_zone = bool(source.get("time_marks")), source.get("time_marks")
     a.set = list(source["knobs"].items())

@@ -107,3 +107,19 @@ def test_the_bench_holds_out_more_sessions_without_touching_the_products_split(t
     trained_on = {r.id for r in session_refs(store, settings, "train")}
     assert trained_on and trained_on.isdisjoint(held) and trained_on.isdisjoint(i for i in after if after[i] == "eval")
     store.close()
+
+
+def test_a_run_whose_report_was_cut_off_is_reused_from_its_saved_round(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # quality.py imports its neighbours as a script does
+    quality = bench_module("quality")
+    out = tmp_path / "quality"
+    args = quality.parse_args(["--tag", "sft-sp", "--out", str(out), "--set", "selfplay_pairs=100"])
+    settings = quality.settings_for(args, tmp_path / "data")
+    round_ = {"steps": 12, "corpus": {}, "counts": {"examples": 3}, "trained_tokens": 96_000, "train_seconds": 9}
+    assert quality.trained(args, round_, settings) == round_
+    saved = quality.load_round(out, "sft-sp")  # killed during its report: no sft-sp.json
+    assert saved["knobs"] == {"selfplay_pairs": 100} and saved["trained_tokens"] == 96_000
+    (out / "sft-sp.json").write_text(json.dumps({**saved, "report": "report.md"}))
+    assert quality.load_round(out, "sft-sp")["report"] == "report.md"  # the finished run, once there is one
+    with pytest.raises(FileNotFoundError, match="no saved run"):
+        quality.load_round(out, "other")
