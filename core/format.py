@@ -202,13 +202,15 @@ class ChatFormat:
 
     @property
     def stop_token_ids(self) -> list[int]:
-        return [self.eot_id]
+        """End of turn, and the token that opens a header (ChatML, Llama-3): a turn never holds a header, so a
+        model that opens one has ended its turn (else "user\nCan you help me…" went out as a message)."""
+        return [self.eot_id, *self._open]
 
     def decode_reply(self, ids: Sequence[int]) -> list[str]:
-        """Generated ids (up to, maybe including, end-of-turn) → the burst's messages."""
+        """Generated ids (up to, maybe including, a stop token) → the burst's messages."""
         ids = list(ids)
-        if self.eot_id in ids:
-            ids = ids[: ids.index(self.eot_id)]
+        stops = set(self.stop_token_ids)
+        ids = ids[: next((i for i, t in enumerate(ids) if t in stops), len(ids))]
         # No clean-up: it would turn "ну ?" into "ну?" (transformers < 5 applies it to BPE tokenizers too).
         text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         return split_burst(text)

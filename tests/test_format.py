@@ -60,7 +60,9 @@ def test_styles_are_detected_from_the_vocabulary(chatml, llama3, plain, plain_to
     assert chatml.eot_id == chatml.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert llama3.eot_id == llama3.tokenizer.convert_tokens_to_ids("<|eot_id|>")
     assert plain.eot_id == plain_tokenizer.eos_token_id
-    assert chatml.stop_token_ids == [chatml.eot_id]
+    assert chatml.stop_token_ids == [chatml.eot_id, chatml.tokenizer.convert_tokens_to_ids("<|im_start|>")]
+    assert llama3.stop_token_ids == [llama3.eot_id, llama3.tokenizer.convert_tokens_to_ids("<|start_header_id|>")]
+    assert plain.stop_token_ids == [plain.eot_id]
 
 
 def test_mask_has_one_entry_per_id(fmt):
@@ -163,6 +165,14 @@ def test_decode_reply_stops_at_end_of_turn(chatml):
     reply = chatml._encode("yes\n---\nsoon") + [chatml.eot_id] + chatml._encode("garbage after the end")
     assert chatml.decode_reply(reply) == ["yes", "soon"]
     assert chatml.decode_reply(chatml._encode("no end yet")) == ["no end yet"]
+
+
+def test_a_reply_that_opens_another_turns_header_ends_there(chatml, llama3):
+    """Seen on SmolLM2 in the bench: replies reading "user\nCan you help me…" (a header the model opened)."""
+    for fmt in (chatml, llama3):
+        header = fmt.header("user", first=False)
+        assert fmt.decode_reply(fmt._encode("ну да") + header + fmt._encode("Can you help me?")) == ["ну да"]
+        assert fmt.decode_reply(fmt.header("user", first=True) + fmt._encode("Can you help me?")) == []
 
 
 def test_plain_style_falls_back_to_hash_headers_and_eos(plain):
