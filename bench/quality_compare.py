@@ -37,9 +37,13 @@ def run_settings(out: Path, tag: str, engine: str = "vllm") -> Settings:
     data_dir = out / check_tag(tag) / "data"
     meta = json.loads((data_dir / "adapters" / "0001" / "meta.json").read_text())
     marks = meta.get("time_marks")  # how the adapter was trained: {"zone": ...} or None
+    # The base model the adapter was trained on, where it still is (else the default, converted again).
+    base = meta.get("base_model")
+    trained_on = {"base_model": base} if base and Path(base).is_dir() else {}
     return Settings(
         _env_file=None,
         data_dir=data_dir,
+        **trained_on,
         models_dir=Path("bench/out/models").absolute(),
         owner_id=OWNER_ID,
         engine=engine,
