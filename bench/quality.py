@@ -194,8 +194,7 @@ def run(a: argparse.Namespace) -> dict:
         "tag": a.tag,
         "model": model,
         **round_,
-        "knobs": dict(a.set),
-        "time_marks": settings.time_zone if settings.time_marks else None,
+        **trained_with(a, settings),
         "engine": settings.engine,
         "decoding": {
             "temperature": settings.reply_temperature,
@@ -241,17 +240,22 @@ def train(a: argparse.Namespace, settings: Settings, root: Path, model: str) -> 
 def trained(a: argparse.Namespace, round_: dict, settings: Settings) -> dict:
     """The round's figures, saved before the report as OUT/TAG.round.json: a report cut off (hours into a
     default round) loses nothing, as `--reuse TAG` answers with the trained adapter from there."""
-    saved = {**round_, "knobs": dict(a.set), "time_marks": settings.time_zone if settings.time_marks else None}
+    saved = {**round_, **trained_with(a, settings)}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"{a.tag}.round.json").write_text(json.dumps(saved, indent=1, ensure_ascii=False))
     return round_
 
 
+def trained_with(a: argparse.Namespace, settings: Settings) -> dict:
+    """What `--reuse` takes over from a run: its training knobs and time marks (the zone, or None)."""
+    return {"knobs": dict(a.set), "time_marks": settings.time_zone if settings.time_marks else None}
+
+
 def load_round(out: Path, tag: str) -> dict:
     """A saved run's figures (TAG.json), or only its round's when its report never finished (TAG.round.json)."""
-    path = out / f"{check_tag(tag)}.round.json"
-    if not (out / f"{tag}.json").is_file() and path.is_file():
-        return json.loads(path.read_text())
+    finished, partial = out / f"{check_tag(tag)}.json", out / f"{tag}.round.json"
+    if not finished.is_file() and partial.is_file():
+        return json.loads(partial.read_text())
     return load_run(out, tag)
 
 

@@ -6,8 +6,8 @@ job of the bot waits that long too.
 
 `build_big_store`: an import of a million messages takes minutes (conversion, counts); here the messages go in
 through storage's bulk insert and the sessions with one executemany, in one transaction (memory is off: no index
-to fill). Sessions are cut as the
-product cuts them (every SESSION_MESSAGES messages a silence longer than the gap) and stored directly.
+to fill). Sessions are cut as the product cuts them (every SESSION_MESSAGES messages a silence longer than the
+gap) and stored directly.
 """
 
 from __future__ import annotations
